@@ -1,0 +1,3 @@
+from accoil_sync.cli import main
+
+main()

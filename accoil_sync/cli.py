@@ -1,0 +1,332 @@
+"""The ``accoil-sync`` command."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Table
+
+from accoil_sync import __version__, logs
+from accoil_sync.config.settings import Settings, load_settings, masked_dump, secret_values
+from accoil_sync.errors import UserError
+from accoil_sync.sync.runner import EXIT_USAGE, RunResult, execute
+from accoil_sync.sync.state import StateStore
+
+app = typer.Typer(
+    name="accoil-sync",
+    help="Push engagement metrics (Accoil_* traits) to Segment, Intercom and HubSpot.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+config_app = typer.Typer(help="Inspect the configuration.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+# Off a terminal rich would wrap at 80 columns; logs and CI output read better unwrapped.
+out = Console(width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config", "-c", help="TOML config file (default: $ACCOIL_SYNC_CONFIG or ./accoil-sync.toml)"
+    ),
+]
+DestinationOption = Annotated[
+    list[str] | None, typer.Option("--destination", "-d", help="Only this destination (repeatable).")
+]
+FullRefresh = Annotated[
+    bool, typer.Option("--full-refresh", help="Ignore state: send every field of every object.")
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
+LogFormat = Annotated[str, typer.Option("--log-format", help="auto, human or json.")]
+LogLevel = Annotated[str | None, typer.Option("--log-level", help="DEBUG, INFO, WARNING or ERROR.")]
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"accoil-sync {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_callback(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
+    ] = False,
+) -> None:
+    """accoil-sync: reverse-ETL for engagement metrics."""
+
+
+@contextmanager
+def _user_errors() -> Iterator[None]:
+    try:
+        yield
+    except UserError as exc:
+        err.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
+        raise typer.Exit(EXIT_USAGE) from None
+
+
+def _load(config: Path | None, log_format: str, log_level: str | None) -> Settings:
+    settings = load_settings(config)
+    fmt = log_format if log_format != "auto" else settings.log.format
+    logs.setup(log_level or settings.log.level, fmt, secret_values(settings))
+    return settings
+
+
+def _progress_factory() -> tuple[Progress | None, Callable[[str, int], Callable[[int], None]] | None]:
+    if not sys.stderr.isatty():
+        return None, None
+    progress = Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=False,
+    )
+
+    def factory(name: str, total: int) -> Callable[[int], None]:
+        task = progress.add_task(f"{name}: records sent", total=total or None)
+        return lambda n: progress.advance(task, n)
+
+    return progress, factory
+
+
+def _run(settings: Settings, **kwargs: Any) -> RunResult:
+    progress, factory = _progress_factory() if kwargs.get("deliver") else (None, None)
+    if progress is not None:
+        with progress:
+            return asyncio.run(execute(settings, progress=factory, **kwargs))
+    return asyncio.run(execute(settings, **kwargs))
+
+
+@app.command()
+def plan(
+    config: ConfigOption = None,
+    destination: DestinationOption = None,
+    full_refresh: FullRefresh = False,
+    as_json: JsonOption = False,
+    log_format: LogFormat = "auto",
+    log_level: LogLevel = None,
+) -> None:
+    """Dry run: what a sync would send, per destination, with a sample of field-level changes."""
+    with _user_errors():
+        settings = _load(config, log_format, log_level or ("WARNING" if as_json else None))
+        result = _run(settings, deliver=False, destinations=destination, full_refresh=full_refresh)
+    if as_json:
+        print(json.dumps(result.to_json(), indent=2, ensure_ascii=False, default=str))
+    else:
+        _print_result(result, delivered=False)
+    raise typer.Exit(result.exit_code)
+
+
+@app.command()
+def sync(
+    config: ConfigOption = None,
+    destination: DestinationOption = None,
+    full_refresh: FullRefresh = False,
+    limit: Annotated[
+        int | None, typer.Option("--limit", min=1, help="Send at most N changes per destination.")
+    ] = None,
+    as_json: JsonOption = False,
+    log_format: LogFormat = "auto",
+    log_level: LogLevel = None,
+) -> None:
+    """Send what changed since the last acknowledged delivery. Exit 0 all delivered, 1 some records failed,
+    2 usage or config error, 3 a destination was unreachable or refused auth."""
+    with _user_errors():
+        settings = _load(config, log_format, log_level)
+        result = _run(
+            settings, deliver=True, destinations=destination, full_refresh=full_refresh, limit=limit
+        )
+    if as_json:
+        print(json.dumps(result.to_json(), indent=2, ensure_ascii=False, default=str))
+    else:
+        _print_result(result, delivered=True)
+    raise typer.Exit(result.exit_code)
+
+
+@app.command()
+def status(
+    config: ConfigOption = None,
+    runs: Annotated[int, typer.Option("--runs", min=1, help="How many recent runs to show.")] = 10,
+    as_json: JsonOption = False,
+) -> None:
+    """Recent runs, records currently failing, and the most common failure reasons."""
+    with _user_errors():
+        settings = load_settings(config)
+    if not settings.state.path.exists():
+        err.print(f"no state yet at {settings.state.path}: run `accoil-sync sync` first")
+        raise typer.Exit(0)
+    store = StateStore(settings.state.path)
+    try:
+        recent = store.runs(runs)
+        failing = store.failure_counts()
+        reasons = store.common_failures()
+    finally:
+        store.close()
+    if as_json:
+        print(
+            json.dumps(
+                {
+                    "runs": [
+                        r.__dict__ if not hasattr(r, "__slots__") else {s: getattr(r, s) for s in r.__slots__}
+                        for r in recent
+                    ],
+                    "failing": [{"destination": d, "status": s, "count": n} for d, s, n in failing],
+                    "reasons": [{"destination": d, "reason": r, "count": n} for d, r, n in reasons],
+                },
+                indent=2,
+                default=str,
+            )
+        )
+        return
+    table = Table(title="Recent runs")
+    for col in ("run", "started", "ended", "status", "exit", "invalid rows", "per destination"):
+        table.add_column(col)
+    for r in recent:
+        per = "; ".join(f"{d}: " + ", ".join(f"{k} {v}" for k, v in c.items()) for d, c in r.counts.items())
+        table.add_row(
+            r.run_id,
+            r.started_at[:19],
+            (r.ended_at or "")[:19],
+            r.status,
+            str(r.exit_code or ""),
+            str(r.invalid_rows),
+            per or (r.message or ""),
+        )
+    out.print(table)
+    if failing:
+        out.print("Records failing now: " + ", ".join(f"{d} {s} {n}" for d, s, n in failing))
+        t = Table(title="Most common failure reasons")
+        for col in ("destination", "count", "reason"):
+            t.add_column(col)
+        for dest, reason, n in reasons:
+            t.add_row(dest, str(n), reason or "")
+        out.print(t)
+    else:
+        out.print("No record is failing.")
+
+
+@config_app.command("check")
+def config_check(config: ConfigOption = None) -> None:
+    """Validate the configuration and print it with secrets masked (exit 2 when invalid)."""
+    with _user_errors():
+        settings = load_settings(config)
+    print(json.dumps(masked_dump(settings), indent=2))
+    err.print(
+        f"configuration OK; enabled destinations: {', '.join(settings.destinations.enabled()) or 'none'}"
+    )
+
+
+def _print_result(result: RunResult, delivered: bool) -> None:
+    data = result.to_json()
+    src = Table(title=f"Source (run {result.run_id})")
+    for col in ("kind", "rows", "valid", "invalid", "duplicate keys", "objects"):
+        src.add_column(col)
+    for kind, s in data["source"].items():
+        src.add_row(
+            kind + "s",
+            str(s["rows"]),
+            str(s["valid"]),
+            str(s["invalid"]),
+            str(s["duplicates"]),
+            str(s["objects"]),
+        )
+    out.print(src)
+    if result.errors:
+        shown = result.errors[:20]
+        out.print(f"[yellow]{result.source.invalid} invalid row problem(s), kept out of delivery:[/yellow]")
+        for e in shown:
+            out.print(f"  {e}", highlight=False, markup=False)
+        if result.source.invalid > len(shown):
+            out.print(f"  ... and {result.source.invalid - len(shown)} more (plan --json lists them)")
+    for kind, key, profile, n, rows in result.duplicates[:10]:
+        out.print(
+            f"  duplicate {kind} {key!r} (profile {profile}) x{n} at {', '.join(rows)}: the last row wins",
+            highlight=False,
+            markup=False,
+        )
+    table = Table(title="Sync" if delivered else "Plan")
+    for col in (
+        "destination",
+        "kind",
+        "new",
+        "changed",
+        "unchanged",
+        "clear",
+        "still rejected",
+        "sent ok",
+        "failed",
+    ):
+        table.add_column(col)
+    for name, dest in data["destinations"].items():
+        delivery = dest.get("delivery", {})
+        for kind, c in dest["plan"].items():
+            counts = delivery.get("by_kind", {}).get(kind, {})
+            table.add_row(
+                name,
+                kind,
+                str(c["new"]),
+                str(c["changed"]),
+                str(c["unchanged"]),
+                str(c["clear"]),
+                str(c["still_rejected"]),
+                str(counts.get("ok", 0)) if delivered else "-",
+                str(counts.get("retryable", 0) + counts.get("rejected", 0)) if delivered else "-",
+            )
+    out.print(table)
+    for name, dest in data["destinations"].items():
+        for s in dest["sample"]:
+            changes = ", ".join(
+                f"{f}: {v['from']!r} -> {v['to']!r}" for f, v in list(s["changes"].items())[:4]
+            )
+            more = len(s["changes"]) - 4
+            out.print(
+                f"  {name} {s['kind']} {s['key']} {s['op']}: {changes}{f' (+{more} more)' if more > 0 else ''}",
+                highlight=False,
+                markup=False,
+            )
+        delivery = dest.get("delivery", {})
+        if delivery.get("stopped"):
+            out.print(f"[red]{name} stopped:[/red] {delivery['stopped']}")
+        for reason, n in list(delivery.get("reasons", {}).items())[:5]:
+            out.print(f"  {name} failure x{n}: {reason}", highlight=False, markup=False)
+        if delivery.get("limited"):
+            out.print(f"  {name}: {delivery['limited']} change(s) left for the next run by --limit")
+
+
+@app.command()
+def demo(config: ConfigOption = None) -> None:
+    """Run the shipped example end to end: plan, sync, and a second sync that must send nothing."""
+    from accoil_sync.demo import EXAMPLE_CONFIG, run_demo
+
+    with _user_errors():
+        raise typer.Exit(run_demo(config or EXAMPLE_CONFIG))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

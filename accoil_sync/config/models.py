@@ -1,0 +1,203 @@
+"""Settings models. Every section is frozen and forbids unknown keys, so a typo is an error, not a no-op."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+
+from accoil_sync.traits.names import sanitize_score_name
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ColumnMap(_Section):
+    """Canonical column -> column name in the source (CSV header, JSON key, Parquet field, SQL alias)."""
+
+    user_id: str = "user_id"
+    account_id: str = "account_id"
+    email: str = "email"
+    domain: str = "domain"
+    name: str = "name"
+    score_name: str = "score_name"
+    score: str = "score"
+    segments: str = "segments"
+    activation: str = "activation"
+    adoption_recent: str = "adoption_recent"
+    adoption_ever: str = "adoption_ever"
+    last_active: str = "last_active"
+    frequency: str = "frequency"
+    active_users: str = "active_users"
+    total_users: str = "total_users"
+    computed_at: str = "computed_at"
+
+
+class SourceConfig(_Section):
+    kind: Literal["files", "duckdb", "sqlalchemy"] = "files"
+    users: str | None = Field(None, description="files: a path or glob; duckdb/sqlalchemy: a SQL query")
+    accounts: str | None = Field(None, description="files: a path or glob; duckdb/sqlalchemy: a SQL query")
+    format: Literal["auto", "csv", "jsonl", "parquet"] = "auto"
+    csv_delimiter: str = Field(",", min_length=1, max_length=1)
+    encoding: str = "utf-8"
+    database: str | None = Field(None, description="duckdb: database file to open read-only")
+    url: SecretStr | None = Field(None, description="sqlalchemy: database URL (may hold a password)")
+    columns: ColumnMap = ColumnMap()
+    chunk_size: int = Field(50_000, ge=100, le=1_000_000)
+    max_future_skew_hours: float = Field(
+        24, ge=0, description="last_active/computed_at later than now plus this are rejected as bad rows"
+    )
+
+    @model_validator(mode="after")
+    def _needs_input(self) -> SourceConfig:
+        if not self.users and not self.accounts:
+            raise ValueError("set source.users and/or source.accounts")
+        if self.kind == "sqlalchemy" and self.url is None:
+            raise ValueError("source.kind = 'sqlalchemy' needs source.url (env ACCOIL_SYNC_SOURCE__URL)")
+        return self
+
+
+class StateConfig(_Section):
+    path: Path = Path(".accoil-sync/state.db")
+    synclog_retention_days: int = Field(30, ge=0, description="0 keeps sync logs forever")
+
+    @property
+    def directory(self) -> Path:
+        return self.path.parent
+
+
+class ProfileConfig(_Section):
+    name: str = Field(min_length=1, description="the score_name value in the source rows")
+    window_days: int = Field(7, ge=1, le=366, description="the X in 'active N of the last X days'")
+
+    @field_validator("name")
+    @classmethod
+    def _sanitisable(cls, value: str) -> str:
+        sanitize_score_name(value)  # raises ValueError with the reason
+        return value
+
+    @property
+    def score_name(self) -> str:
+        return sanitize_score_name(self.name)
+
+
+class DestinationBase(_Section):
+    enabled: bool = False
+    removal: Literal["keep", "clear"] = Field(
+        "keep", description="what to do with objects that disappear from the source"
+    )
+    max_concurrency: int = Field(4, ge=1, le=64)
+    timeout_seconds: float = Field(30, gt=0, le=600)
+    max_attempts: int = Field(6, ge=1, le=20, description="tries per request, the first included")
+
+    def secret_fields(self) -> tuple[str, ...]:
+        return ()
+
+
+class JsonlDestination(DestinationBase):
+    path: Path = Path(".accoil-sync/out/deliveries.jsonl")
+    batch_size: int = Field(1000, ge=1, le=100_000)
+
+
+class SegmentDestination(DestinationBase):
+    region: Literal["us", "eu"] = "us"
+    base_url: str | None = Field(None, description="overrides the regional host (e.g. the emulator)")
+    write_key: SecretStr | None = None
+    requests_per_second: float = Field(1000, gt=0, description="Segment's per-workspace HTTP API limit")
+    group_user_column: str | None = Field(
+        None, description="account column naming a representative user for group calls"
+    )
+
+    @property
+    def url(self) -> str:
+        if self.base_url:
+            return self.base_url.rstrip("/")
+        return {"us": "https://api.segment.io", "eu": "https://events.eu1.segmentapis.com"}[self.region]
+
+    @model_validator(mode="after")
+    def _key_when_enabled(self) -> SegmentDestination:
+        if self.enabled and self.write_key is None:
+            raise ValueError(
+                "write_key is required when enabled (env ACCOIL_SYNC_DESTINATIONS__SEGMENT__WRITE_KEY)"
+            )
+        return self
+
+
+class IntercomDestination(DestinationBase):
+    region: Literal["us", "eu", "au"] = "us"
+    base_url: str | None = None
+    access_token: SecretStr | None = None
+    api_version: str = Field("2.14", pattern=r"^2\.(1[3-9]|[2-9]\d)$", description="2.13 or newer")
+    create_missing_contacts: bool = False
+    attach_users_to_companies: bool = True
+    tag_prefix: str = ""
+    requests_per_10s: int = Field(1666, ge=1, description="10,000/min per app, spread over 10 s windows")
+
+    @property
+    def url(self) -> str:
+        if self.base_url:
+            return self.base_url.rstrip("/")
+        return {
+            "us": "https://api.intercom.io",
+            "eu": "https://api.eu.intercom.io",
+            "au": "https://api.au.intercom.io",
+        }[self.region]
+
+    @model_validator(mode="after")
+    def _token_when_enabled(self) -> IntercomDestination:
+        if self.enabled and self.access_token is None:
+            raise ValueError(
+                "access_token is required when enabled (env ACCOIL_SYNC_DESTINATIONS__INTERCOM__ACCESS_TOKEN)"
+            )
+        return self
+
+
+HubSpotTier = Literal["free", "starter", "professional", "enterprise", "api_limit_increase"]
+
+
+class HubSpotDestination(DestinationBase):
+    base_url: str = "https://api.hubapi.com"
+    access_token: SecretStr | None = None
+    oauth_client_id: str | None = None
+    oauth_client_secret: SecretStr | None = None
+    oauth_refresh_token: SecretStr | None = None
+    tier: HubSpotTier = "professional"
+    contact_match: Literal["email", "property"] = "email"
+    contact_id_property: str = Field("accoil_user_id", pattern=r"^[a-z][a-z0-9_]{0,98}$")
+    company_match: Literal["property", "domain"] = "property"
+    company_id_property: str = Field("accoil_account_id", pattern=r"^[a-z][a-z0-9_]{0,98}$")
+    create_missing: bool = False
+    property_group: str = Field("accoil", pattern=r"^[a-z][a-z0-9_]{0,98}$")
+
+    @model_validator(mode="after")
+    def _auth_when_enabled(self) -> HubSpotDestination:
+        oauth = self.oauth_refresh_token is not None
+        if oauth and (self.oauth_client_id is None or self.oauth_client_secret is None):
+            raise ValueError("OAuth needs oauth_client_id, oauth_client_secret and oauth_refresh_token")
+        if self.enabled and self.access_token is None and not oauth:
+            raise ValueError(
+                "access_token is required when enabled "
+                "(env ACCOIL_SYNC_DESTINATIONS__HUBSPOT__ACCESS_TOKEN), or configure OAuth"
+            )
+        return self
+
+
+class DestinationsConfig(_Section):
+    jsonl: JsonlDestination = JsonlDestination()
+    segment: SegmentDestination = SegmentDestination()
+    intercom: IntercomDestination = IntercomDestination()
+    hubspot: HubSpotDestination = HubSpotDestination()
+
+    def enabled(self) -> dict[str, DestinationBase]:
+        return {
+            name: cfg
+            for name in ("jsonl", "segment", "intercom", "hubspot")
+            if (cfg := getattr(self, name)).enabled
+        }
+
+
+class LogConfig(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["auto", "human", "json"] = "auto"

@@ -1,0 +1,26 @@
+"""Destinations. Each connector implements ``Connector`` from ``base``."""
+
+from __future__ import annotations
+
+from accoil_sync.config.settings import Settings
+from accoil_sync.connectors.base import Capabilities, Change, Connector, Outcome
+from accoil_sync.connectors.jsonl import JsonlConnector
+from accoil_sync.errors import ConfigError
+
+AVAILABLE = ("jsonl",)
+
+
+def build_connector(name: str, settings: Settings, run_id: str) -> Connector:
+    if name == "jsonl":
+        return JsonlConnector(settings.destinations.jsonl, run_id)
+    raise ConfigError(
+        [
+            (
+                f"destinations.{name}.enabled",
+                f"the {name} connector is not available in this version (available: {', '.join(AVAILABLE)})",
+            )
+        ]
+    )
+
+
+__all__ = ["AVAILABLE", "Capabilities", "Change", "Connector", "Outcome", "build_connector"]

@@ -1,0 +1,80 @@
+"""The connector protocol: one narrow surface, capabilities as data.
+
+The delivery engine batches, bounds concurrency and commits state; a connector only makes sure the
+destination's schema exists and turns one batch of changes into one outcome per record.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+from accoil_sync.traits.encoders import Encoder, FieldValue
+from accoil_sync.traits.model import ObjectRecord
+from accoil_sync.traits.names import ObjectKind
+
+Operation = Literal["upsert", "clear", "refresh"]
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One object's planned write to one destination: only the fields that differ from what was acked."""
+
+    destination: str
+    kind: ObjectKind
+    key: str
+    op: Operation
+    fields: dict[str, FieldValue]  # field -> new value (the destination's clear value when clearing)
+    previous: dict[str, FieldValue]  # field -> value last acknowledged, for the same fields
+    record: ObjectRecord | None  # None when the object left the source
+    fingerprint: str  # stored on acknowledgement
+    dest_id: str | None = None
+    version: int = 0  # acknowledged deliveries so far (Segment derives its messageId from it)
+    is_new: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What the destination said about one record of a batch."""
+
+    key: str
+    status: Literal["ok", "retryable", "rejected"]
+    dest_id: str | None = None
+    reason: str | None = None
+    fields: dict[str, FieldValue] | None = None  # what was actually written, when it differs from the plan
+
+    @classmethod
+    def ok(cls, key: str, dest_id: str | None = None) -> Outcome:
+        return cls(key, "ok", dest_id)
+
+    @classmethod
+    def retry(cls, key: str, reason: str) -> Outcome:
+        return cls(key, "retryable", reason=reason)
+
+    @classmethod
+    def reject(cls, key: str, reason: str) -> Outcome:
+        return cls(key, "rejected", reason=reason)
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    max_batch: int
+    max_concurrency: int
+    kinds: frozenset[ObjectKind] = field(default_factory=lambda: frozenset(ObjectKind))
+
+
+class Connector(Protocol):
+    name: str
+    capabilities: Capabilities
+    encoder: Encoder
+
+    async def ensure_schema(self) -> None:
+        """Create what must exist before the first write (properties, attributes); idempotent."""
+        ...
+
+    async def deliver(self, kind: ObjectKind, batch: Sequence[Change]) -> list[Outcome]:
+        """Write one batch; return one outcome per change. Raise ``DestinationUnavailable`` to stop."""
+        ...
+
+    async def aclose(self) -> None: ...

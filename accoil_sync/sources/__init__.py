@@ -1,0 +1,33 @@
+"""Metric sources: files (CSV, JSON Lines, Parquet) and SQL (DuckDB, SQLAlchemy), validated into a stage."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from accoil_sync.config.models import SourceConfig
+from accoil_sync.sources.base import RawChunk, RowError
+from accoil_sync.sources.files import read_files
+from accoil_sync.sources.sql import read_duckdb, read_sqlalchemy
+from accoil_sync.sources.stage import KindStats, SourceStats, Stage, column_map
+from accoil_sync.traits.names import ObjectKind
+
+
+def raw_chunks(kind: ObjectKind, cfg: SourceConfig) -> Iterator[RawChunk]:
+    spec = cfg.users if kind is ObjectKind.USER else cfg.accounts
+    if not spec:
+        return iter(())
+    columns = column_map(kind, cfg)
+    if cfg.kind == "files":
+        return read_files(spec, kind, cfg, columns)
+    if cfg.kind == "duckdb":
+        return read_duckdb(spec, kind, cfg, columns)
+    return read_sqlalchemy(spec, kind, cfg, columns)
+
+
+def load_stage(stage: Stage, cfg: SourceConfig) -> Stage:
+    for kind in ObjectKind:
+        stage.load(kind, raw_chunks(kind, cfg), cfg)
+    return stage
+
+
+__all__ = ["KindStats", "RawChunk", "RowError", "SourceStats", "Stage", "load_stage", "raw_chunks"]

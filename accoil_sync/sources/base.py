@@ -1,0 +1,46 @@
+"""What every reader yields: Arrow chunks of raw rows, plus the rows it could not even parse."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+
+from accoil_sync.traits.names import ObjectKind
+
+FILE_COLUMN = "_file"
+ROW_COLUMN = "_row"
+
+
+@dataclass(frozen=True, slots=True)
+class RowError:
+    """One problem with one input row. ``row`` is the line for CSV/JSONL, the record number otherwise."""
+
+    kind: ObjectKind
+    file: str
+    row: int | None
+    column: str | None
+    reason: str
+    key: str | None = None
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.row}" if self.row is not None else self.file
+        column = f" [{self.column}]" if self.column else ""
+        return f"{where}{column} {self.reason}"
+
+
+@dataclass(slots=True)
+class RawChunk:
+    """Raw rows renamed to canonical column names, with ``_file`` and ``_row``; values still unvalidated."""
+
+    table: pa.Table
+    errors: list[RowError] = field(default_factory=list)
+
+
+ChunkIterator = Iterator[RawChunk]
+
+
+def with_position(table: pa.Table, file: str, rows: list[int] | pa.Array) -> pa.Table:
+    table = table.append_column(FILE_COLUMN, pa.array([file] * table.num_rows, pa.string()))
+    return table.append_column(ROW_COLUMN, pa.array(rows, pa.int64()))

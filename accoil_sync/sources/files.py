@@ -1,0 +1,284 @@
+"""CSV, JSON Lines and Parquet readers, streamed in chunks so memory does not grow with the file."""
+
+from __future__ import annotations
+
+import csv
+import glob
+import io
+import json
+import math
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from accoil_sync.config.models import SourceConfig
+from accoil_sync.errors import SourceError
+from accoil_sync.sources.base import RawChunk, RowError, with_position
+from accoil_sync.traits.names import ObjectKind
+
+_FORMATS = {
+    ".csv": "csv",
+    ".tsv": "csv",
+    ".txt": "csv",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "jsonl",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+}
+CSV_BLOCK_BYTES = 8 << 20
+
+
+def expand(pattern: str) -> list[Path]:
+    """A path or a glob, in sorted order so that "last row wins" is the same on every machine."""
+    matches = sorted(glob.glob(pattern, recursive=True))
+    if not matches:
+        raise SourceError(f"no file matches {pattern!r} (working directory {Path.cwd()})")
+    return [Path(m) for m in matches]
+
+
+def file_format(path: Path, configured: str) -> str:
+    if configured != "auto":
+        return configured
+    try:
+        return _FORMATS[path.suffix.lower()]
+    except KeyError:
+        raise SourceError(
+            f"cannot tell the format of {str(path)!r} from its suffix; set source.format"
+        ) from None
+
+
+def read_files(
+    pattern: str, kind: ObjectKind, cfg: SourceConfig, columns: Mapping[str, str]
+) -> Iterator[RawChunk]:
+    """``columns`` maps source column -> canonical name; only those columns are read."""
+    for path in expand(pattern):
+        fmt = file_format(path, cfg.format)
+        if fmt == "csv":
+            yield from _read_csv(path, kind, cfg, columns)
+        elif fmt == "jsonl":
+            yield from _read_jsonl(path, kind, cfg, columns)
+        else:
+            yield from _read_parquet(path, kind, cfg, columns)
+
+
+def _missing_key(
+    path: Path, kind: ObjectKind, header: list[str], key_source: str, hint: str = ""
+) -> RowError:
+    return RowError(
+        kind,
+        str(path),
+        None,
+        key_source,
+        f"the key column {key_source!r} is not in the header {header[:12]}{hint}; "
+        "the whole file was skipped (map it with [source.columns])",
+    )
+
+
+def _read_csv(
+    path: Path, kind: ObjectKind, cfg: SourceConfig, columns: Mapping[str, str]
+) -> Iterator[RawChunk]:
+    try:
+        with path.open(encoding=cfg.encoding, errors="strict", newline="") as fh:
+            first = fh.readline()
+    except UnicodeDecodeError as exc:
+        yield RawChunk(
+            _empty(),
+            [
+                RowError(
+                    kind, str(path), 1, None, f"not {cfg.encoding} text ({exc.reason}); set source.encoding"
+                )
+            ],
+        )
+        return
+    header = next(csv.reader(io.StringIO(first.removeprefix("\ufeff")), delimiter=cfg.csv_delimiter), [])
+    key_source = _key_source(kind, columns)
+    if key_source not in header:
+        hint = ""
+        if len(header) == 1:
+            try:
+                sniffed = csv.Sniffer().sniff(first, delimiters=",;\t|").delimiter
+                if sniffed != cfg.csv_delimiter:
+                    hint = f" -- the file looks {sniffed!r}-delimited: set source.csv_delimiter"
+            except csv.Error:
+                pass
+        yield RawChunk(_empty(), [_missing_key(path, kind, header, key_source, hint)])
+        return
+    wanted = [c for c in header if c in columns]
+    skipped: dict[int, RowError] = {}
+
+    def on_invalid(row: Any) -> str:
+        line = row.number
+        reason = f"expected {row.expected_columns} fields, found {row.actual_columns}"
+        skipped[line if line is not None else -len(skipped) - 1] = RowError(
+            kind, str(path), line, None, reason
+        )
+        return "skip"
+
+    reader = pacsv.open_csv(
+        path,
+        read_options=pacsv.ReadOptions(use_threads=False, block_size=CSV_BLOCK_BYTES, encoding=cfg.encoding),
+        parse_options=pacsv.ParseOptions(
+            delimiter=cfg.csv_delimiter, newlines_in_values=True, invalid_row_handler=on_invalid
+        ),
+        convert_options=pacsv.ConvertOptions(
+            column_types=dict.fromkeys(wanted, pa.string()),
+            include_columns=wanted,
+            strings_can_be_null=False,
+        ),
+    )
+    line = 1  # the header
+    reported: set[int] = set()
+    while True:
+        try:
+            batch = reader.read_next_batch()
+        except StopIteration:
+            break
+        except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
+            yield RawChunk(
+                _empty(),
+                [
+                    RowError(
+                        kind,
+                        str(path),
+                        None,
+                        None,
+                        f"unreadable after line {line}: {exc}; rest of file skipped",
+                    )
+                ],
+            )
+            break
+        numbers: list[int] = []
+        while len(numbers) < batch.num_rows:
+            line += 1
+            if line not in skipped:
+                numbers.append(line)
+        table = pa.Table.from_batches([batch]).rename_columns([columns[c] for c in batch.schema.names])
+        errors = [e for n, e in skipped.items() if n not in reported and (n <= line or n < 0)]
+        reported.update(n for n, _ in skipped.items() if n <= line or n < 0)
+        yield RawChunk(with_position(table, str(path), numbers), errors)
+    leftover = [e for n, e in skipped.items() if n not in reported]
+    if leftover:
+        yield RawChunk(_empty(), leftover)
+
+
+def _key_source(kind: ObjectKind, columns: Mapping[str, str]) -> str:
+    key = "user_id" if kind is ObjectKind.USER else "account_id"
+    return next(src for src, canon in columns.items() if canon == key)
+
+
+def _empty() -> pa.Table:
+    return pa.table({})
+
+
+def _json_cell(canon: str, value: Any) -> str | None:
+    """One JSON value as the string the validator parses; lists only for segments."""
+    if value is None:
+        return None
+    if canon == "segments":
+        if isinstance(value, list):
+            return json.dumps(value)
+        if isinstance(value, str):
+            return value
+        raise TypeError(f"expected a list of segment names, got JSON {type(value).__name__} {value!r}"[:200])
+    if isinstance(value, bool | dict | list):
+        raise TypeError(f"expected a single value, got JSON {type(value).__name__}")
+    if isinstance(value, float) and not math.isfinite(value):
+        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    return str(value)
+
+
+def _read_jsonl(
+    path: Path, kind: ObjectKind, cfg: SourceConfig, columns: Mapping[str, str]
+) -> Iterator[RawChunk]:
+    """Line by line, so that a broken line is one reported row, not a failed file."""
+    canon_cols = list(dict.fromkeys(columns.values()))
+    key_source = _key_source(kind, columns)
+    with path.open("rb") as fh:
+        data: dict[str, list[str | None]] = {c: [] for c in canon_cols}
+        lines: list[int] = []
+        errors: list[RowError] = []
+        saw_key = False
+        for number, raw in enumerate(fh, start=1):
+            if not raw.strip():
+                continue
+            try:
+                obj = json.loads(raw.decode(cfg.encoding))
+            except (UnicodeDecodeError, ValueError) as exc:
+                errors.append(RowError(kind, str(path), number, None, f"not a JSON object: {exc}"[:300]))
+                continue
+            if not isinstance(obj, dict):
+                errors.append(RowError(kind, str(path), number, None, "not a JSON object"))
+                continue
+            saw_key = saw_key or key_source in obj
+            row: dict[str, str | None] = {}
+            bad = False
+            for source, canon in columns.items():
+                value = obj.get(source)
+                try:
+                    row[canon] = _json_cell(canon, value)
+                except TypeError as exc:
+                    errors.append(RowError(kind, str(path), number, source, str(exc)))
+                    bad = True
+            if bad:
+                continue
+            for c in canon_cols:
+                data[c].append(row.get(c))
+            lines.append(number)
+            if len(lines) >= cfg.chunk_size:
+                yield RawChunk(
+                    with_position(
+                        pa.table({c: pa.array(v, pa.string()) for c, v in data.items()}), str(path), lines
+                    ),
+                    errors,
+                )
+                data = {c: [] for c in canon_cols}
+                lines, errors = [], []
+        if lines or errors:
+            yield RawChunk(
+                with_position(
+                    pa.table({c: pa.array(v, pa.string()) for c, v in data.items()}), str(path), lines
+                ),
+                errors,
+            )
+        if not saw_key and lines:
+            yield RawChunk(
+                _empty(),
+                [
+                    RowError(
+                        kind,
+                        str(path),
+                        None,
+                        key_source,
+                        f"no line has the key {key_source!r}; map it with [source.columns]",
+                    )
+                ],
+            )
+
+
+def _read_parquet(
+    path: Path, kind: ObjectKind, cfg: SourceConfig, columns: Mapping[str, str]
+) -> Iterator[RawChunk]:
+    try:
+        pf = pq.ParquetFile(path)
+    except (pa.ArrowInvalid, OSError) as exc:
+        yield RawChunk(
+            _empty(), [RowError(kind, str(path), None, None, f"not a readable Parquet file: {exc}")]
+        )
+        return
+    names = pf.schema_arrow.names
+    key_source = _key_source(kind, columns)
+    if key_source not in names:
+        yield RawChunk(_empty(), [_missing_key(path, kind, names, key_source)])
+        return
+    wanted = [c for c in names if c in columns]
+    start = 1
+    for batch in pf.iter_batches(batch_size=cfg.chunk_size, columns=wanted):
+        table = pa.Table.from_batches([batch]).rename_columns([columns[c] for c in batch.schema.names])
+        rows = pa.array(range(start, start + batch.num_rows), pa.int64())
+        start += batch.num_rows
+        yield RawChunk(with_position(table, str(path), rows))

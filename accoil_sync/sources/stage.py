@@ -1,0 +1,302 @@
+"""The validated, de-duplicated view of one run's source: a DuckDB staging database beside the state.
+
+Raw chunks go in one at a time (so memory is bounded by the chunk size and DuckDB's own limit, not by the
+row count); what comes out is, per object kind, one fingerprint per object and -- for the objects the
+planner decides to send -- full ``ObjectRecord``s.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+
+from accoil_sync.config.models import ProfileConfig, SourceConfig
+from accoil_sync.sources.base import RawChunk, RowError
+from accoil_sync.sources.validate import canonical_columns, validation_sql
+from accoil_sync.traits.model import MetricValue, ObjectRecord, normalise_number
+from accoil_sync.traits.names import Metric, ObjectKind
+
+# Bump when the fingerprint's input changes: every object is then compared field by field once.
+FINGERPRINT_VERSION = "1"
+_NULL = "\u2205"
+MAX_KEPT_ERRORS = 100_000
+
+
+@dataclass(slots=True)
+class KindStats:
+    rows: int = 0
+    valid: int = 0
+    invalid: int = 0
+    duplicates: int = 0
+    objects: int = 0
+
+
+@dataclass(slots=True)
+class SourceStats:
+    by_kind: dict[ObjectKind, KindStats] = field(default_factory=lambda: {k: KindStats() for k in ObjectKind})
+
+    @property
+    def invalid(self) -> int:
+        return sum(s.invalid for s in self.by_kind.values())
+
+
+def _fingerprint_sql(kind: ObjectKind) -> str:
+    metrics = [
+        "score",
+        "array_to_string(segments, chr(29))",
+        "activation",
+        "adoption_recent",
+        "adoption_ever",
+        "last_active",
+        "frequency",
+    ]
+    attrs = ["email", "account_id"] if kind is ObjectKind.USER else ["domain", "name"]
+    if kind is ObjectKind.ACCOUNT:
+        metrics += ["active_users", "total_users"]
+    canon = " || chr(31) || ".join(
+        f"coalesce(CAST({m} AS VARCHAR), '{_NULL}')" for m in ["profile", *metrics]
+    )
+    attr = " || chr(31) || ".join(f"coalesce(arg_max({a}, _seq), '{_NULL}')" for a in attrs)
+    return (
+        f"SELECT key, md5('{FINGERPRINT_VERSION}' || chr(30) || string_agg({canon}, chr(30) ORDER BY profile)"
+        f" || chr(30) || {attr}) AS fp FROM final_{kind.value} GROUP BY key"
+    )
+
+
+class Stage:
+    """Owns a DuckDB database for one run; close() removes it."""
+
+    def __init__(self, directory: Path, profiles: Sequence[ProfileConfig], run_id: str) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.path = directory / f"stage-{run_id}.duckdb"
+        self._remove_files()
+        self.con = duckdb.connect(str(self.path))
+        self._do("SET TimeZone = 'UTC'")
+        # Bounded memory: DuckDB spills sorts and joins to disk past this.
+        self._do("SET memory_limit = '256MB'")
+        self._do(f"SET temp_directory = '{directory / 'duckdb-tmp'}'")
+        self._do("SET preserve_insertion_order = false")
+        self.profiles = list(profiles)
+        self.stats = SourceStats()
+        self._seq = 0
+        self._created: set[ObjectKind] = set()
+        self._do(
+            "CREATE TABLE invalid (kind VARCHAR, file VARCHAR, row BIGINT, col VARCHAR, "
+            "reason VARCHAR, key VARCHAR)"
+        )
+        profile_table = pa.table(
+            {
+                "source_name": [p.name for p in self.profiles],
+                "score_name": [p.score_name for p in self.profiles],
+                "window_days": pa.array([p.window_days for p in self.profiles], pa.int64()),
+            }
+        )
+        self.con.register("profile_table", profile_table)
+        self._do("CREATE TABLE profiles AS SELECT * FROM profile_table")
+        self.con.unregister("profile_table")
+        self.now_iso = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S+00")
+
+    def _do(self, sql: str, params: Sequence[object] | None = None) -> list[tuple[object, ...]]:
+        # DuckDB 2 wants every result consumed before the connection runs the next statement.
+        return (
+            list(self.con.execute(sql, params).fetchall())
+            if params
+            else list(self.con.execute(sql).fetchall())
+        )
+
+    # ---------------------------------------------------------------------------------------------- load
+
+    def load(self, kind: ObjectKind, chunks: Iterable[RawChunk], cfg: SourceConfig) -> None:
+        source_names = _source_names(cfg)
+        stats = self.stats.by_kind[kind]
+        for raw in chunks:
+            self._record_errors(raw.errors)
+            stats.invalid += len(raw.errors)
+            stats.rows += len(raw.errors)
+            if raw.table.num_rows == 0:
+                continue
+            chunk = raw.table.append_column(
+                "_seq", pa.array(range(self._seq, self._seq + raw.table.num_rows), pa.int64())
+            )
+            self._seq += raw.table.num_rows
+            sql = validation_sql(
+                chunk.schema,
+                kind,
+                source_names,
+                self.profiles[0].name,
+                self.now_iso,
+                cfg.max_future_skew_hours,
+            )
+            self.con.register("chunk", chunk)
+            try:
+                self._do(f"CREATE OR REPLACE TEMP TABLE checked AS {sql}")
+            finally:
+                self.con.unregister("chunk")
+            if kind not in self._created:
+                self._do(
+                    f"CREATE TABLE stage_{kind.value} AS SELECT * EXCLUDE (_errors) FROM checked LIMIT 0"
+                )
+                self._created.add(kind)
+            self._do(
+                f"INSERT INTO stage_{kind.value} SELECT * EXCLUDE (_errors) FROM checked "
+                "WHERE len(_errors) = 0"
+            )
+            bad = self.con.execute(
+                "SELECT _file, _row, key, _errors FROM checked WHERE len(_errors) > 0"
+            ).fetchall()
+            stats.rows += chunk.num_rows
+            stats.invalid += len(bad)
+            stats.valid += chunk.num_rows - len(bad)
+            self._record_errors(
+                RowError(kind, file, row, *(_split_reason(reason)), key=key)
+                for file, row, key, reasons in bad
+                for reason in reasons
+            )
+        self._finish(kind)
+
+    def _record_errors(self, errors: Iterable[RowError]) -> None:
+        rows = [(e.kind.value, e.file, e.row, e.column, e.reason, e.key) for e in errors]
+        if rows:
+            self.con.executemany("INSERT INTO invalid VALUES (?, ?, ?, ?, ?, ?)", rows)
+
+    def _finish(self, kind: ObjectKind) -> None:
+        k = kind.value
+        if kind not in self._created:
+            cols = ", ".join(f"NULL::VARCHAR AS {c}" for c in ("key", "profile"))
+            self._do(f"CREATE TABLE final_{k} AS SELECT {cols}, NULL::BIGINT AS _seq LIMIT 0")
+            self._do(f"CREATE TABLE desired_{k} (key VARCHAR, fp VARCHAR)")
+            return
+        self._do(
+            f"CREATE TABLE dups_{k} AS SELECT key, profile, count(*) AS n, "
+            f"list(_file || ':' || _row ORDER BY _seq) AS rows FROM stage_{k} GROUP BY key, profile "
+            "HAVING count(*) > 1"
+        )
+        self._do(
+            f"CREATE TABLE final_{k} AS SELECT * FROM stage_{k} "
+            "QUALIFY row_number() OVER (PARTITION BY key, profile ORDER BY _seq DESC) = 1"
+        )
+        self._do(f"DROP TABLE stage_{k}")
+        self._do(f"CREATE TABLE desired_{k} AS {_fingerprint_sql(kind)}")
+        stats = self.stats.by_kind[kind]
+        stats.duplicates = int(self._do(f"SELECT coalesce(sum(n - 1), 0) FROM dups_{k}")[0][0])  # type: ignore[call-overload]
+        stats.objects = int(self._do(f"SELECT count(*) FROM desired_{k}")[0][0])  # type: ignore[call-overload]
+
+    # -------------------------------------------------------------------------------------------- read
+
+    def duplicates(self, kind: ObjectKind, limit: int = 20) -> list[tuple[str, str, int, list[str]]]:
+        if kind not in self._created:
+            return []
+        rows = self.con.execute(
+            f"SELECT key, profile, n, rows FROM dups_{kind.value} ORDER BY key, profile LIMIT {int(limit)}"
+        ).fetchall()
+        return [(r[0], r[1], int(r[2]), list(r[3])) for r in rows]
+
+    def errors(self, limit: int | None = None) -> list[RowError]:
+        sql = "SELECT kind, file, row, col, reason, key FROM invalid ORDER BY kind, file, row"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        return [
+            RowError(ObjectKind(r[0]), r[1], r[2], r[3], r[4], r[5]) for r in self.con.execute(sql).fetchall()
+        ]
+
+    def error_summary(self, limit: int = 10) -> list[tuple[str, int]]:
+        rows = self.con.execute(
+            "SELECT coalesce(col, '(row)') || ': ' || regexp_replace(regexp_replace(reason, ': .*$', ''), "
+            "'-?[0-9]+([.][0-9]+)?', 'N', 'g') AS r, "
+            f"count(*) FROM invalid GROUP BY r ORDER BY count(*) DESC, r LIMIT {int(limit)}"
+        ).fetchall()
+        return [(r[0], int(r[1])) for r in rows]
+
+    def records(self, kind: ObjectKind, keys: Sequence[str]) -> dict[str, ObjectRecord]:
+        """Full records for ``keys`` (profiles merged), in one query."""
+        if not keys:
+            return {}
+        key_table = pa.table({"key": pa.array(list(keys), pa.string())})
+        self.con.register("wanted", key_table)
+        try:
+            cur = self.con.execute(
+                f"SELECT f.* FROM final_{kind.value} f JOIN wanted USING (key) ORDER BY key, _seq"
+            )
+            names = [d[0] for d in cur.description]
+            rows = cur.fetchall()
+        finally:
+            self.con.unregister("wanted")
+        out: dict[str, ObjectRecord] = {}
+        for key, group in itertools.groupby(
+            (dict(zip(names, r, strict=True)) for r in rows), lambda r: r["key"]
+        ):
+            out[key] = _record(kind, key, list(group))
+        return out
+
+    def close(self) -> None:
+        self.con.close()
+        self._remove_files()
+
+    def _remove_files(self) -> None:
+        for path in (self.path, self.path.with_name(self.path.name + ".wal")):
+            path.unlink(missing_ok=True)
+
+
+def _split_reason(text: str) -> tuple[str | None, str]:
+    column, sep, reason = text.partition(": ")
+    return (column, reason) if sep else (None, text)
+
+
+def _source_names(cfg: SourceConfig) -> dict[str, str]:
+    return dict(cfg.columns.model_dump())
+
+
+def column_map(kind: ObjectKind, cfg: SourceConfig) -> dict[str, str]:
+    """Source column -> canonical name, for the columns this kind uses."""
+    mapping = cfg.columns.model_dump()
+    return {mapping[c]: c for c in canonical_columns(kind)}
+
+
+_METRIC_COLUMNS: Mapping[Metric, str] = {m: m.value for m in Metric}
+
+
+def _record(kind: ObjectKind, key: str, rows: list[dict[str, object]]) -> ObjectRecord:
+    metrics: dict[str, dict[Metric, MetricValue]] = {}
+    for row in rows:
+        values: dict[Metric, MetricValue] = {}
+        for metric, col in _METRIC_COLUMNS.items():
+            value = row.get(col)
+            if value is None:
+                continue
+            if metric is Metric.SEGMENTS:
+                assert isinstance(value, list)
+                values[metric] = tuple(value)
+            elif isinstance(value, int | float):
+                values[metric] = normalise_number(value)
+            else:
+                assert isinstance(value, str)
+                values[metric] = value
+        metrics[str(row["profile"])] = values
+    last = rows[-1]  # rows come ordered by _seq: attributes of the last row win
+
+    def attr(name: str) -> str | None:
+        value = last.get(name)
+        return None if value is None else str(value)
+
+    return ObjectRecord(
+        kind=kind,
+        key=key,
+        metrics=metrics,
+        email=attr("email"),
+        domain=attr("domain"),
+        name=attr("name"),
+        account_id=attr("account_id"),
+        computed_at=attr("computed_at"),
+    )
+
+
+def iter_keys(con: duckdb.DuckDBPyConnection, sql: str, size: int) -> Iterator[list[tuple[object, ...]]]:
+    cur = con.execute(sql)
+    while rows := cur.fetchmany(size):
+        yield rows

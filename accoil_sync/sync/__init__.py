@@ -1,0 +1,1 @@
+"""Planner, delivery engine, state store, sync log and the run that ties them together."""

@@ -1,0 +1,178 @@
+"""The delivery engine: batches changes, bounds concurrency per destination, commits each acknowledged batch.
+
+State is written only after the destination acknowledged a batch, in one transaction with that batch's
+failures. A destination that refuses auth (or stays down past its retry budget) raises
+``DestinationUnavailable``: the engine stops sending to it, lets in-flight batches finish and commit, and
+leaves everything else for the next run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+from accoil_sync.connectors.base import Change, Connector, Outcome
+from accoil_sync.errors import DestinationUnavailable, PermanentError, RetryableError
+from accoil_sync.sync.state import (
+    STATUS_REJECTED,
+    STATUS_RETRYABLE,
+    Acknowledged,
+    Failed,
+    StateStore,
+    now_iso,
+)
+from accoil_sync.sync.synclog import SyncLog
+from accoil_sync.traits.names import ObjectKind
+
+log = logging.getLogger("accoil_sync.engine")
+
+
+@dataclass(slots=True)
+class DeliveryReport:
+    destination: str
+    counts: Counter[str] = field(default_factory=Counter)  # ok / retryable / rejected / refreshed
+    by_kind: dict[str, Counter[str]] = field(default_factory=dict)
+    reasons: Counter[str] = field(default_factory=Counter)
+    stopped: str | None = None
+    limited: int = 0  # changes left for a later run by --limit
+
+    @property
+    def failed(self) -> int:
+        return self.counts["retryable"] + self.counts["rejected"]
+
+
+class Engine:
+    def __init__(
+        self,
+        connector: Connector,
+        state: StateStore,
+        synclog: SyncLog,
+        run_id: str,
+        *,
+        limit: int | None = None,
+        on_progress: Callable[[int], None] | None = None,
+    ) -> None:
+        self.connector = connector
+        self.state = state
+        self.synclog = synclog
+        self.run_id = run_id
+        self.limit = limit
+        self.on_progress = on_progress
+        self.report = DeliveryReport(connector.name)
+        self._stop = asyncio.Event()
+
+    async def run(self, changes: Iterable[Change]) -> DeliveryReport:
+        caps = self.connector.capabilities
+        slots = asyncio.Semaphore(caps.max_concurrency)
+        tasks: set[asyncio.Task[None]] = set()
+        batch: list[Change] = []
+        refresh: list[Change] = []
+        sent = 0
+
+        async def launch(kind: ObjectKind, items: list[Change]) -> None:
+            await slots.acquire()
+            task = asyncio.create_task(self._deliver(kind, items, slots))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+
+        for change in changes:
+            if self._stop.is_set():
+                break
+            if change.op == "refresh":
+                refresh.append(change)
+                if len(refresh) >= 1000:
+                    self._commit_refresh(refresh)
+                    refresh = []
+                continue
+            if self.limit is not None and sent >= self.limit:
+                self.report.limited += 1
+                continue
+            if batch and (batch[0].kind is not change.kind or len(batch) >= caps.max_batch):
+                await launch(batch[0].kind, batch)
+                batch = []
+            batch.append(change)
+            sent += 1
+        if batch and not self._stop.is_set():
+            await launch(batch[0].kind, batch)
+        if refresh:
+            self._commit_refresh(refresh)
+        if tasks:
+            await asyncio.gather(*tasks)
+        return self.report
+
+    async def _deliver(self, kind: ObjectKind, batch: Sequence[Change], slots: asyncio.Semaphore) -> None:
+        try:
+            if self._stop.is_set():
+                return
+            try:
+                outcomes = await self.connector.deliver(kind, batch)
+            except DestinationUnavailable as exc:
+                if not self._stop.is_set():
+                    self.report.stopped = str(exc)
+                    log.error("%s stopped: %s", self.connector.name, exc)
+                self._stop.set()
+                return
+            except RetryableError as exc:
+                outcomes = [Outcome.retry(c.key, str(exc)) for c in batch]
+            except PermanentError as exc:
+                outcomes = [Outcome.reject(c.key, str(exc)) for c in batch]
+            self._commit(kind, batch, outcomes)
+        finally:
+            slots.release()
+
+    def _commit(self, kind: ObjectKind, batch: Sequence[Change], outcomes: Sequence[Outcome]) -> None:
+        by_key = {o.key: o for o in outcomes}
+        acked: list[Acknowledged] = []
+        failed: list[Failed] = []
+        stamp = now_iso()
+        for change in batch:
+            outcome = by_key.get(change.key) or Outcome.retry(change.key, "the connector returned no outcome")
+            if outcome.status == "ok":
+                fields = (
+                    {}
+                    if change.op == "clear"
+                    else (outcome.fields if outcome.fields is not None else change.fields)
+                )
+                acked.append(
+                    Acknowledged(
+                        change.key, change.fingerprint, fields, outcome.dest_id, replace=change.op == "clear"
+                    )
+                )
+            else:
+                status = STATUS_RETRYABLE if outcome.status == "retryable" else STATUS_REJECTED
+                failed.append(Failed(change.key, change.fingerprint, status, outcome.reason or "unknown"))
+                self.report.reasons[outcome.reason or "unknown"] += 1
+            self.report.counts[outcome.status] += 1
+            self.report.by_kind.setdefault(kind.value, Counter())[outcome.status] += 1
+            self.synclog.append(
+                {
+                    "run_id": self.run_id,
+                    "at": stamp,
+                    "destination": self.connector.name,
+                    "kind": kind.value,
+                    "key": change.key,
+                    "operation": change.op,
+                    "changed_fields": sorted(change.fields),
+                    "outcome": outcome.status,
+                    "reason": outcome.reason,
+                }
+            )
+        self.state.commit_batch(self.connector.name, kind.value, acked, failed)
+        if self.on_progress:
+            self.on_progress(len(batch))
+
+    def _commit_refresh(self, changes: list[Change]) -> None:
+        """Source changed but nothing this destination holds did: record the new fingerprint, send nothing."""
+        for kind in ObjectKind:
+            items = [c for c in changes if c.kind is kind]
+            if items:
+                self.state.commit_batch(
+                    self.connector.name,
+                    kind.value,
+                    [Acknowledged(c.key, c.fingerprint, {}, None) for c in items],
+                    [],
+                )
+        self.report.counts["refreshed"] += len(changes)

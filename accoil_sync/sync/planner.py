@@ -1,0 +1,180 @@
+"""The planner: desired values (the stage) against acknowledged values (the state) -> field-level changes.
+
+The unchanged case must be cheap, so the comparison is two steps. First, in DuckDB, the per-object
+fingerprint of the source values (salted with the destination's encoder signature) is joined against the
+fingerprint stored at the last acknowledgement; equal means nothing to do, and no Python object is built.
+Second, only for objects whose fingerprint differs, records are built, encoded and diffed field by field.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator, Iterator
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+
+from accoil_sync.connectors.base import Change
+from accoil_sync.sources.stage import Stage
+from accoil_sync.sync.state import CLEARED, STATUS_REJECTED, StateStore
+from accoil_sync.traits.encoders import Encoder, diff_fields
+from accoil_sync.traits.names import ObjectKind
+
+RECORD_CHUNK = 2_000
+
+
+@dataclass(slots=True)
+class PlanCounts:
+    objects: int = 0  # objects in the source
+    new: int = 0
+    changed: int = 0
+    unchanged: int = 0
+    refresh: int = 0  # source changed in a way this destination does not encode: state only, no write
+    clear: int = 0
+    still_rejected: int = 0  # rejected before with these same values: not re-sent until they change
+    retrying: int = 0  # failed retryably before, planned again
+
+    @property
+    def writes(self) -> int:
+        return self.new + self.changed + self.clear
+
+
+@dataclass(slots=True)
+class DestinationPlan:
+    destination: str
+    counts: dict[ObjectKind, PlanCounts] = field(
+        default_factory=lambda: {k: PlanCounts() for k in ObjectKind}
+    )
+
+    @property
+    def writes(self) -> int:
+        return sum(c.writes for c in self.counts.values())
+
+
+class Planner:
+    def __init__(self, stage: Stage, state: StateStore, *, full_refresh: bool = False) -> None:
+        self.stage = stage
+        self.state = state
+        self.full_refresh = full_refresh
+
+    def plan(
+        self,
+        destination: str,
+        encoder: Encoder,
+        removal: str,
+        kinds: frozenset[ObjectKind],
+        report: DestinationPlan,
+    ) -> Generator[Change, None, None]:
+        """Changes in a deterministic order: accounts before users (users may attach to accounts), then key."""
+        for kind in (ObjectKind.ACCOUNT, ObjectKind.USER):
+            if kind in kinds:
+                yield from self._plan_kind(destination, kind, encoder, removal, report.counts[kind])
+
+    def _load_state(self, destination: str, kind: ObjectKind) -> str:
+        table = f"st_{destination}_{kind.value}"
+        con = self.stage.con
+        con.execute(
+            f"CREATE OR REPLACE TABLE {table} (key VARCHAR, fingerprint VARCHAR, status VARCHAR, "
+            "failed VARCHAR)"
+        ).fetchall()
+        for rows in self.state.fingerprints(destination, kind.value):
+            cols = list(zip(*rows, strict=True))
+            chunk = pa.table(
+                {
+                    name: pa.array(col, pa.string())
+                    for name, col in zip(("key", "fingerprint", "status", "failed"), cols, strict=True)
+                }
+            )
+            con.register("st_chunk", chunk)
+            con.execute(f"INSERT INTO {table} SELECT * FROM st_chunk").fetchall()
+            con.unregister("st_chunk")
+        return table
+
+    def _plan_kind(
+        self, destination: str, kind: ObjectKind, encoder: Encoder, removal: str, counts: PlanCounts
+    ) -> Iterator[Change]:
+        st = self._load_state(destination, kind)
+        con = self.stage.con
+        salt = encoder.signature.replace("'", "''")
+        want = f"md5('{salt}' || d.fp)"
+        counts.objects = int(con.execute(f"SELECT count(*) FROM desired_{kind.value}").fetchall()[0][0])
+        if self.full_refresh:
+            changed = "d.key IS NOT NULL"
+            rejected = "false"
+        else:
+            rejected = f"s.status = '{STATUS_REJECTED}' AND s.failed = {want}"
+            changed = f"d.key IS NOT NULL AND s.fingerprint IS DISTINCT FROM {want} AND NOT coalesce({rejected}, false)"
+        gone = (
+            f"d.key IS NULL AND s.fingerprint IS NOT NULL AND s.fingerprint <> '{CLEARED}'"
+            if removal == "clear"
+            else "false"
+        )
+        counts.still_rejected = int(
+            con.execute(
+                f"SELECT count(*) FROM desired_{kind.value} d JOIN {st} s USING (key) WHERE {rejected}"
+            ).fetchall()[0][0]
+        )
+        # A second cursor streams the candidates while the main connection fetches their records.
+        cur = con.cursor()
+        cur.execute(
+            f"SELECT coalesce(d.key, s.key) AS key, {want} AS want, d.key IS NULL AS gone, "
+            f"s.key IS NULL AS is_new, s.status "
+            f"FROM desired_{kind.value} d FULL OUTER JOIN {st} s ON d.key = s.key "
+            f"WHERE ({changed}) OR ({gone}) ORDER BY 1"
+        )
+        planned = 0
+        while part := cur.fetchmany(RECORD_CHUNK):
+            keys = [row[0] for row in part]
+            records = self.stage.records(kind, [row[0] for row in part if not row[2]])
+            stored = self.state.load(destination, kind.value, keys)
+            for key, fingerprint, is_gone, is_new, status in part:
+                before = stored.get(key)
+                delivered = {} if (before is None or self.full_refresh) else before.fields
+                common = {
+                    "destination": destination,
+                    "kind": kind,
+                    "key": key,
+                    "dest_id": before.dest_id if before else None,
+                    "version": before.version if before else 0,
+                }
+                if is_gone:
+                    assert before is not None
+                    fields = {name: encoder.cleared(name) for name in sorted(before.fields)}
+                    counts.clear += 1
+                    planned += 1
+                    yield Change(
+                        op="clear",
+                        fields=fields,
+                        previous=dict(before.fields),
+                        record=None,
+                        fingerprint=CLEARED,
+                        **common,
+                    )
+                    continue
+                record = records[key]
+                fields = diff_fields(encoder.encode(record), delivered, encoder)
+                planned += 1
+                if status == "retryable":
+                    counts.retrying += 1
+                if not fields:
+                    counts.refresh += 1
+                    yield Change(
+                        op="refresh", fields={}, previous={}, record=record, fingerprint=fingerprint, **common
+                    )
+                    continue
+                if is_new or before is None or before.fingerprint is None:
+                    counts.new += 1
+                else:
+                    counts.changed += 1
+                previous = {k: delivered[k] for k in fields if k in delivered}
+                yield Change(
+                    op="upsert",
+                    fields=fields,
+                    previous=previous,
+                    record=record,
+                    fingerprint=fingerprint,
+                    is_new=before is None or before.fingerprint is None,
+                    **common,
+                )
+        cur.close()
+        counts.unchanged = counts.objects - (planned - counts.clear) - counts.still_rejected
+        con.execute(f"DROP TABLE {st}").fetchall()

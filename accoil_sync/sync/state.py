@@ -1,0 +1,322 @@
+"""The state store: what each destination last acknowledged, per object, and the run ledger.
+
+SQLite in WAL mode. Every write happens inside one transaction per delivered batch, so a kill -9 at any
+moment leaves either the batch's outcomes or none of them -- never half. The schema is versioned with
+``PRAGMA user_version`` and migrated forward in order.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from accoil_sync.traits.encoders import FieldValue
+
+MIGRATIONS: list[str] = [
+    # 1: records per (destination, kind, key) and the run ledger
+    """
+    CREATE TABLE records (
+        destination TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        key TEXT NOT NULL,
+        fingerprint TEXT,              -- of the source values last acknowledged (NULL: never delivered)
+        fields TEXT NOT NULL DEFAULT '{}',   -- JSON: encoded field -> value last acknowledged
+        dest_id TEXT,                  -- the destination's own id (Intercom contact id, HubSpot object id)
+        version INTEGER NOT NULL DEFAULT 0,  -- acknowledged deliveries so far
+        status TEXT NOT NULL DEFAULT 'ok',   -- ok | retryable | rejected
+        failed_fingerprint TEXT,       -- the source values a rejection was for
+        last_error TEXT,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        updated_at TEXT NOT NULL,
+        PRIMARY KEY (destination, kind, key)
+    ) WITHOUT ROWID;
+    CREATE TABLE runs (
+        run_id TEXT PRIMARY KEY,
+        command TEXT NOT NULL,
+        started_at TEXT NOT NULL,
+        ended_at TEXT,
+        status TEXT NOT NULL,          -- running | ok | partial | failed | interrupted
+        exit_code INTEGER,
+        invalid_rows INTEGER NOT NULL DEFAULT 0,
+        message TEXT
+    );
+    CREATE TABLE run_counts (
+        run_id TEXT NOT NULL,
+        destination TEXT NOT NULL,
+        outcome TEXT NOT NULL,
+        count INTEGER NOT NULL,
+        PRIMARY KEY (run_id, destination, outcome)
+    );
+    CREATE TABLE run_failures (
+        run_id TEXT NOT NULL,
+        destination TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        count INTEGER NOT NULL,
+        PRIMARY KEY (run_id, destination, reason)
+    );
+    """,
+]
+
+STATUS_OK = "ok"
+STATUS_RETRYABLE = "retryable"
+STATUS_REJECTED = "rejected"
+CLEARED = "cleared"  # fingerprint of an object whose traits were cleared by the removal policy
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass(frozen=True, slots=True)
+class StoredRecord:
+    key: str
+    fingerprint: str | None
+    fields: dict[str, FieldValue]
+    dest_id: str | None
+    version: int
+    status: str
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class Acknowledged:
+    key: str
+    fingerprint: str
+    fields: dict[str, FieldValue]  # the fields just delivered; merged over what was there
+    dest_id: str | None
+    replace: bool = False  # True when ``fields`` is the whole new set (clear, full refresh)
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    key: str
+    fingerprint: str
+    status: str  # retryable | rejected
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class RunSummary:
+    run_id: str
+    command: str
+    started_at: str
+    ended_at: str | None
+    status: str
+    exit_code: int | None
+    invalid_rows: int
+    message: str | None
+    counts: dict[str, dict[str, int]]
+
+
+class StateStore:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE ... COMMIT).
+        self.db = sqlite3.connect(path, isolation_level=None, timeout=30, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode = WAL")
+        self.db.execute("PRAGMA synchronous = NORMAL")  # WAL + NORMAL: durable at checkpoints, never corrupt
+        self.db.execute("PRAGMA busy_timeout = 30000")
+        self._migrate()
+
+    # ------------------------------------------------------------------------------------------- schema
+
+    @property
+    def schema_version(self) -> int:
+        return int(self.db.execute("PRAGMA user_version").fetchone()[0])
+
+    def _migrate(self) -> None:
+        current = self.schema_version
+        if current > len(MIGRATIONS):
+            raise RuntimeError(
+                f"state store {self.path} has schema version {current}, newer than this accoil-sync "
+                f"understands ({len(MIGRATIONS)}); upgrade accoil-sync"
+            )
+        for version, sql in enumerate(MIGRATIONS[current:], start=current + 1):
+            with self.transaction():
+                for statement in filter(None, (s.strip() for s in sql.split(";"))):
+                    self.db.execute(statement)
+                self.db.execute(f"PRAGMA user_version = {version}")
+
+    # --------------------------------------------------------------------------------------- transactions
+
+    class _Tx:
+        def __init__(self, db: sqlite3.Connection) -> None:
+            self.db = db
+
+        def __enter__(self) -> sqlite3.Connection:
+            self.db.execute("BEGIN IMMEDIATE")
+            return self.db
+
+        def __exit__(self, exc_type: Any, *_: Any) -> None:
+            self.db.execute("ROLLBACK" if exc_type else "COMMIT")
+
+    def transaction(self) -> StateStore._Tx:
+        return StateStore._Tx(self.db)
+
+    # ----------------------------------------------------------------------------------------- records
+
+    def fingerprints(
+        self, destination: str, kind: str, size: int = 50_000
+    ) -> Iterator[list[tuple[Any, ...]]]:
+        """(key, fingerprint, status, failed_fingerprint) in key order, in chunks."""
+        cur = self.db.execute(
+            "SELECT key, fingerprint, status, failed_fingerprint FROM records "
+            "WHERE destination = ? AND kind = ? ORDER BY key",
+            (destination, kind),
+        )
+        while rows := cur.fetchmany(size):
+            yield rows
+
+    def load(self, destination: str, kind: str, keys: Sequence[str]) -> dict[str, StoredRecord]:
+        out: dict[str, StoredRecord] = {}
+        for start in range(0, len(keys), 500):
+            part = keys[start : start + 500]
+            marks = ",".join("?" * len(part))
+            for row in self.db.execute(
+                "SELECT key, fingerprint, fields, dest_id, version, status, attempts FROM records "
+                f"WHERE destination = ? AND kind = ? AND key IN ({marks})",
+                (destination, kind, *part),
+            ):
+                out[row[0]] = StoredRecord(row[0], row[1], json.loads(row[2]), row[3], row[4], row[5], row[6])
+        return out
+
+    def commit_batch(
+        self, destination: str, kind: str, acknowledged: Iterable[Acknowledged], failed: Iterable[Failed]
+    ) -> None:
+        """One transaction for one delivered batch: acknowledged writes and failures together."""
+        stamp = now_iso()
+        acknowledged = list(acknowledged)
+        with self.transaction() as db:
+            if acknowledged:
+                stored = self.load(destination, kind, [a.key for a in acknowledged if not a.replace])
+                rows = []
+                for ack in acknowledged:
+                    merged = {} if ack.replace else dict(stored[ack.key].fields if ack.key in stored else {})
+                    merged.update(ack.fields)
+                    merged = {k: v for k, v in merged.items() if v is not None}
+                    rows.append(
+                        (destination, kind, ack.key, ack.fingerprint, _dumps(merged), ack.dest_id, stamp)
+                    )
+                db.executemany(
+                    "INSERT INTO records (destination, kind, key, fingerprint, fields, dest_id, version, status, "
+                    "failed_fingerprint, last_error, attempts, updated_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?, 1, 'ok', NULL, NULL, 0, ?) "
+                    "ON CONFLICT (destination, kind, key) DO UPDATE SET fingerprint = excluded.fingerprint, "
+                    "fields = excluded.fields, dest_id = coalesce(excluded.dest_id, records.dest_id), "
+                    "version = records.version + 1, status = 'ok', failed_fingerprint = NULL, last_error = NULL, "
+                    "attempts = 0, updated_at = excluded.updated_at",
+                    rows,
+                )
+            db.executemany(
+                "INSERT INTO records (destination, kind, key, fingerprint, fields, status, failed_fingerprint, "
+                "last_error, attempts, updated_at) VALUES (?, ?, ?, NULL, '{}', ?, ?, ?, 1, ?) "
+                "ON CONFLICT (destination, kind, key) DO UPDATE SET status = excluded.status, "
+                "failed_fingerprint = excluded.failed_fingerprint, last_error = excluded.last_error, "
+                "attempts = records.attempts + 1, updated_at = excluded.updated_at",
+                [(destination, kind, f.key, f.status, f.fingerprint, f.reason[:2000], stamp) for f in failed],
+            )
+
+    def set_dest_ids(self, destination: str, kind: str, ids: dict[str, str]) -> None:
+        """Remember ids found while resolving records (before any write), e.g. an Intercom contact id."""
+        with self.transaction() as db:
+            db.executemany(
+                "UPDATE records SET dest_id = ? WHERE destination = ? AND kind = ? AND key = ?",
+                [(v, destination, kind, k) for k, v in ids.items()],
+            )
+
+    def failure_counts(self) -> list[tuple[str, str, int]]:
+        return [
+            (r[0], r[1], int(r[2]))
+            for r in self.db.execute(
+                "SELECT destination, status, count(*) FROM records WHERE status != 'ok' "
+                "GROUP BY destination, status ORDER BY destination, status"
+            )
+        ]
+
+    def common_failures(self, limit: int = 10) -> list[tuple[str, str, int]]:
+        return [
+            (r[0], r[1], int(r[2]))
+            for r in self.db.execute(
+                "SELECT destination, last_error, count(*) AS n FROM records WHERE status != 'ok' "
+                "GROUP BY destination, last_error ORDER BY n DESC, destination LIMIT ?",
+                (limit,),
+            )
+        ]
+
+    # -------------------------------------------------------------------------------------------- runs
+
+    def start_run(self, run_id: str, command: str) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO runs (run_id, command, started_at, status) VALUES (?, ?, ?, 'running')",
+                (run_id, command, now_iso()),
+            )
+
+    def add_counts(
+        self, run_id: str, destination: str, counts: dict[str, int], reasons: dict[str, int]
+    ) -> None:
+        with self.transaction() as db:
+            db.executemany(
+                "INSERT INTO run_counts VALUES (?, ?, ?, ?) ON CONFLICT (run_id, destination, outcome) "
+                "DO UPDATE SET count = count + excluded.count",
+                [(run_id, destination, k, v) for k, v in counts.items() if v],
+            )
+            db.executemany(
+                "INSERT INTO run_failures VALUES (?, ?, ?, ?) ON CONFLICT (run_id, destination, reason) "
+                "DO UPDATE SET count = count + excluded.count",
+                [(run_id, destination, k[:500], v) for k, v in reasons.items()],
+            )
+
+    def finish_run(
+        self, run_id: str, status: str, exit_code: int, invalid_rows: int, message: str | None
+    ) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE runs SET ended_at = ?, status = ?, exit_code = ?, invalid_rows = ?, message = ? "
+                "WHERE run_id = ?",
+                (now_iso(), status, exit_code, invalid_rows, message, run_id),
+            )
+
+    def mark_interrupted(self) -> int:
+        """Runs still 'running' at start-up were killed: say so instead of leaving them open forever."""
+        with self.transaction() as db:
+            return db.execute(
+                "UPDATE runs SET status = 'interrupted', ended_at = coalesce(ended_at, ?) WHERE status = 'running'",
+                (now_iso(),),
+            ).rowcount
+
+    def runs(self, limit: int = 10) -> list[RunSummary]:
+        out = []
+        for row in self.db.execute(
+            "SELECT run_id, command, started_at, ended_at, status, exit_code, invalid_rows, message FROM runs "
+            "ORDER BY started_at DESC LIMIT ?",
+            (limit,),
+        ).fetchall():
+            counts: dict[str, dict[str, int]] = {}
+            for dest, outcome, n in self.db.execute(
+                "SELECT destination, outcome, count FROM run_counts WHERE run_id = ? ORDER BY destination, outcome",
+                (row[0],),
+            ):
+                counts.setdefault(dest, {})[outcome] = int(n)
+            out.append(
+                RunSummary(row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], counts=counts)
+            )
+        return out
+
+    def close(self) -> None:
+        self.db.close()
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def new_run_id() -> str:
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + f"-{int(time.time_ns() % 1_000_000):06d}"

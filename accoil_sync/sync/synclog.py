@@ -1,0 +1,74 @@
+"""The per-record sync log: one Parquet file per run under ``<state dir>/synclog/``, queryable with DuckDB.
+
+duckdb -c "SELECT outcome, count(*) FROM '.accoil-sync/synclog/*.parquet' GROUP BY ALL"
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+SCHEMA = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("at", pa.string()),
+        ("destination", pa.string()),
+        ("kind", pa.string()),
+        ("key", pa.string()),
+        ("operation", pa.string()),
+        ("changed_fields", pa.list_(pa.string())),
+        ("outcome", pa.string()),
+        ("reason", pa.string()),
+    ]
+)
+FLUSH_ROWS = 20_000
+
+
+class SyncLog:
+    def __init__(self, directory: Path, run_id: str) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.path = directory / f"run-{run_id}.parquet"
+        self._partial = self.path.with_suffix(".parquet.partial")
+        self._rows: dict[str, list[Any]] = {name: [] for name in SCHEMA.names}
+        self._writer: pq.ParquetWriter | None = None
+        self.count = 0
+
+    def append(self, row: dict[str, Any]) -> None:
+        for name in SCHEMA.names:
+            self._rows[name].append(row.get(name))
+        self.count += 1
+        if len(self._rows["key"]) >= FLUSH_ROWS:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._rows["key"]:
+            return
+        if self._writer is None:
+            self._writer = pq.ParquetWriter(self._partial, SCHEMA, compression="zstd")
+        self._writer.write_table(pa.table(self._rows, schema=SCHEMA))
+        self._rows = {name: [] for name in SCHEMA.names}
+
+    def close(self) -> Path | None:
+        self.flush()
+        if self._writer is None:
+            return None
+        self._writer.close()
+        self._partial.replace(self.path)  # readers never see a half-written file under the final name
+        return self.path
+
+
+def prune(directory: Path, retention_days: int) -> int:
+    """Delete sync logs older than the retention; 0 keeps everything."""
+    if retention_days <= 0 or not directory.is_dir():
+        return 0
+    cutoff = time.time() - retention_days * 86400
+    removed = 0
+    for path in directory.glob("run-*.parquet*"):
+        if path.stat().st_mtime < cutoff:
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed

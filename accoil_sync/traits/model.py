@@ -1,0 +1,42 @@
+"""The canonical metric model: one object (user or account) with its metrics per score profile."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from accoil_sync.traits.names import Metric, ObjectKind, trait_name
+
+# Canonical values: numbers as int/float, segments as a sorted tuple of names, timestamps as
+# ISO-8601 UTC strings ("2026-10-01T12:00:00Z").
+MetricValue = int | float | str | tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectRecord:
+    """What the source says about one user or account, after validation and de-duplication."""
+
+    kind: ObjectKind
+    key: str
+    metrics: Mapping[str, Mapping[Metric, MetricValue]]  # sanitised score name -> metric -> value
+    email: str | None = None
+    domain: str | None = None
+    name: str | None = None
+    account_id: str | None = None
+    computed_at: str | None = None
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+    def traits(self) -> dict[str, MetricValue]:
+        """All traits by their contract name, profiles in name order, metrics in declaration order."""
+        out: dict[str, MetricValue] = {}
+        for score_name in sorted(self.metrics):
+            values = self.metrics[score_name]
+            for metric in Metric:
+                if metric in values:
+                    out[trait_name(score_name, metric)] = values[metric]
+        return out
+
+
+def normalise_number(value: float) -> int | float:
+    """72.0 -> 72 so that encoders and fingerprints do not flap between int and float."""
+    return int(value) if float(value).is_integer() else float(value)
