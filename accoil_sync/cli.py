@@ -188,10 +188,7 @@ def status(
         print(
             json.dumps(
                 {
-                    "runs": [
-                        r.__dict__ if not hasattr(r, "__slots__") else {s: getattr(r, s) for s in r.__slots__}
-                        for r in recent
-                    ],
+                    "runs": [dataclasses.asdict(run) for run in recent],
                     "failing": [{"destination": d, "status": s, "count": n} for d, s, n in failing],
                     "reasons": [{"destination": d, "reason": r, "count": n} for d, r, n in reasons],
                 },

@@ -33,7 +33,7 @@ def read_duckdb(
     label = f"duckdb:{kind.value}s"
     try:
         con = duckdb.connect(cfg.database or ":memory:", read_only=cfg.database is not None)
-        reader = con.execute(query).to_arrow_reader(cfg.chunk_size)
+        reader = con.sql(query).to_arrow_reader(cfg.chunk_size)
     except duckdb.Error as exc:
         raise SourceError(f"the {kind.value}s query failed in DuckDB: {exc}") from None
     if reader is None:

@@ -155,6 +155,7 @@ async def execute(
     stage: Stage | None = None
     synclog: SyncLog | None = None
     result: RunResult | None = None
+    completed = False
     try:
         if deliver:
             if n := state.mark_interrupted():
@@ -220,6 +221,7 @@ async def execute(
             finally:
                 changes.close()
                 await connector.aclose()
+        completed = True
         return result
     finally:
         if stage is not None:
@@ -227,8 +229,9 @@ async def execute(
         if synclog is not None:
             synclog.close()
         if deliver:
-            if result is None:
-                state.finish_run(run_id, "failed", EXIT_USAGE, 0, "the run stopped before planning finished")
+            if result is None or not completed:
+                invalid = result.source.invalid if result else 0
+                state.finish_run(run_id, "failed", EXIT_USAGE, invalid, "the run stopped before it finished")
             else:
                 code = result.exit_code
                 status = {EXIT_OK: "ok", EXIT_FAILED_RECORDS: "partial"}.get(code, "failed")

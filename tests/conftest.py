@@ -1,0 +1,66 @@
+"""Shared fixtures. Every test runs in its own working directory with no ACCOIL_SYNC_* variables set."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import textwrap
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from accoil_sync.config.settings import Settings, load_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    for name in list(os.environ):
+        if name.startswith("ACCOIL_SYNC_"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    yield
+
+
+@pytest.fixture
+def examples(tmp_path: Path) -> Path:
+    target = tmp_path / "examples"
+    shutil.copytree(EXAMPLES, target)
+    return target
+
+
+WriteConfig = Callable[..., Settings]
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path) -> WriteConfig:
+    """Write a TOML config in the test directory and load it; ``extra`` is appended verbatim."""
+
+    def make(users: str | None = "users.csv", accounts: str | None = None, extra: str = "") -> Settings:
+        lines = ["[source]"]
+        if users:
+            lines.append(f'users = "{users}"')
+        if accounts:
+            lines.append(f'accounts = "{accounts}"')
+        lines += [
+            "[state]",
+            'path = "state/state.db"',
+            "[destinations.jsonl]",
+            "enabled = true",
+            'path = "out/deliveries.jsonl"',
+        ]
+        path = tmp_path / "accoil-sync.toml"
+        path.write_text("\n".join(lines) + "\n" + textwrap.dedent(extra))
+        return load_settings(path)
+
+    return make
+
+
+def write(path: Path | str, text: str) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(textwrap.dedent(text).lstrip("\n"), encoding="utf-8")
+    return path

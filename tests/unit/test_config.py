@@ -1,0 +1,155 @@
+"""Config: TOML + env + secrets files, and errors that name the field without a traceback."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from accoil_sync.cli import app
+from accoil_sync.config.settings import load_settings, masked_dump
+from accoil_sync.errors import ConfigError
+from tests.conftest import write
+
+runner = CliRunner()
+SENTINEL = "pat-na1-SENTINEL-0123456789abcdef"
+
+
+def test_env_overrides_toml_with_nested_delimiter(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = write(
+        tmp_path / "c.toml",
+        """
+        [source]
+        users = "u.csv"
+        [destinations.jsonl]
+        enabled = true
+        batch_size = 10
+    """,
+    )
+    monkeypatch.setenv("ACCOIL_SYNC_DESTINATIONS__JSONL__BATCH_SIZE", "25")
+    monkeypatch.setenv("ACCOIL_SYNC_STATE__PATH", "elsewhere/state.db")
+    settings = load_settings(cfg)
+    assert settings.destinations.jsonl.batch_size == 25
+    assert settings.state.path == Path("elsewhere/state.db")
+
+
+def test_config_path_from_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = write(tmp_path / "other.toml", '[source]\nusers = "x.csv"\n')
+    monkeypatch.setenv("ACCOIL_SYNC_CONFIG", str(cfg))
+    assert load_settings().source.users == "x.csv"
+
+
+def test_secret_from_secrets_dir_is_masked_in_dump(tmp_path: Path) -> None:
+    secrets = tmp_path / "secrets"
+    write(secrets / "destinations__hubspot__access_token", SENTINEL)
+    cfg = write(tmp_path / "c.toml", '[source]\nusers = "u.csv"\n[destinations.hubspot]\nenabled = true\n')
+    settings = load_settings(cfg, secrets_dir=secrets)
+    assert settings.destinations.hubspot.access_token is not None
+    assert settings.destinations.hubspot.access_token.get_secret_value() == SENTINEL
+    dumped = json.dumps(masked_dump(settings))
+    assert SENTINEL not in dumped and "**********" in dumped
+
+
+def test_secret_in_toml_is_refused_and_not_echoed(tmp_path: Path) -> None:
+    cfg = write(
+        tmp_path / "c.toml", f'[source]\nusers = "u.csv"\n[destinations.segment]\nwrite_key = "{SENTINEL}"\n'
+    )
+    with pytest.raises(ConfigError) as info:
+        load_settings(cfg)
+    assert info.value.problems[0][0] == "destinations.segment.write_key"
+    assert "ACCOIL_SYNC_DESTINATIONS__SEGMENT__WRITE_KEY" in str(info.value)
+    assert SENTINEL not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("toml", "env", "field", "fragment"),
+    [
+        (
+            '[source]\nusers = "u.csv"\n[destinations.hubspot]\ntier = "gold"\n',
+            {},
+            "destinations.hubspot.tier",
+            "'gold'",
+        ),
+        (
+            '[source]\nusers = "u.csv"\n[destinations.jsonl]\nenbled = true\n',
+            {},
+            "destinations.jsonl.enbled",
+            "unknown setting",
+        ),
+        (
+            '[source]\nusers = "u.csv"\n',
+            {"ACCOIL_SYNC_DESTINATIONS__JSONL__MAX_CONCURRENCY": "many"},
+            "destinations.jsonl.max_concurrency",
+            "'many'",
+        ),
+        (
+            '[source]\nusers = "u.csv"\n[destinations.segment]\nenabled = true\n',
+            {},
+            "destinations.segment",
+            "ACCOIL_SYNC_DESTINATIONS__SEGMENT__WRITE_KEY",
+        ),
+        ("[state]\n", {}, "source", "missing [source]"),
+        (
+            '[source]\nusers = "u.csv"\n[[profiles]]\nname = "Default"\n[[profiles]]\nname = "default"\n',
+            {},
+            "(root)",
+            "both become",
+        ),
+        (
+            '[source]\nusers = "u.csv"\n[[profiles]]\nname = "---"\n',
+            {},
+            "profiles.0.name",
+            "no letters or digits",
+        ),
+        ('[source]\nusers = "u.csv"\nchunk_size = 5\n', {}, "source.chunk_size", "greater than or equal"),
+        ("[source\n", {}, "c.toml", "not valid TOML"),
+    ],
+)
+def test_bad_config_names_the_field(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, toml: str, env: dict[str, str], field: str, fragment: str
+) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(toml)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    with pytest.raises(ConfigError) as info:
+        load_settings(cfg)
+    fields = [p for p, _ in info.value.problems]
+    assert any(p == field or p.endswith(field) for p in fields), info.value.problems
+    assert fragment in str(info.value)
+
+
+def test_cli_config_check_exit_2_without_traceback(tmp_path: Path) -> None:
+    cfg = write(tmp_path / "c.toml", '[source]\nusers = "u.csv"\n[destinations.intercom]\nregion = "mars"\n')
+    result = subprocess.run(
+        [sys.executable, "-m", "accoil_sync", "config", "check", "--config", str(cfg)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "destinations.intercom.region" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_cli_config_check_prints_masked_effective_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = write(tmp_path / "c.toml", '[source]\nusers = "u.csv"\n[destinations.segment]\nenabled = true\n')
+    monkeypatch.setenv("ACCOIL_SYNC_DESTINATIONS__SEGMENT__WRITE_KEY", SENTINEL)
+    result = runner.invoke(app, ["config", "check", "--config", str(cfg)])
+    assert result.exit_code == 0, result.output
+    assert SENTINEL not in result.output
+    assert json.loads(result.stdout)["destinations"]["segment"]["write_key"] == "**********"
+
+
+def test_help_shows_no_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ACCOIL_SYNC_DESTINATIONS__SEGMENT__WRITE_KEY", SENTINEL)
+    for args in (["--help"], ["sync", "--help"], ["plan", "--help"], ["config", "check", "--help"]):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 0
+        assert SENTINEL not in result.output

@@ -1,0 +1,257 @@
+"""Planner, delivery engine and state: field-level diffs, nothing for unchanged objects, failures re-planned,
+and a crash between acknowledgement and commit re-plans only what was not committed."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from accoil_sync.config.settings import Settings
+from accoil_sync.connectors import Capabilities, Change, Connector, Outcome
+from accoil_sync.errors import DestinationUnavailable
+from accoil_sync.sync.runner import RunResult, execute
+from accoil_sync.sync.state import StateStore
+from accoil_sync.traits import ObjectKind, TraitsEncoder
+from tests.conftest import WriteConfig, write
+
+HEADER = "user_id,score,segments,activation\n"
+
+
+class SimulatedKill(BaseException):
+    """Stands in for kill -9: nothing after it runs in the sync, not even exception handlers."""
+
+
+class FakeConnector:
+    """Records every batch; rejects keys in ``reject``, fails retryably keys in ``flaky``."""
+
+    def __init__(self, max_batch: int = 2) -> None:
+        self.name = "jsonl"
+        self.capabilities = Capabilities(max_batch=max_batch, max_concurrency=1)
+        self.encoder = TraitsEncoder()
+        self.batches: list[list[Change]] = []
+        self.reject: set[str] = set()
+        self.flaky: set[str] = set()
+        self.crash_after_batches: int | None = None
+        self.unavailable_after: int | None = None
+
+    async def ensure_schema(self) -> None:
+        return None
+
+    async def deliver(self, kind: ObjectKind, batch: Sequence[Change]) -> list[Outcome]:
+        if self.unavailable_after is not None and len(self.batches) >= self.unavailable_after:
+            raise DestinationUnavailable("401 Unauthorized: token revoked", status=401)
+        self.batches.append(list(batch))
+        if self.crash_after_batches is not None and len(self.batches) > self.crash_after_batches:
+            # The destination has the batch, the process dies before the state commit.
+            raise SimulatedKill("between acknowledgement and commit")
+        out = []
+        for c in batch:
+            if c.key in self.reject:
+                out.append(Outcome.reject(c.key, "INVALID_EMAIL: bad email"))
+            elif c.key in self.flaky:
+                out.append(Outcome.retry(c.key, "503 Service Unavailable"))
+            else:
+                out.append(Outcome.ok(c.key, dest_id=f"id-{c.key}"))
+        return out
+
+    async def aclose(self) -> None:
+        return None
+
+    @property
+    def sent(self) -> list[Change]:
+        return [c for b in self.batches for c in b]
+
+
+def run(settings: Settings, fake: FakeConnector, deliver: bool = True, **kw: object) -> RunResult:
+    def factory(name: str, s: Settings, run_id: str) -> Connector:
+        return fake
+
+    return asyncio.run(execute(settings, deliver=deliver, connector_factory=factory, **kw))  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def users(tmp_path: Path) -> Path:
+    return write(
+        tmp_path / "users.csv", HEADER + "u1,10,A;B,50\nu2,20,A,60\nu3,30,,70\nu4,40,B,80\nu5,50,,90\n"
+    )
+
+
+def test_first_sync_then_unchanged_rerun_sends_nothing(users: Path, make_settings: WriteConfig) -> None:
+    settings = make_settings()
+    fake = FakeConnector()
+    first = run(settings, fake)
+    assert first.exit_code == 0
+    assert sorted(c.key for c in fake.sent) == ["u1", "u2", "u3", "u4", "u5"]
+    assert all(len(b) <= 2 for b in fake.batches)
+    again = FakeConnector()
+    second = run(settings, again)
+    assert again.sent == []
+    counts = second.plans["jsonl"].counts[ObjectKind.USER]
+    assert (counts.unchanged, counts.writes) == (5, 0)
+
+
+def test_planner_emits_field_level_diffs(users: Path, make_settings: WriteConfig) -> None:
+    settings = make_settings()
+    run(settings, FakeConnector())
+    write(users, HEADER + "u1,10,A;B,50\nu2,25,A,60\nu3,30,C,70\nu4,40,B,80\nu5,50,,90\n")
+    result = run(settings, FakeConnector(), deliver=False)
+    changes = {c.key: c for c in result.samples["jsonl"]}
+    assert set(changes) == {"u2", "u3"}
+    assert changes["u2"].fields == {"Accoil_Default_Score": 25}
+    assert changes["u2"].previous == {"Accoil_Default_Score": 20}
+    assert changes["u3"].fields == {"Accoil_Default_Segments": ["C"]}
+    assert result.plans["jsonl"].counts[ObjectKind.USER].changed == 2
+
+
+def test_removed_metric_is_cleared_and_removal_policy(users: Path, make_settings: WriteConfig) -> None:
+    settings = make_settings(extra='removal = "clear"\n')
+    run(settings, FakeConnector())
+    write(users, HEADER + "u1,10,A;B,\nu2,20,A,60\n")
+    fake = FakeConnector()
+    run(settings, fake)
+    by_key = {c.key: c for c in fake.sent}
+    assert by_key["u1"].fields == {"Accoil_Default_Activation": None}
+    assert {k for k, c in by_key.items() if c.op == "clear"} == {"u3", "u4", "u5"}
+    assert by_key["u3"].fields == {"Accoil_Default_Score": None, "Accoil_Default_Activation": None}
+    quiet = FakeConnector()
+    run(settings, quiet)
+    assert quiet.sent == []
+
+
+def test_keep_policy_leaves_removed_objects_alone(users: Path, make_settings: WriteConfig) -> None:
+    settings = make_settings()
+    run(settings, FakeConnector())
+    write(users, HEADER + "u1,10,A;B,50\n")
+    fake = FakeConnector()
+    run(settings, fake)
+    assert fake.sent == []
+
+
+def test_rejected_waits_for_change_retryable_is_replanned(users: Path, make_settings: WriteConfig) -> None:
+    settings = make_settings()
+    fake = FakeConnector()
+    fake.reject, fake.flaky = {"u2"}, {"u3"}
+    result = run(settings, fake)
+    assert result.exit_code == 1
+    assert result.deliveries["jsonl"].reasons == {"INVALID_EMAIL: bad email": 1, "503 Service Unavailable": 1}
+    second = FakeConnector()
+    result = run(settings, second)
+    assert [c.key for c in second.sent] == ["u3"]  # the retryable one only
+    counts = result.plans["jsonl"].counts[ObjectKind.USER]
+    assert (counts.still_rejected, counts.retrying) == (1, 1)
+    write(users, HEADER + "u1,10,A;B,50\nu2,21,A,60\nu3,30,,70\nu4,40,B,80\nu5,50,,90\n")
+    third = FakeConnector()
+    run(settings, third)
+    assert [c.key for c in third.sent] == ["u2"]  # its metrics changed: tried again
+    store = StateStore(settings.state.path)
+    assert store.failure_counts() == []
+    store.close()
+
+
+def test_crash_between_ack_and_commit_replans_only_uncommitted(
+    users: Path, make_settings: WriteConfig
+) -> None:
+    settings = make_settings()
+    fake = FakeConnector(max_batch=2)
+    fake.crash_after_batches = 1
+    with pytest.raises(SimulatedKill):
+        run(settings, fake)
+    committed = {c.key for c in fake.batches[0]}
+    delivered_not_committed = {c.key for c in fake.batches[1]}
+    resume = FakeConnector(max_batch=2)
+    run(settings, resume)
+    resent = {c.key for c in resume.sent}
+    assert resent == {"u1", "u2", "u3", "u4", "u5"} - committed
+    assert delivered_not_committed <= resent
+    # the re-sent changes carry the same delivery version, so idempotency keys repeat
+    first_versions = {c.key: c.version for c in fake.batches[1]}
+    assert all(c.version == first_versions.get(c.key, c.version) for c in resume.sent)
+    store = StateStore(settings.state.path)
+    statuses = [r.status for r in store.runs()]
+    store.close()
+    assert statuses == ["ok", "failed"]
+
+
+def test_unavailable_destination_stops_with_exit_3_and_resumes(
+    users: Path, make_settings: WriteConfig
+) -> None:
+    settings = make_settings()
+    fake = FakeConnector(max_batch=2)
+    fake.unavailable_after = 1
+    result = run(settings, fake)
+    assert result.exit_code == 3
+    assert "401" in (result.deliveries["jsonl"].stopped or "")
+    resume = FakeConnector(max_batch=2)
+    assert run(settings, resume).exit_code == 0
+    assert {c.key for c in resume.sent} == {"u1", "u2", "u3", "u4", "u5"} - {c.key for c in fake.sent}
+
+
+def test_full_refresh_ignores_state_and_limit_caps_writes(users: Path, make_settings: WriteConfig) -> None:
+    settings = make_settings()
+    limited = FakeConnector()
+    result = run(settings, limited, limit=3)
+    assert len(limited.sent) == 3 and result.deliveries["jsonl"].limited == 2
+    rest = FakeConnector()
+    run(settings, rest)
+    assert len(rest.sent) == 2
+    full = FakeConnector()
+    run(settings, full, full_refresh=True)
+    assert len(full.sent) == 5
+    assert all(len(c.fields) == 3 or c.key in {"u3", "u5"} for c in full.sent)
+
+
+def test_plan_order_is_deterministic(users: Path, make_settings: WriteConfig, tmp_path: Path) -> None:
+    write(tmp_path / "accounts.csv", "account_id,score\nb,1\na,2\n")
+    settings = make_settings(accounts="accounts.csv")
+    fake = FakeConnector(max_batch=100)
+    run(settings, fake)
+    assert [(c.kind.value, c.key) for c in fake.sent] == [
+        ("account", "a"),
+        ("account", "b"),
+        ("user", "u1"),
+        ("user", "u2"),
+        ("user", "u3"),
+        ("user", "u4"),
+        ("user", "u5"),
+    ]
+
+
+def test_jsonl_destination_and_sync_log(users: Path, make_settings: WriteConfig) -> None:
+    settings = make_settings()
+    result = asyncio.run(execute(settings, deliver=True))
+    assert result.exit_code == 0
+    lines = [json.loads(line) for line in Path("out/deliveries.jsonl").read_text().splitlines()]
+    assert [line["key"] for line in lines] == ["u1", "u2", "u3", "u4", "u5"]
+    assert lines[0]["fields"]["Accoil_Default_Segments"] == ["A", "B"]
+    (log,) = Path("state/synclog").glob("run-*.parquet")
+    table = pq.read_table(log)
+    assert table.num_rows == 5
+    assert set(table.column("outcome").to_pylist()) == {"ok"}
+    assert table.column("changed_fields").to_pylist()[0] == [
+        "Accoil_Default_Activation",
+        "Accoil_Default_Score",
+        "Accoil_Default_Segments",
+    ]
+
+
+def test_state_store_commit_is_all_or_nothing(tmp_path: Path) -> None:
+    from accoil_sync.sync.state import Acknowledged
+
+    store = StateStore(tmp_path / "s.db")
+    assert store.schema_version == 1
+    with pytest.raises(RuntimeError), store.transaction() as db:
+        db.execute(
+            "INSERT INTO runs (run_id, command, started_at, status) VALUES ('x', 'sync', 'now', 'running')"
+        )
+        raise RuntimeError("killed mid-transaction")
+    assert store.runs() == []
+    store.commit_batch("d", "user", [Acknowledged("k", "fp", {"a": 1}, "id1")], [])
+    store.commit_batch("d", "user", [Acknowledged("k", "fp2", {"b": 2}, None)], [])
+    (record,) = store.load("d", "user", ["k"]).values()
+    assert (record.fields, record.dest_id, record.version) == ({"a": 1, "b": 2}, "id1", 2)
+    store.close()
