@@ -45,8 +45,10 @@ def run_demo(config: Path = EXAMPLE_CONFIG, console: Console | None = None) -> i
     for name, report in first.deliveries.items():
         console.print(f"{name}: {dict(report.counts)}")
     jsonl = settings.destinations.jsonl.path
+    with jsonl.open(encoding="utf-8") as fh:
+        lines = sum(1 for _ in fh)
     console.print(
-        f"deliveries written to {jsonl} ({sum(1 for _ in jsonl.open())} lines); "
+        f"deliveries written to {jsonl} ({lines} lines); "
         f"sync log under {settings.state.directory / 'synclog'}"
     )
     console.rule("3. sync again (nothing changed)")
