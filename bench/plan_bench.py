@@ -109,8 +109,10 @@ def main() -> None:
                 [sys.executable, __file__, "--phase", name, "--dir", str(directory)],
                 capture_output=True,
                 text=True,
-                check=True,
+                check=False,
             )
+            if out.returncode:
+                raise SystemExit(f"phase {name} failed:\n{out.stderr[-3000:]}")
             results[name] = json.loads(out.stdout.strip().splitlines()[-1])
             print(f"{name:>18}: {results[name]}")
         replan = results["unchanged-replan"]["seconds"]

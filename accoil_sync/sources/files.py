@@ -86,14 +86,7 @@ def _read_csv(
         with path.open(encoding=cfg.encoding, errors="strict", newline="") as fh:
             first = fh.readline()
     except UnicodeDecodeError as exc:
-        yield RawChunk(
-            _empty(),
-            [
-                RowError(
-                    kind, str(path), 1, None, f"not {cfg.encoding} text ({exc.reason}); set source.encoding"
-                )
-            ],
-        )
+        yield _file_problem(kind, path, f"not {cfg.encoding} text ({exc.reason}); set source.encoding", row=1)
         return
     header = next(csv.reader(io.StringIO(first.removeprefix("\ufeff")), delimiter=cfg.csv_delimiter), [])
     key_source = _key_source(kind, columns)
@@ -139,18 +132,7 @@ def _read_csv(
         except StopIteration:
             break
         except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
-            yield RawChunk(
-                _empty(),
-                [
-                    RowError(
-                        kind,
-                        str(path),
-                        None,
-                        None,
-                        f"unreadable after line {line}: {exc}; rest of file skipped",
-                    )
-                ],
-            )
+            yield _file_problem(kind, path, f"unreadable after line {line}: {exc}; rest of file skipped")
             break
         numbers: list[int] = []
         while len(numbers) < batch.num_rows:
@@ -173,6 +155,13 @@ def _key_source(kind: ObjectKind, columns: Mapping[str, str]) -> str:
 
 def _empty() -> pa.Table:
     return pa.table({})
+
+
+def _file_problem(
+    kind: ObjectKind, path: Path, reason: str, *, column: str | None = None, row: int | None = None
+) -> RawChunk:
+    """A problem with the file as a whole (or its rest): reported like a row, and the run goes on."""
+    return RawChunk(_empty(), [RowError(kind, str(path), row, column, reason)])
 
 
 def _json_cell(canon: str, value: Any) -> str | None:
@@ -230,34 +219,25 @@ def _read_jsonl(
                 data[c].append(row.get(c))
             lines.append(number)
             if len(lines) >= cfg.chunk_size:
-                yield RawChunk(
-                    with_position(
-                        pa.table({c: pa.array(v, pa.string()) for c, v in data.items()}), str(path), lines
-                    ),
-                    errors,
-                )
+                yield _text_chunk(data, path, lines, errors)
                 data = {c: [] for c in canon_cols}
                 lines, errors = [], []
         if lines or errors:
-            yield RawChunk(
-                with_position(
-                    pa.table({c: pa.array(v, pa.string()) for c, v in data.items()}), str(path), lines
-                ),
-                errors,
-            )
+            yield _text_chunk(data, path, lines, errors)
         if not saw_key and lines:
-            yield RawChunk(
-                _empty(),
-                [
-                    RowError(
-                        kind,
-                        str(path),
-                        None,
-                        key_source,
-                        f"no line has the key {key_source!r}; map it with [source.columns]",
-                    )
-                ],
+            yield _file_problem(
+                kind,
+                path,
+                f"no line has the key {key_source!r}; map it with [source.columns]",
+                column=key_source,
             )
+
+
+def _text_chunk(
+    data: dict[str, list[str | None]], path: Path, lines: list[int], errors: list[RowError]
+) -> RawChunk:
+    table = pa.table({c: pa.array(v, pa.string()) for c, v in data.items()})
+    return RawChunk(with_position(table, str(path), lines), errors)
 
 
 def _read_parquet(
@@ -266,9 +246,7 @@ def _read_parquet(
     try:
         pf = pq.ParquetFile(path)
     except (pa.ArrowInvalid, OSError) as exc:
-        yield RawChunk(
-            _empty(), [RowError(kind, str(path), None, None, f"not a readable Parquet file: {exc}")]
-        )
+        yield _file_problem(kind, path, f"not a readable Parquet file: {exc}")
         return
     names = pf.schema_arrow.names
     key_source = _key_source(kind, columns)
