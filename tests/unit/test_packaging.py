@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import sysconfig
 import zipfile
 from pathlib import Path
 
@@ -27,21 +26,20 @@ def test_wheel_console_script_works(tmp_path: Path) -> None:
         entry_points = next(n for n in zf.namelist() if n.endswith("entry_points.txt"))
         assert "accoil-sync = accoil_sync.cli:main" in zf.read(entry_points).decode()
         assert any(n.endswith("LICENSE") for n in zf.namelist())
-    prefix = tmp_path / "prefix"
+    # --target, not --prefix: pip would uninstall the project's own editable install for a --prefix install.
+    target = tmp_path / "target"
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--prefix", str(prefix), str(wheel)],
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(target), str(wheel)],
         check=True,
         capture_output=True,
         text=True,
     )
-    site = Path(sysconfig.get_path("purelib", vars={"base": str(prefix), "platbase": str(prefix)}))
-    script = prefix / "bin" / "accoil-sync"
     result = subprocess.run(
-        [str(script), "--version"],
+        [str(target / "bin" / "accoil-sync"), "--version"],
         capture_output=True,
         text=True,
         check=False,
-        env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"},
+        env={"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin"},
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr
