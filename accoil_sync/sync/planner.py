@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import pyarrow as pa
 
 from accoil_sync.connectors.base import Change
-from accoil_sync.sources.stage import Stage
+from accoil_sync.sources.stage import Stage, record_from_rows
 from accoil_sync.sync.state import CLEARED, STATUS_REJECTED, StateStore
 from accoil_sync.traits.encoders import Encoder, diff_fields
 from accoil_sync.traits.names import ObjectKind
@@ -95,7 +96,8 @@ class Planner:
         st = self._load_state(destination, kind)
         con = self.stage.con
         salt = encoder.signature.replace("'", "''")
-        want = f"md5('{salt}' || d.fp)"
+        # The encoder signature salts the fingerprint: a new encoding re-plans every object once.
+        want = f"CAST(xor(d.fp, md5_number('{salt}')) AS VARCHAR)"
         counts.objects = int(con.execute(f"SELECT count(*) FROM desired_{kind.value}").fetchall()[0][0])
         if self.full_refresh:
             changed = "d.key IS NOT NULL"
@@ -113,20 +115,29 @@ class Planner:
                 f"SELECT count(*) FROM desired_{kind.value} d JOIN {st} s USING (key) WHERE {rejected}"
             ).fetchall()[0][0]
         )
-        # A second cursor streams the candidates while the main connection fetches their records.
+        # One streaming pass: candidates joined with their source rows, in key order. (Fetching records
+        # per chunk of keys would rescan the staged table once per chunk: quadratic at a million rows.)
         cur = con.cursor()
         cur.execute(
-            f"SELECT coalesce(d.key, s.key) AS key, {want} AS want, d.key IS NULL AS gone, "
-            f"s.key IS NULL AS is_new, s.status "
+            f"WITH c AS (SELECT coalesce(d.key, s.key) AS c_key, {want} AS c_want, d.key IS NULL AS c_gone, "
+            f"s.key IS NULL AS c_new, s.status AS c_status "
             f"FROM desired_{kind.value} d FULL OUTER JOIN {st} s ON d.key = s.key "
-            f"WHERE ({changed}) OR ({gone}) ORDER BY 1"
+            f"WHERE ({changed}) OR ({gone})) "
+            f"SELECT c.*, f.* FROM c LEFT JOIN final_{kind.value} f ON f.key = c.c_key "
+            f"ORDER BY c.c_key, f._seq"
         )
         planned = 0
-        while part := cur.fetchmany(RECORD_CHUNK):
-            keys = [row[0] for row in part]
-            records = self.stage.records(kind, [row[0] for row in part if not row[2]])
-            stored = self.state.load(destination, kind.value, keys)
-            for key, fingerprint, is_gone, is_new, status in part:
+        for part in _chunks(_grouped(cur), RECORD_CHUNK):
+            stored = self.state.load(destination, kind.value, [group[0]["c_key"] for group in part])
+            for rows in part:
+                head = rows[0]
+                key, fingerprint, is_gone, is_new, status = (
+                    head["c_key"],
+                    head["c_want"],
+                    head["c_gone"],
+                    head["c_new"],
+                    head["c_status"],
+                )
                 before = stored.get(key)
                 delivered = {} if (before is None or self.full_refresh) else before.fields
                 common = {
@@ -150,7 +161,7 @@ class Planner:
                         **common,
                     )
                     continue
-                record = records[key]
+                record = record_from_rows(kind, key, rows)
                 fields = diff_fields(encoder.encode(record), delivered, encoder)
                 planned += 1
                 if status == "retryable":
@@ -178,3 +189,29 @@ class Planner:
         cur.close()
         counts.unchanged = counts.objects - (planned - counts.clear) - counts.still_rejected
         con.execute(f"DROP TABLE {st}").fetchall()
+
+
+def _grouped(cur: Any, size: int = 10_000) -> Iterator[list[dict[str, Any]]]:
+    """Consecutive rows with the same ``c_key`` as one group of dicts, streamed from a cursor."""
+    names = [d[0] for d in cur.description]
+    group: list[dict[str, Any]] = []
+    while rows := cur.fetchmany(size):
+        for row in rows:
+            item = dict(zip(names, row, strict=True))
+            if group and item["c_key"] != group[0]["c_key"]:
+                yield group
+                group = []
+            group.append(item)
+    if group:
+        yield group
+
+
+def _chunks(items: Iterator[list[dict[str, Any]]], size: int) -> Iterator[list[list[dict[str, Any]]]]:
+    chunk: list[list[dict[str, Any]]] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
