@@ -313,6 +313,33 @@ def _print_result(result: RunResult, delivered: bool) -> None:
 
 
 @app.command()
+def emulate(
+    port: Annotated[int, typer.Option("--port", help="Port on 127.0.0.1.")] = 8765,
+    profile: Annotated[
+        str, typer.Option("--profile", help="clean, unlimited, flaky, storm or slow.")
+    ] = "clean",
+    seed: Annotated[int, typer.Option("--seed", help="Seed for the injected faults.")] = 0,
+    host: Annotated[str, typer.Option("--host", help="Interface to listen on.")] = "127.0.0.1",
+) -> None:
+    """Serve local Segment, Intercom and HubSpot look-alikes (base URLs /segment, /intercom, /hubspot)."""
+    from accoil_sync.emulator import Emulator
+    from accoil_sync.emulator.server import serve_forever
+
+    try:
+        emulator = Emulator(profile, seed)
+    except ValueError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(EXIT_USAGE) from None
+    base = f"http://{host}:{port}"
+    err.print(
+        f"emulator ({profile}) on {base}: segment {base}/segment, intercom {base}/intercom, "
+        f"hubspot {base}/hubspot; state at {base}/_emulator/state",
+        markup=False,
+    )
+    serve_forever(emulator, host, port)
+
+
+@app.command()
 def demo(config: ConfigOption = None) -> None:
     """Run the shipped example end to end: plan, sync, and a second sync that must send nothing."""
     from accoil_sync.demo import EXAMPLE_CONFIG, run_demo

@@ -1,0 +1,125 @@
+"""The emulator: the three vendor look-alikes under one ASGI app, plus inspection and fault control.
+
+/segment/v1/...        Segment HTTP Tracking API   (base_url = http://host:port/segment)
+/intercom/...          Intercom REST API           (base_url = http://host:port/intercom)
+/hubspot/crm/v3/...    HubSpot CRM v3              (base_url = http://host:port/hubspot)
+GET  /_emulator/state              what each vendor now holds, and request counters
+POST /_emulator/reset              forget everything
+GET|POST /_emulator/faults/{vendor}  read or replace a vendor's injected faults (JSON)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Mount, Route
+
+from accoil_sync.emulator.common import Faults, Vendor
+from accoil_sync.emulator.hubspot import HubSpot
+from accoil_sync.emulator.intercom import Intercom
+from accoil_sync.emulator.segment import Segment
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A named set of limits and faults; ``--profile`` picks one."""
+
+    limits: bool = True
+    faults: dict[str, Faults] = field(default_factory=dict)
+
+
+PROFILES: dict[str, Profile] = {
+    "clean": Profile(),
+    "unlimited": Profile(limits=False),
+    "flaky": Profile(
+        faults={
+            v: Faults(error_rate=0.05, throttle_rate=0.02, drop_rate=0.01, latency_ms=(2, 20))
+            for v in ("segment", "intercom", "hubspot")
+        }
+    ),
+    "storm": Profile(faults={v: Faults(throttle_rate=0.3) for v in ("segment", "intercom", "hubspot")}),
+    "slow": Profile(
+        faults={
+            v: Faults(latency_ms=(50, 250), slow_rate=0.02, slow_seconds=5)
+            for v in ("segment", "intercom", "hubspot")
+        }
+    ),
+}
+
+
+class Emulator:
+    def __init__(
+        self,
+        profile: str = "clean",
+        seed: int = 0,
+        *,
+        hubspot_tier: str = "professional",
+        intercom_per_10s: int = 1666,
+        segment_per_second: int = 1000,
+        intercom_search_lag: float = 60.0,
+    ) -> None:
+        if profile not in PROFILES:
+            raise ValueError(f"unknown emulator profile {profile!r} (choose from {', '.join(PROFILES)})")
+        chosen = PROFILES[profile]
+        faults = chosen.faults
+        self.segment = Segment(seed, faults.get("segment"), segment_per_second if chosen.limits else None)
+        self.intercom = Intercom(
+            seed + 1,
+            faults.get("intercom"),
+            intercom_per_10s if chosen.limits else None,
+            search_lag_seconds=intercom_search_lag,
+        )
+        self.hubspot = HubSpot(seed + 2, faults.get("hubspot"), hubspot_tier if chosen.limits else None)
+        self.profile = profile
+
+    @property
+    def vendors(self) -> dict[str, Vendor]:
+        return {"segment": self.segment, "intercom": self.intercom, "hubspot": self.hubspot}
+
+    def state(self) -> dict[str, Any]:
+        return {name: vendor.state() for name, vendor in self.vendors.items()}  # type: ignore[attr-defined]
+
+    def reset(self) -> None:
+        for vendor in self.vendors.values():
+            vendor.reset()
+
+    def set_faults(self, vendor: str, faults: Faults) -> None:
+        self.vendors[vendor].faults = faults
+
+    def app(self) -> Starlette:
+        async def state(request: Request) -> Response:
+            return JSONResponse(self.state())
+
+        async def reset(request: Request) -> Response:
+            self.reset()
+            return JSONResponse({"reset": True})
+
+        async def faults(request: Request) -> Response:
+            name = request.path_params["vendor"]
+            if name not in self.vendors:
+                return JSONResponse({"error": f"unknown vendor {name}"}, status_code=404)
+            if request.method == "POST":
+                try:
+                    self.set_faults(name, Faults.from_dict(await request.json()))
+                except (TypeError, ValueError) as exc:
+                    return JSONResponse({"error": str(exc)}, status_code=400)
+            return JSONResponse(self.vendors[name].faults_dict())
+
+        async def healthz(request: Request) -> Response:
+            return JSONResponse({"ok": True, "profile": self.profile})
+
+        return Starlette(
+            routes=[
+                Mount("/segment", routes=self.segment.routes()),
+                Mount("/intercom", routes=self.intercom.routes()),
+                Mount("/hubspot", routes=self.hubspot.routes()),
+                Route("/_emulator/state", state, methods=["GET"]),
+                Route("/_emulator/reset", reset, methods=["POST"]),
+                Route("/_emulator/faults/{vendor}", faults, methods=["GET", "POST"]),
+                Route("/healthz", healthz, methods=["GET"]),
+            ]
+        )

@@ -1,0 +1,902 @@
+"""HubSpot CRM v3 look-alike: contacts and companies (batch upsert/update/read, single create/update/read,
+search) and the properties API (properties, groups, options), with HubSpot's batch semantics, error bodies,
+scopes and rate-limit headers.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from datetime import date
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from accoil_sync.emulator.common import Faults, Vendor, Window, iso_now, json_body
+
+TIER_LIMITS = {  # requests per 10 s per app, requests per day per account
+    "free": (100, 250_000),
+    "starter": (100, 250_000),
+    "professional": (190, 625_000),
+    "enterprise": (190, 1_000_000),
+    "api_limit_increase": (250, 2_000_000),
+}
+OBJECT_TYPE_IDS = {"contacts": "0-1", "companies": "0-2"}
+MAX_BATCH = 100
+SEARCH_PER_SECOND = 5
+_EMAIL = re.compile(r"^[^@\s;,]+@[^@\s;,]+\.[A-Za-z]{2,}$")
+_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+FIELD_TYPES = {
+    "string": {"text", "textarea", "file", "html", "phonenumber", "calculation_equation"},
+    "number": {"number", "calculation_equation"},
+    "date": {"date"},
+    "datetime": {"date"},
+    "enumeration": {"booleancheckbox", "checkbox", "radio", "select", "calculation_equation"},
+    "bool": {"booleancheckbox", "calculation_equation"},
+}
+ALL_SCOPES = frozenset(
+    f"crm.{area}.{obj}.{mode}"
+    for area in ("objects", "schemas")
+    for obj in ("contacts", "companies")
+    for mode in ("read", "write")
+)
+
+
+def _builtin(
+    name: str, label: str, type_: str = "string", field: str = "text", unique: bool = False
+) -> dict[str, Any]:
+    return {
+        "name": name,
+        "label": label,
+        "type": type_,
+        "fieldType": field,
+        "groupName": "contactinformation",
+        "options": [],
+        "hasUniqueValue": unique,
+        "hidden": False,
+        "formField": False,
+        "calculated": False,
+        "externalOptions": False,
+        "displayOrder": -1,
+        "description": "",
+        "createdAt": "2020-01-01T00:00:00Z",
+        "updatedAt": "2020-01-01T00:00:00Z",
+        "modificationMetadata": {"archivable": False, "readOnlyDefinition": True, "readOnlyValue": False},
+    }
+
+
+def error_body(
+    status: int,
+    category: str,
+    message: str,
+    *,
+    errors: list[dict[str, Any]] | None = None,
+    context: dict[str, Any] | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "status": "error",
+        "message": message,
+        "correlationId": str(uuid.uuid4()),
+        "category": category,
+    }
+    if errors is not None:
+        body["errors"] = errors
+    if context is not None:
+        body["context"] = context
+    body.update(extra)
+    return body
+
+
+class HubSpot(Vendor):
+    name = "hubspot"
+
+    def __init__(
+        self,
+        seed: int = 0,
+        faults: Faults | None = None,
+        tier: str | None = "professional",
+        tokens: dict[str, frozenset[str]] | None = None,
+    ) -> None:
+        super().__init__(seed, faults)
+        self.tier = tier
+        per_10s, daily = TIER_LIMITS[tier] if tier else (None, None)
+        self.window = Window(per_10s, 10.0)
+        self.daily_limit = daily
+        self.search_window = Window(SEARCH_PER_SECOND if tier else None, 1.0)
+        self.tokens = tokens  # None: any bearer token, every scope
+        self.reset()
+
+    def reset(self) -> None:
+        super().reset()
+        self.daily_used = 0
+        self.next_id = 1001
+        self.objects: dict[str, dict[str, dict[str, Any]]] = {"contacts": {}, "companies": {}}
+        self.groups: dict[str, dict[str, dict[str, Any]]] = {
+            t: {
+                "contactinformation": {
+                    "name": "contactinformation",
+                    "label": "Contact information",
+                    "displayOrder": 0,
+                    "archived": False,
+                }
+            }
+            for t in OBJECT_TYPE_IDS
+        }
+        self.properties: dict[str, dict[str, dict[str, Any]]] = {
+            "contacts": {
+                p["name"]: p
+                for p in (
+                    _builtin("email", "Email", unique=True),
+                    _builtin("firstname", "First name"),
+                    _builtin("lastname", "Last name"),
+                    _builtin("hs_object_id", "Record ID", "number", "number", True),
+                )
+            },
+            "companies": {
+                p["name"]: p
+                for p in (
+                    _builtin("name", "Name"),
+                    _builtin("domain", "Company domain name"),
+                    _builtin("hs_object_id", "Record ID", "number", "number", True),
+                )
+            },
+        }
+
+    # ----------------------------------------------------------------------------------------- plumbing
+
+    def routes(self) -> list[Route]:
+        r = self.route
+        return [
+            Route(
+                "/crm/v3/objects/{type}/batch/upsert", r("batch/upsert", self.batch_upsert), methods=["POST"]
+            ),
+            Route(
+                "/crm/v3/objects/{type}/batch/update", r("batch/update", self.batch_update), methods=["POST"]
+            ),
+            Route("/crm/v3/objects/{type}/batch/read", r("batch/read", self.batch_read), methods=["POST"]),
+            Route("/crm/v3/objects/{type}/search", r("search", self.search), methods=["POST"]),
+            Route("/crm/v3/objects/{type}/{id}", r("object/get", self.get_object), methods=["GET"]),
+            Route("/crm/v3/objects/{type}/{id}", r("object/patch", self.patch_object), methods=["PATCH"]),
+            Route("/crm/v3/objects/{type}", r("object/create", self.create_object), methods=["POST"]),
+            Route("/crm/v3/properties/{type}/groups", r("groups/list", self.list_groups), methods=["GET"]),
+            Route(
+                "/crm/v3/properties/{type}/groups", r("groups/create", self.create_group), methods=["POST"]
+            ),
+            Route(
+                "/crm/v3/properties/{type}/groups/{name}", r("groups/get", self.get_group), methods=["GET"]
+            ),
+            Route(
+                "/crm/v3/properties/{type}/batch/create",
+                r("properties/batch", self.batch_create_properties),
+                methods=["POST"],
+            ),
+            Route("/crm/v3/properties/{type}", r("properties/list", self.list_properties), methods=["GET"]),
+            Route(
+                "/crm/v3/properties/{type}", r("properties/create", self.create_property), methods=["POST"]
+            ),
+            Route(
+                "/crm/v3/properties/{type}/{name}", r("properties/get", self.get_property), methods=["GET"]
+            ),
+            Route(
+                "/crm/v3/properties/{type}/{name}",
+                r("properties/patch", self.patch_property),
+                methods=["PATCH"],
+            ),
+        ]
+
+    def _token(self, request: Request) -> str | None:
+        header = request.headers.get("authorization", "")
+        return header[7:] if header.startswith("Bearer ") and len(header) > 7 else None
+
+    def authorized(self, request: Request) -> bool:
+        token = self._token(request)
+        return token is not None and (self.tokens is None or token in self.tokens)
+
+    def unauthorized(self) -> Response:
+        return JSONResponse(
+            error_body(
+                401,
+                "INVALID_AUTHENTICATION",
+                "Authentication credentials not found. This API supports OAuth 2.0 "
+                "authentication and you can find more details at "
+                "https://developers.hubspot.com/docs/methods/auth/oauth-overview",
+            ),
+            status_code=401,
+        )
+
+    def error_response(self, status: int) -> Response:
+        return JSONResponse(error_body(status, "INTERNAL_ERROR", "internal error"), status_code=status)
+
+    def _rate_headers(self, remaining: int, reset: float) -> dict[str, str]:
+        if self.window.limit is None:
+            return {}
+        return {
+            "X-HubSpot-RateLimit-Interval-Milliseconds": "10000",
+            "X-HubSpot-RateLimit-Max": str(self.window.limit),
+            "X-HubSpot-RateLimit-Remaining": str(remaining),
+            "X-HubSpot-RateLimit-Daily": str(self.daily_limit),
+            "X-HubSpot-RateLimit-Daily-Remaining": str(max(0, (self.daily_limit or 0) - self.daily_used)),
+        }
+
+    def throttle_response(self, policy: str = "TEN_SECONDLY_ROLLING") -> Response:
+        message = (
+            "You have reached your daily limit."
+            if policy == "DAILY"
+            else f"You have reached your {policy.lower()} limit."
+        )
+        headers = self._rate_headers(0, time.time() + 10)
+        return JSONResponse(
+            {
+                "status": "error",
+                "message": message,
+                "errorType": "RATE_LIMIT",
+                "correlationId": str(uuid.uuid4()),
+                "policyName": policy,
+                "requestId": str(uuid.uuid4()),
+            },
+            status_code=429,
+            headers=headers,
+        )
+
+    def throttled(self, request: Request, endpoint: str) -> Response | None:
+        if endpoint == "search":
+            allowed, _, _ = self.search_window.hit()
+            return None if allowed else self.throttle_response("SECONDLY")
+        if self.daily_limit is not None and self.daily_used >= self.daily_limit:
+            return self.throttle_response("DAILY")
+        allowed, remaining, reset = self.window.hit()
+        if not allowed:
+            return self.throttle_response()
+        self.daily_used += 1
+        request.state.rate_headers = self._rate_headers(remaining, reset)
+        return None
+
+    def _reply(self, request: Request, body: Any, status: int = 200) -> Response:
+        headers = getattr(request.state, "rate_headers", {})
+        return JSONResponse(body, status_code=status, headers=headers)
+
+    def _object_type(
+        self, request: Request, write: bool, schema: bool = False
+    ) -> tuple[str | None, Response | None]:
+        kind = request.path_params["type"]
+        kind = {"0-1": "contacts", "0-2": "companies", "contact": "contacts", "company": "companies"}.get(
+            kind, kind
+        )
+        if kind not in OBJECT_TYPE_IDS:
+            return None, self._reply(
+                request, error_body(400, "VALIDATION_ERROR", f"Unknown object type {kind}"), 400
+            )
+        scope = f"crm.{'schemas' if schema else 'objects'}.{kind}.{'write' if write else 'read'}"
+        token = self._token(request)
+        scopes = ALL_SCOPES if self.tokens is None else self.tokens.get(token or "", frozenset())
+        if scope not in scopes:
+            body = error_body(
+                403,
+                "MISSING_SCOPES",
+                "This app hasn't been granted all required scopes to make this "
+                "call. Read more about required scopes here: https://developers.hubspot.com/scopes.",
+                errors=[
+                    {
+                        "message": "One or more of the following scopes are required.",
+                        "context": {"requiredGranularScopes": [scope]},
+                    }
+                ],
+            )
+            return None, self._reply(request, body, 403)
+        return kind, None
+
+    # ------------------------------------------------------------------------------------------ values
+
+    def _invalid(self, kind: str, properties: dict[str, Any]) -> list[dict[str, Any]]:
+        """Per-property validation errors, in HubSpot's ``errors[]`` shape."""
+        errors = []
+        defs = self.properties[kind]
+        for name, value in properties.items():
+            prop = defs.get(name)
+            if prop is None:
+                errors.append(
+                    {
+                        "message": f'Property "{name}" does not exist',
+                        "code": "PROPERTY_DOESNT_EXIST",
+                        "context": {"propertyName": [name]},
+                    }
+                )
+                continue
+            if value is None or value == "":
+                continue
+            value = str(value)
+            problem = self._check_value(prop, value)
+            if problem:
+                code, message = problem
+                errors.append({"message": message, "code": code, "context": {"propertyName": [name]}})
+        return errors
+
+    def _check_value(self, prop: dict[str, Any], value: str) -> tuple[str, str] | None:
+        kind = prop["type"]
+        if prop["name"] == "email" and not _EMAIL.match(value):
+            return "INVALID_EMAIL", f"Email address {value} is invalid"
+        if kind == "number":
+            try:
+                float(value)
+            except ValueError:
+                return "INVALID_INTEGER", f"{value} was not a valid number."
+        elif kind == "date":
+            if re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+                try:
+                    date.fromisoformat(value)
+                except ValueError:
+                    return "INVALID_DATE", f"{value} is not a valid date"
+            elif value.lstrip("-").isdigit():
+                ms = int(value)
+                if ms % 86_400_000:
+                    at = time.strftime("%H:%M:%S", time.gmtime(ms / 1000))
+                    return "INVALID_DATE", f"{value} is at {at}.{ms % 1000:03d} UTC, not midnight!"
+            else:
+                return "INVALID_DATE", f"{value} is not a valid date"
+        elif kind == "datetime":
+            if not (
+                value.isdigit() or re.fullmatch(r"\d{4}-\d{2}-\d{2}T[\d:.]+(Z|[+-]\d{2}:?\d{2})?", value)
+            ):
+                return "INVALID_DATETIME", f"{value} is not a valid datetime"
+        elif kind == "enumeration":
+            allowed = {o["value"] for o in prop["options"]}
+            for part in value.split(";"):
+                if part and part not in allowed:
+                    return "INVALID_OPTION", (
+                        f"{part} was not one of the allowed options: [{', '.join(sorted(allowed))}]"
+                    )
+        elif kind == "bool" and value.lower() not in ("true", "false"):
+            return "INVALID_BOOLEAN", f"{value} is not a valid boolean"
+        return None
+
+    def _find(self, kind: str, id_property: str | None, key: str) -> dict[str, Any] | None:
+        if not id_property or id_property == "hs_object_id":
+            return self.objects[kind].get(str(key))
+        wanted = str(key).lower() if id_property == "email" else str(key)
+        for obj in self.objects[kind].values():
+            value = obj["properties"].get(id_property)
+            if value is not None and (value.lower() if id_property == "email" else value) == wanted:
+                return obj
+        return None
+
+    def _unique_conflict(self, kind: str, properties: dict[str, Any], own_id: str | None) -> str | None:
+        for name, value in properties.items():
+            prop = self.properties[kind].get(name)
+            if prop and prop.get("hasUniqueValue") and value not in (None, ""):
+                other = self._find(kind, name, value)
+                if other is not None and other["id"] != own_id:
+                    return str(other["id"])
+        return None
+
+    def _write(
+        self, kind: str, obj: dict[str, Any] | None, properties: dict[str, Any]
+    ) -> tuple[dict[str, Any], bool]:
+        stamp = iso_now()
+        created = obj is None
+        if obj is None:
+            oid = str(self.next_id)
+            self.next_id += 1
+            obj = {
+                "id": oid,
+                "properties": {"hs_object_id": oid, "createdate": stamp},
+                "createdAt": stamp,
+                "updatedAt": stamp,
+                "archived": False,
+            }
+            self.objects[kind][oid] = obj
+        for name, value in properties.items():
+            if value is None or value == "":
+                obj["properties"].pop(name, None)
+            else:
+                obj["properties"][name] = value.lower() if name == "email" else str(value)
+        obj["properties"]["hs_lastmodifieddate"] = stamp
+        obj["updatedAt"] = stamp
+        return obj, created
+
+    def _public(
+        self,
+        obj: dict[str, Any],
+        new: bool | None = None,
+        trace: str | None = None,
+        wanted: list[str] | None = None,
+    ) -> dict[str, Any]:
+        props = obj["properties"] if wanted is None else {k: obj["properties"].get(k) for k in wanted}
+        out = {
+            "id": obj["id"],
+            "properties": props,
+            "createdAt": obj["createdAt"],
+            "updatedAt": obj["updatedAt"],
+            "archived": False,
+        }
+        if new is not None:
+            out["new"] = new
+        if trace is not None:
+            out["objectWriteTraceId"] = trace
+        return out
+
+    # ------------------------------------------------------------------------------------------ batches
+
+    async def _batch_inputs(
+        self, request: Request
+    ) -> tuple[str | None, list[dict[str, Any]], Response | None]:
+        kind, denied = self._object_type(request, write=True)
+        if denied:
+            return None, [], denied
+        body = await json_body(request)
+        inputs = (body or {}).get("inputs")
+        if not isinstance(inputs, list):
+            return (
+                None,
+                [],
+                self._reply(request, error_body(400, "VALIDATION_ERROR", "inputs must be an array"), 400),
+            )
+        if len(inputs) > MAX_BATCH:
+            return (
+                None,
+                [],
+                self._reply(
+                    request,
+                    error_body(
+                        400,
+                        "VALIDATION_ERROR",
+                        f"Batch input limit exceeded ({len(inputs)} > {MAX_BATCH})",
+                        context={"maxInputs": [str(MAX_BATCH)]},
+                    ),
+                    400,
+                ),
+            )
+        ids = [
+            str(i.get("id", "")).lower() if i.get("idProperty") == "email" else str(i.get("id", ""))
+            for i in inputs
+        ]
+        dups = sorted({i for i in ids if ids.count(i) > 1})
+        if dups:
+            return (
+                None,
+                [],
+                self._reply(
+                    request,
+                    error_body(
+                        400,
+                        "VALIDATION_ERROR",
+                        f"Duplicate IDs found in batch input: [{', '.join(dups)}]. IDs must be unique",
+                        context={"ids": dups},
+                    ),
+                    400,
+                ),
+            )
+        return kind, inputs, None
+
+    def _batch_result(
+        self, request: Request, kind: str, inputs: list[dict[str, Any]], upsert: bool
+    ) -> Response:
+        started = iso_now()
+        traced = all(i.get("objectWriteTraceId") for i in inputs)
+        problems: dict[int, tuple[str, list[dict[str, Any]]]] = {}
+        targets: dict[int, dict[str, Any] | None] = {}
+        for n, item in enumerate(inputs):
+            id_property = item.get("idProperty")
+            properties = item.get("properties") or {}
+            if id_property and id_property != "hs_object_id":
+                prop = self.properties[kind].get(id_property)
+                if prop is None or not prop.get("hasUniqueValue") or (not upsert and id_property == "email"):
+                    body = error_body(
+                        400,
+                        "VALIDATION_ERROR",
+                        f"Unable to perform update/upsert by non-unique "
+                        f"{OBJECT_TYPE_IDS[kind]} property {id_property}",
+                    )
+                    return self._reply(request, body, 400)
+            errors = self._invalid(kind, properties)
+            if self.faults.record_error_rate and self.rng.random() < self.faults.record_error_rate:
+                errors.append(
+                    {
+                        "message": "emulated record error",
+                        "code": "INVALID_INTEGER",
+                        "context": {"propertyName": ["(injected)"]},
+                    }
+                )
+            target = self._find(kind, id_property, item.get("id", ""))
+            if target is None and not upsert:
+                errors.append(
+                    {
+                        "message": "Object not found. objectId are usually numeric.",
+                        "code": "OBJECT_NOT_FOUND",
+                        "context": {"ids": [str(item.get("id"))]},
+                    }
+                )
+            if not errors and (
+                other := self._unique_conflict(kind, properties, target["id"] if target else None)
+            ):
+                errors.append(
+                    {
+                        "message": f"A record with this unique value already exists. Existing ID: {other}",
+                        "code": "CONFLICT",
+                        "context": {"id": [other]},
+                    }
+                )
+            if errors:
+                category = (
+                    "OBJECT_NOT_FOUND" if errors[0]["code"] == "OBJECT_NOT_FOUND" else "VALIDATION_ERROR"
+                )
+                problems[n] = (category, errors)
+            targets[n] = target
+        if problems and not traced:
+            # One bad input fails the whole batch, nothing is written, and nothing says which input it was.
+            category, errors = next(iter(problems.values()))
+            message = "Property values were not valid: " + "; ".join(e["message"] for e in errors)
+            return self._reply(request, error_body(400, category, message, errors=errors), 400)
+        results = []
+        for n, item in enumerate(inputs):
+            if n in problems:
+                continue
+            properties = dict(item.get("properties") or {})
+            target = targets[n]
+            id_property = item.get("idProperty")
+            if target is None and id_property and id_property != "hs_object_id":
+                properties.setdefault(id_property, item["id"])
+            obj, created = self._write(kind, target, properties)
+            results.append(
+                self._public(obj, new=created if upsert else None, trace=item.get("objectWriteTraceId"))
+            )
+        out: dict[str, Any] = {
+            "status": "COMPLETE",
+            "results": results,
+            "startedAt": started,
+            "completedAt": iso_now(),
+        }
+        if not problems:
+            return self._reply(request, out, 200)
+        out["numErrors"] = len(problems)
+        out["errors"] = [
+            {
+                "status": "error",
+                "category": category,
+                "message": "; ".join(e["message"] for e in errors),
+                "context": {"objectWriteTraceId": [inputs[n]["objectWriteTraceId"]]},
+                "errors": errors,
+                "links": {},
+            }
+            for n, (category, errors) in problems.items()
+        ]
+        return self._reply(request, out, 207)
+
+    async def batch_upsert(self, request: Request) -> Response:
+        kind, inputs, error = await self._batch_inputs(request)
+        if error is not None or kind is None:
+            return error or self.error_response(500)
+        for item in inputs:
+            if not item.get("idProperty"):
+                return self._reply(
+                    request, error_body(400, "VALIDATION_ERROR", "idProperty is required for upsert"), 400
+                )
+        return self._batch_result(request, kind, inputs, upsert=True)
+
+    async def batch_update(self, request: Request) -> Response:
+        kind, inputs, error = await self._batch_inputs(request)
+        if error is not None or kind is None:
+            return error or self.error_response(500)
+        return self._batch_result(request, kind, inputs, upsert=False)
+
+    async def batch_read(self, request: Request) -> Response:
+        kind, denied = self._object_type(request, write=False)
+        if denied or kind is None:
+            return denied or self.error_response(500)
+        body = await json_body(request) or {}
+        id_property = body.get("idProperty")
+        wanted = body.get("properties") or None
+        results, missing = [], []
+        for item in body.get("inputs") or []:
+            obj = self._find(kind, id_property, item.get("id", ""))
+            if obj is None:
+                missing.append(str(item.get("id")))
+            else:
+                results.append(self._public(obj, wanted=wanted))
+        out: dict[str, Any] = {
+            "status": "COMPLETE",
+            "results": results,
+            "startedAt": iso_now(),
+            "completedAt": iso_now(),
+        }
+        if missing:
+            out["numErrors"] = 1
+            out["errors"] = [
+                {
+                    "status": "error",
+                    "category": "OBJECT_NOT_FOUND",
+                    "message": f"Could not get some {kind} objects, they may be deleted or not exist.",
+                    "context": {"ids": missing},
+                    "errors": [],
+                    "links": {},
+                }
+            ]
+            return self._reply(request, out, 207)
+        return self._reply(request, out)
+
+    # ------------------------------------------------------------------------------------------ singles
+
+    async def create_object(self, request: Request) -> Response:
+        kind, denied = self._object_type(request, write=True)
+        if denied or kind is None:
+            return denied or self.error_response(500)
+        properties = (await json_body(request) or {}).get("properties") or {}
+        errors = self._invalid(kind, properties)
+        if errors:
+            return self._reply(
+                request,
+                error_body(
+                    400,
+                    "VALIDATION_ERROR",
+                    "Property values were not valid: " + "; ".join(e["message"] for e in errors),
+                    errors=errors,
+                ),
+                400,
+            )
+        if other := self._unique_conflict(kind, properties, None):
+            label = "Contact" if kind == "contacts" else "Company"
+            return self._reply(
+                request, error_body(409, "CONFLICT", f"{label} already exists. Existing ID: {other}"), 409
+            )
+        obj, _ = self._write(kind, None, properties)
+        return self._reply(request, self._public(obj), 201)
+
+    async def get_object(self, request: Request) -> Response:
+        kind, denied = self._object_type(request, write=False)
+        if denied or kind is None:
+            return denied or self.error_response(500)
+        obj = self._find(kind, request.query_params.get("idProperty"), request.path_params["id"])
+        if obj is None:
+            return self._reply(request, error_body(404, "OBJECT_NOT_FOUND", "resource not found"), 404)
+        # Both forms are accepted: ?properties=a,b and ?properties=a&properties=b (what the SDK sends).
+        wanted = [p for value in request.query_params.getlist("properties") for p in value.split(",") if p]
+        return self._reply(request, self._public(obj, wanted=wanted or None))
+
+    async def patch_object(self, request: Request) -> Response:
+        kind, denied = self._object_type(request, write=True)
+        if denied or kind is None:
+            return denied or self.error_response(500)
+        obj = self._find(kind, request.query_params.get("idProperty"), request.path_params["id"])
+        if obj is None:
+            return self._reply(request, error_body(404, "OBJECT_NOT_FOUND", "resource not found"), 404)
+        properties = (await json_body(request) or {}).get("properties") or {}
+        errors = self._invalid(kind, properties)
+        if errors:
+            return self._reply(
+                request,
+                error_body(
+                    400,
+                    "VALIDATION_ERROR",
+                    "Property values were not valid: " + "; ".join(e["message"] for e in errors),
+                    errors=errors,
+                ),
+                400,
+            )
+        obj, _ = self._write(kind, obj, properties)
+        return self._reply(request, self._public(obj))
+
+    async def search(self, request: Request) -> Response:
+        kind, denied = self._object_type(request, write=False)
+        if denied or kind is None:
+            return denied or self.error_response(500)
+        body = await json_body(request) or {}
+        groups = body.get("filterGroups") or []
+
+        def matches(obj: dict[str, Any]) -> bool:
+            if not groups:
+                return True
+            for group in groups:
+                ok = True
+                for f in group.get("filters", []):
+                    value = obj["properties"].get(f.get("propertyName"))
+                    op = f.get("operator", "EQ")
+                    if op == "EQ":
+                        ok &= value is not None and str(value).lower() == str(f.get("value", "")).lower()
+                    elif op == "IN":
+                        ok &= value is not None and str(value).lower() in {
+                            str(v).lower() for v in f.get("values", [])
+                        }
+                    elif op == "HAS_PROPERTY":
+                        ok &= value is not None
+                if ok:
+                    return True
+            return False
+
+        found = [o for o in self.objects[kind].values() if matches(o)]
+        limit = min(int(body.get("limit") or 10), 200)
+        start = int(body.get("after") or 0)
+        page = found[start : start + limit]
+        out: dict[str, Any] = {
+            "total": len(found),
+            "results": [self._public(o, wanted=body.get("properties") or None) for o in page],
+        }
+        if start + limit < len(found):
+            out["paging"] = {"next": {"after": str(start + limit)}}
+        return JSONResponse(out)  # search answers carry no rate-limit headers
+
+    # --------------------------------------------------------------------------------------- properties
+
+    async def list_properties(self, request: Request) -> Response:
+        kind, denied = self._object_type(request, write=False, schema=True)
+        if denied or kind is None:
+            return denied or self.error_response(500)
+        return self._reply(request, {"results": list(self.properties[kind].values())})
+
+    async def get_property(self, request: Request) -> Response:
+        kind, denied = self._object_type(request, write=False, schema=True)
+        if denied or kind is None:
+            return denied or self.error_response(500)
+        prop = self.properties[kind].get(request.path_params["name"])
+        if prop is None:
+            return self._reply(request, error_body(404, "OBJECT_NOT_FOUND", "property not found"), 404)
+        return self._reply(request, prop)
+
+    def _new_property(self, kind: str, spec: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        name = str(spec.get("name", ""))
+        if not _NAME.match(name) or len(name) >= 100:
+            return 400, error_body(
+                400,
+                "VALIDATION_ERROR",
+                "Names for properties should be lowercase and have less "
+                f"than 100 characters. Invalid names: [{name}]",
+            )
+        for required in ("label", "type", "fieldType", "groupName"):
+            if not spec.get(required):
+                return 400, error_body(400, "VALIDATION_ERROR", f"{required} is required")
+        if name in self.properties[kind]:
+            return 409, error_body(409, "OBJECT_ALREADY_EXISTS", f"Property named '{name}' already exists.")
+        if spec["type"] not in FIELD_TYPES or spec["fieldType"] not in FIELD_TYPES[spec["type"]]:
+            return 400, error_body(
+                400, "VALIDATION_ERROR", f"fieldType {spec['fieldType']} is not valid for type {spec['type']}"
+            )
+        if spec["groupName"] not in self.groups[kind]:
+            return 400, error_body(
+                400, "VALIDATION_ERROR", f"property group {spec['groupName']} does not exist"
+            )
+        options = [
+            {
+                "label": o["label"],
+                "value": o["value"],
+                "hidden": bool(o.get("hidden", False)),
+                "displayOrder": o.get("displayOrder", n),
+                "description": o.get("description", ""),
+            }
+            for n, o in enumerate(spec.get("options") or [])
+        ]
+        if (
+            spec["type"] == "enumeration"
+            and spec["fieldType"] == "checkbox"
+            and not isinstance(spec.get("options"), list)
+        ):
+            return 400, error_body(400, "VALIDATION_ERROR", "options are required for enumeration properties")
+        stamp = iso_now()
+        prop = {
+            **_builtin(
+                name, spec["label"], spec["type"], spec["fieldType"], bool(spec.get("hasUniqueValue"))
+            ),
+            "groupName": spec["groupName"],
+            "options": options,
+            "description": spec.get("description", ""),
+            "createdAt": stamp,
+            "updatedAt": stamp,
+            "modificationMetadata": {"archivable": True, "readOnlyDefinition": False, "readOnlyValue": False},
+        }
+        self.properties[kind][name] = prop
+        return 201, prop
+
+    async def create_property(self, request: Request) -> Response:
+        kind, denied = self._object_type(request, write=True, schema=True)
+        if denied or kind is None:
+            return denied or self.error_response(500)
+        status, body = self._new_property(kind, await json_body(request) or {})
+        return self._reply(request, body, status)
+
+    async def batch_create_properties(self, request: Request) -> Response:
+        kind, denied = self._object_type(request, write=True, schema=True)
+        if denied or kind is None:
+            return denied or self.error_response(500)
+        results: list[dict[str, Any]] = []
+        errors: list[dict[str, Any]] = []
+        for spec in (await json_body(request) or {}).get("inputs") or []:
+            status, body = self._new_property(kind, spec)
+            (results if status == 201 else errors).append(body)
+        out: dict[str, Any] = {
+            "status": "COMPLETE",
+            "results": results,
+            "startedAt": iso_now(),
+            "completedAt": iso_now(),
+        }
+        if errors:
+            out["numErrors"] = len(errors)
+            out["errors"] = errors
+            return self._reply(request, out, 207)
+        return self._reply(request, out, 201)
+
+    async def patch_property(self, request: Request) -> Response:
+        kind, denied = self._object_type(request, write=True, schema=True)
+        if denied or kind is None:
+            return denied or self.error_response(500)
+        prop = self.properties[kind].get(request.path_params["name"])
+        if prop is None:
+            return self._reply(request, error_body(404, "OBJECT_NOT_FOUND", "property not found"), 404)
+        body = await json_body(request) or {}
+        if "type" in body and body["type"] != prop["type"]:
+            return self._reply(
+                request, error_body(400, "VALIDATION_ERROR", "the type of a property cannot change"), 400
+            )
+        for key in ("label", "description", "groupName", "hidden", "displayOrder", "fieldType"):
+            if key in body:
+                prop[key] = body[key]
+        if "options" in body:
+            prop["options"] = [
+                {
+                    "label": o["label"],
+                    "value": o["value"],
+                    "hidden": bool(o.get("hidden", False)),
+                    "displayOrder": o.get("displayOrder", n),
+                    "description": o.get("description", ""),
+                }
+                for n, o in enumerate(body["options"])
+            ]
+        prop["updatedAt"] = iso_now()
+        return self._reply(request, prop)
+
+    async def list_groups(self, request: Request) -> Response:
+        kind, denied = self._object_type(request, write=False, schema=True)
+        if denied or kind is None:
+            return denied or self.error_response(500)
+        return self._reply(request, {"results": list(self.groups[kind].values())})
+
+    async def get_group(self, request: Request) -> Response:
+        kind, denied = self._object_type(request, write=False, schema=True)
+        if denied or kind is None:
+            return denied or self.error_response(500)
+        group = self.groups[kind].get(request.path_params["name"])
+        if group is None:
+            return self._reply(request, error_body(404, "OBJECT_NOT_FOUND", "group not found"), 404)
+        return self._reply(request, group)
+
+    async def create_group(self, request: Request) -> Response:
+        kind, denied = self._object_type(request, write=True, schema=True)
+        if denied or kind is None:
+            return denied or self.error_response(500)
+        body = await json_body(request) or {}
+        name = str(body.get("name", ""))
+        if not _NAME.match(name) or not body.get("label"):
+            return self._reply(
+                request, error_body(400, "VALIDATION_ERROR", "name (lower case) and label are required"), 400
+            )
+        if name in self.groups[kind]:
+            return self._reply(
+                request,
+                error_body(409, "OBJECT_ALREADY_EXISTS", f"A property group named '{name}' already exists."),
+                409,
+            )
+        group = {
+            "name": name,
+            "label": body["label"],
+            "displayOrder": body.get("displayOrder", -1),
+            "archived": False,
+        }
+        self.groups[kind][name] = group
+        return self._reply(request, group, 201)
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "contacts": {o["id"]: o["properties"] for o in self.objects["contacts"].values()},
+            "companies": {o["id"]: o["properties"] for o in self.objects["companies"].values()},
+            "properties": {
+                k: sorted(
+                    n
+                    for n in v
+                    if n.startswith("accoil")
+                    or n not in ("email", "firstname", "lastname", "hs_object_id", "name", "domain")
+                )
+                for k, v in self.properties.items()
+            },
+            "daily_used": self.daily_used,
+            "requests": self.counters(),
+        }

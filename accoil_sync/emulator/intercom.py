@@ -1,0 +1,552 @@
+"""Intercom REST API look-alike: contacts, companies, data attributes and tags, with Intercom's version
+header, search indexing lag, 409 on duplicates, attribute rules and 10-second rate-limit windows."""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from accoil_sync.emulator.common import Faults, Vendor, Window, json_body
+
+MAX_CUSTOM_ATTRIBUTES = 250
+DATA_TYPES = {"string", "integer", "float", "boolean", "date", "datetime", "options"}
+_ATTR_NAME = re.compile(r"^[\w$£€¥\- ]+$")
+_STANDARD = {
+    "name",
+    "email",
+    "phone",
+    "external_id",
+    "role",
+    "company_id",
+    "plan",
+    "size",
+    "website",
+    "industry",
+}
+
+
+def _hex_id(n: int) -> str:
+    return f"{n:024x}"
+
+
+def error_list(status: int, code: str, message: str) -> JSONResponse:
+    return JSONResponse(
+        {
+            "type": "error.list",
+            "request_id": f"req-{time.time_ns():x}",
+            "errors": [{"code": code, "message": message}],
+        },
+        status_code=status,
+    )
+
+
+def _version(request: Request) -> tuple[int, int]:
+    raw = request.headers.get("intercom-version", "2.11")  # an app's default version when no header is sent
+    try:
+        major, minor = raw.split(".")
+        return int(major), int(minor)
+    except ValueError:
+        return (0, 0)
+
+
+class Intercom(Vendor):
+    name = "intercom"
+
+    def __init__(
+        self,
+        seed: int = 0,
+        faults: Faults | None = None,
+        requests_per_10s: int | None = 1666,
+        search_lag_seconds: float = 60.0,
+        tokens: set[str] | None = None,
+    ) -> None:
+        super().__init__(seed, faults)
+        self.window = Window(requests_per_10s, 10.0)
+        self.search_lag_seconds = search_lag_seconds
+        self.tokens = tokens
+        self.reset()
+
+    def reset(self) -> None:
+        super().reset()
+        self.seq = 1
+        self.contacts: dict[str, dict[str, Any]] = {}
+        self.companies: dict[str, dict[str, Any]] = {}
+        self.attributes: dict[str, dict[str, dict[str, Any]]] = {"contact": {}, "company": {}}
+        self.tags: dict[str, dict[str, Any]] = {}
+        self.contact_tags: dict[str, set[str]] = {}
+        self.company_tags: dict[str, set[str]] = {}
+        self.contact_companies: dict[str, set[str]] = {}
+
+    def _next(self) -> str:
+        self.seq += 1
+        return _hex_id(self.seq)
+
+    def routes(self) -> list[Route]:
+        r = self.route
+        return [
+            Route("/contacts", r("contacts/create", self.create_contact), methods=["POST"]),
+            Route("/contacts/search", r("contacts/search", self.search_contacts), methods=["POST"]),
+            Route(
+                "/contacts/find_by_external_id/{external_id:path}",
+                r("contacts/find_by_external_id", self.find_by_external_id),
+                methods=["GET"],
+            ),
+            Route("/contacts/{id}", r("contacts/get", self.get_contact), methods=["GET"]),
+            Route("/contacts/{id}", r("contacts/update", self.update_contact), methods=["PUT"]),
+            Route(
+                "/contacts/{id}/companies",
+                r("contacts/attach_company", self.attach_company),
+                methods=["POST"],
+            ),
+            Route("/contacts/{id}/tags", r("contacts/tag", self.tag_contact), methods=["POST"]),
+            Route(
+                "/contacts/{id}/tags/{tag_id}", r("contacts/untag", self.untag_contact), methods=["DELETE"]
+            ),
+            Route(
+                "/companies", r("companies/create_or_update", self.create_or_update_company), methods=["POST"]
+            ),
+            Route("/companies", r("companies/retrieve", self.retrieve_company), methods=["GET"]),
+            Route("/companies/{id}", r("companies/get", self.get_company), methods=["GET"]),
+            Route("/data_attributes", r("data_attributes/list", self.list_attributes), methods=["GET"]),
+            Route("/data_attributes", r("data_attributes/create", self.create_attribute), methods=["POST"]),
+            Route("/tags", r("tags/create", self.tags_post), methods=["POST"]),
+            Route("/tags", r("tags/list", self.list_tags), methods=["GET"]),
+        ]
+
+    # -------------------------------------------------------------------------------------- plumbing
+
+    def authorized(self, request: Request) -> bool:
+        header = request.headers.get("authorization", "")
+        token = header[7:] if header.startswith("Bearer ") else ""
+        return bool(token) and (self.tokens is None or token in self.tokens)
+
+    def unauthorized(self) -> Response:
+        return error_list(401, "unauthorized", "Access Token Invalid")
+
+    def error_response(self, status: int) -> Response:
+        code = {500: "server_error", 502: "bad_gateway", 503: "service_unavailable"}.get(
+            status, "server_error"
+        )
+        return error_list(status, code, "emulated server error")
+
+    def _limit_headers(self, remaining: int, reset: float) -> dict[str, str]:
+        if self.window.limit is None:
+            return {}
+        return {
+            "X-RateLimit-Limit": str(self.window.limit),
+            "X-RateLimit-Remaining": str(remaining),
+            "X-RateLimit-Reset": str(int(reset)),
+        }  # a Unix timestamp, not seconds to wait
+
+    def throttle_response(self) -> Response:
+        response = error_list(429, "rate_limit_exceeded", "The rate limit for the App has been exceeded")
+        response.headers.update(self._limit_headers(0, self.window.start + self.window.seconds))
+        return response
+
+    def throttled(self, request: Request, endpoint: str) -> Response | None:
+        allowed, remaining, reset = self.window.hit()
+        if not allowed:
+            return self.throttle_response()
+        request.state.limit_headers = self._limit_headers(remaining, reset)
+        return None
+
+    def _reply(self, request: Request, body: Any, status: int = 200) -> Response:
+        return JSONResponse(body, status_code=status, headers=getattr(request.state, "limit_headers", {}))
+
+    # ------------------------------------------------------------------------------------- shapes
+
+    def _contact(self, c: dict[str, Any]) -> dict[str, Any]:
+        tag_ids = sorted(self.contact_tags.get(c["id"], set()))
+        company_ids = sorted(self.contact_companies.get(c["id"], set()))
+        return {
+            "type": "contact",
+            "id": c["id"],
+            "workspace_id": "emu",
+            "external_id": c.get("external_id"),
+            "role": c.get("role", "user"),
+            "email": c.get("email"),
+            "name": c.get("name"),
+            "created_at": int(c["created"]),
+            "updated_at": int(c["updated"]),
+            "custom_attributes": dict(c["custom_attributes"]),
+            "tags": {
+                "type": "list",
+                "data": [{"type": "tag", "id": t, "url": f"/tags/{t}"} for t in tag_ids],
+                "url": f"/contacts/{c['id']}/tags",
+                "total_count": len(tag_ids),
+                "has_more": False,
+            },
+            "companies": {
+                "type": "list",
+                "data": [{"type": "company", "id": i, "url": f"/companies/{i}"} for i in company_ids],
+                "url": f"/contacts/{c['id']}/companies",
+                "total_count": len(company_ids),
+                "has_more": False,
+            },
+        }
+
+    def _company(self, c: dict[str, Any]) -> dict[str, Any]:
+        tag_ids = sorted(self.company_tags.get(c["id"], set()))
+        users = sum(1 for ids in self.contact_companies.values() if c["id"] in ids)
+        return {
+            "type": "company",
+            "id": c["id"],
+            "company_id": c["company_id"],
+            "app_id": "emu",
+            "name": c.get("name"),
+            "created_at": int(c["created"]),
+            "updated_at": int(c["updated"]),
+            "user_count": users,
+            "session_count": 0,
+            "monthly_spend": 0,
+            "custom_attributes": dict(c["custom_attributes"]),
+            "tags": {
+                "type": "tag.list",
+                "tags": [{"type": "tag", "id": t, "name": self.tags[t]["name"]} for t in tag_ids],
+            },
+            "segments": {"type": "segment.list", "segments": []},
+        }
+
+    def _check_attributes(self, model: str, values: Any) -> Response | None:
+        if values is None:
+            return None
+        if not isinstance(values, dict):
+            return error_list(400, "parameter_invalid", "custom_attributes must be an object")
+        for name, value in values.items():
+            attr = self.attributes[model].get(name)
+            if attr is None:
+                return error_list(400, "parameter_invalid", f"Custom attribute '{name}' does not exist")
+            if value is None or value == "":
+                continue
+            kind = attr["data_type"]
+            ok = {
+                "string": isinstance(value, str),
+                "integer": isinstance(value, int) and not isinstance(value, bool),
+                "float": isinstance(value, int | float) and not isinstance(value, bool),
+                "boolean": isinstance(value, bool),
+                "date": isinstance(value, int) and not isinstance(value, bool),
+                "datetime": isinstance(value, int) and not isinstance(value, bool),
+            }.get(kind, True)
+            if not ok:
+                return error_list(
+                    400,
+                    "parameter_invalid",
+                    f"Custom attribute '{name}' expects a {kind}, got {type(value).__name__}",
+                )
+        return None
+
+    @staticmethod
+    def _apply(target: dict[str, Any], values: dict[str, Any] | None) -> None:
+        for name, value in (values or {}).items():
+            if value is None:
+                continue  # Intercom ignores null; "" clears
+            if value == "":
+                target.pop(name, None)
+            else:
+                target[name] = value
+
+    # ------------------------------------------------------------------------------------- contacts
+
+    def _duplicate(self, body: dict[str, Any]) -> dict[str, Any] | None:
+        for c in self.contacts.values():
+            if body.get("external_id") and c.get("external_id") == body["external_id"]:
+                return c
+            if body.get("email") and c.get("email") and c["email"].lower() == str(body["email"]).lower():
+                return c
+        return None
+
+    async def create_contact(self, request: Request) -> Response:
+        body = await json_body(request) or {}
+        if not any(body.get(k) for k in ("email", "external_id", "role")):
+            return error_list(400, "parameter_not_found", "requires email, external_id or role")
+        if body.get("email") and not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", str(body["email"])):
+            return error_list(400, "parameter_invalid", "Email address is invalid")
+        if (bad := self._check_attributes("contact", body.get("custom_attributes"))) is not None:
+            return bad
+        if (existing := self._duplicate(body)) is not None:
+            return error_list(
+                409, "conflict", f"A contact matching those details already exists with id={existing['id']}"
+            )
+        now = time.time()
+        contact = {
+            "id": self._next(),
+            "external_id": body.get("external_id"),
+            "email": body.get("email"),
+            "role": body.get("role", "user"),
+            "name": body.get("name"),
+            "created": now,
+            "updated": now,
+            "custom_attributes": {},
+        }
+        self._apply(contact["custom_attributes"], body.get("custom_attributes"))
+        self.contacts[contact["id"]] = contact
+        return self._reply(request, self._contact(contact))
+
+    async def get_contact(self, request: Request) -> Response:
+        contact = self.contacts.get(request.path_params["id"])
+        if contact is None:
+            return error_list(404, "not_found", "User Not Found")
+        return self._reply(request, self._contact(contact))
+
+    async def update_contact(self, request: Request) -> Response:
+        contact = self.contacts.get(request.path_params["id"])
+        if contact is None:
+            return error_list(404, "not_found", "User Not Found")
+        body = await json_body(request) or {}
+        if (bad := self._check_attributes("contact", body.get("custom_attributes"))) is not None:
+            return bad
+        for key in ("email", "name", "external_id", "role"):
+            if body.get(key) is not None:
+                contact[key] = body[key]
+        self._apply(contact["custom_attributes"], body.get("custom_attributes"))
+        contact["updated"] = time.time()
+        return self._reply(request, self._contact(contact))
+
+    async def find_by_external_id(self, request: Request) -> Response:
+        if _version(request) < (2, 13):
+            return error_list(
+                404, "not_found", "Resource Not Found (find_by_external_id needs Intercom-Version 2.13+)"
+            )
+        external_id = request.path_params["external_id"]
+        for contact in self.contacts.values():
+            if contact.get("external_id") == external_id and contact.get("role") == "user":
+                return self._reply(request, self._contact(contact))
+        return error_list(404, "not_found", "User Not Found")
+
+    async def search_contacts(self, request: Request) -> Response:
+        body = await json_body(request) or {}
+        query = body.get("query") or {}
+        filters = query.get("value") if query.get("operator") in ("AND", "OR") else [query]
+        mode = query.get("operator", "AND")
+        indexed_before = time.time() - self.search_lag_seconds
+
+        def match(c: dict[str, Any], f: dict[str, Any]) -> bool:
+            value = (
+                c.get(f.get("field", ""))
+                if not str(f.get("field", "")).startswith("custom_attributes.")
+                else c["custom_attributes"].get(f["field"].split(".", 1)[1])
+            )
+            wanted = f.get("value")
+            if f.get("operator") == "IN":
+                return value in (wanted or [])
+            return value == wanted
+
+        results = []
+        for c in self.contacts.values():
+            if c["created"] > indexed_before:
+                continue  # Intercom's search index lags its writes
+            hits = [match(c, f) for f in (filters or []) if isinstance(f, dict)]
+            if hits and (all(hits) if mode == "AND" else any(hits)):
+                results.append(self._contact(c))
+        per_page = int((body.get("pagination") or {}).get("per_page") or 50)
+        return self._reply(
+            request,
+            {
+                "type": "list",
+                "data": results[:per_page],
+                "total_count": len(results),
+                "pages": {"type": "pages", "page": 1, "per_page": per_page, "total_pages": 1},
+            },
+        )
+
+    async def attach_company(self, request: Request) -> Response:
+        contact = self.contacts.get(request.path_params["id"])
+        if contact is None:
+            return error_list(404, "not_found", "User Not Found")
+        body = await json_body(request) or {}
+        company = self.companies.get(str(body.get("id", "")))
+        if company is None:
+            return error_list(404, "company_not_found", "Company Not Found")
+        self.contact_companies.setdefault(contact["id"], set()).add(company["id"])
+        return self._reply(request, self._company(company))
+
+    async def tag_contact(self, request: Request) -> Response:
+        contact = self.contacts.get(request.path_params["id"])
+        tag = self.tags.get(str((await json_body(request) or {}).get("id", "")))
+        if contact is None or tag is None:
+            return error_list(404, "not_found", "Resource Not Found")
+        self.contact_tags.setdefault(contact["id"], set()).add(tag["id"])
+        return self._reply(request, {"type": "tag", "id": tag["id"], "name": tag["name"]})
+
+    async def untag_contact(self, request: Request) -> Response:
+        contact = self.contacts.get(request.path_params["id"])
+        tag = self.tags.get(request.path_params["tag_id"])
+        if contact is None or tag is None:
+            return error_list(404, "not_found", "Resource Not Found")
+        self.contact_tags.setdefault(contact["id"], set()).discard(tag["id"])
+        return self._reply(request, {"type": "tag", "id": tag["id"], "name": tag["name"]})
+
+    # ------------------------------------------------------------------------------------- companies
+
+    async def create_or_update_company(self, request: Request) -> Response:
+        body = await json_body(request) or {}
+        company_id = body.get("company_id")
+        if not company_id:
+            return error_list(400, "parameter_not_found", "company_id is required")
+        if (bad := self._check_attributes("company", body.get("custom_attributes"))) is not None:
+            return bad
+        existing = next((c for c in self.companies.values() if c["company_id"] == company_id), None)
+        now = time.time()
+        if existing is None:
+            existing = {"id": self._next(), "company_id": company_id, "created": now, "custom_attributes": {}}
+            self.companies[existing["id"]] = existing
+        for key in ("name", "plan", "website", "industry"):
+            if body.get(key) is not None:
+                existing[key] = body[key]
+        self._apply(existing["custom_attributes"], body.get("custom_attributes"))
+        existing["updated"] = now
+        return self._reply(request, self._company(existing))
+
+    async def retrieve_company(self, request: Request) -> Response:
+        company_id = request.query_params.get("company_id")
+        for c in self.companies.values():
+            if company_id and c["company_id"] == company_id:
+                return self._reply(request, self._company(c))
+        return error_list(404, "company_not_found", "Company Not Found")
+
+    async def get_company(self, request: Request) -> Response:
+        company = self.companies.get(request.path_params["id"])
+        if company is None:
+            return error_list(404, "company_not_found", "Company Not Found")
+        return self._reply(request, self._company(company))
+
+    # ------------------------------------------------------------------------------------- attributes
+
+    def _attribute(self, model: str, a: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "type": "data_attribute",
+            "id": a["id"],
+            "model": model,
+            "name": a["name"],
+            "full_name": f"custom_attributes.{a['name']}",
+            "label": a["name"],
+            "description": a.get("description", ""),
+            "data_type": "date" if a["data_type"] == "datetime" else a["data_type"],
+            "custom": True,
+            "archived": False,
+            "messenger_writable": False,
+            "ui_writable": True,
+            "api_writable": True,
+            "created_at": int(a["created"]),
+            "updated_at": int(a["created"]),
+        }
+
+    async def list_attributes(self, request: Request) -> Response:
+        model = request.query_params.get("model")
+        models = [model] if model in ("contact", "company") else ["contact", "company"]
+        data = [self._attribute(m, a) for m in models for a in self.attributes[m].values()]
+        return self._reply(request, {"type": "list", "data": data})
+
+    async def create_attribute(self, request: Request) -> Response:
+        body = await json_body(request) or {}
+        name, model, data_type = str(body.get("name", "")), body.get("model"), body.get("data_type")
+        if model not in ("contact", "company"):
+            return error_list(400, "parameter_invalid", "Model isn't an option")
+        if data_type not in DATA_TYPES:
+            return error_list(400, "parameter_invalid", "Data Type isn't an option")
+        if not name or not _ATTR_NAME.match(name) or "." in name:
+            return error_list(
+                400,
+                "parameter_invalid",
+                "Your name for this attribute must only contain "
+                "alphanumeric characters, currency symbols, and hyphens",
+            )
+        if name.lower() in _STANDARD:
+            return error_list(400, "parameter_invalid", f"'{name}' is one of our standard attributes")
+        other = "company" if model == "contact" else "contact"
+        if name in self.attributes[other]:
+            target = "people" if model == "contact" else "company"
+            return error_list(
+                400,
+                "parameter_invalid",
+                f"You already have '{name}' in your {other} data. To save "
+                f"this as new {target} data, use a different name.",
+            )
+        if name in self.attributes[model]:
+            return error_list(400, "parameter_invalid", f"You already have '{name}' in your {model} data")
+        if sum(len(v) for v in self.attributes.values()) >= MAX_CUSTOM_ATTRIBUTES:
+            return error_list(
+                400,
+                "parameter_invalid",
+                f"You have reached the limit of {MAX_CUSTOM_ATTRIBUTES} "
+                "custom data attributes; archive unused ones to free up space",
+            )
+        attribute = {
+            "id": self.seq + 100_000,
+            "name": name,
+            "data_type": data_type,
+            "created": time.time(),
+            "description": body.get("description", ""),
+        }
+        self.seq += 1
+        self.attributes[model][name] = attribute
+        return self._reply(request, self._attribute(model, attribute))
+
+    # ------------------------------------------------------------------------------------------- tags
+
+    def _tag_by_name(self, name: str) -> dict[str, Any]:
+        for tag in self.tags.values():
+            if tag["name"].lower() == name.lower():
+                return tag
+        tag = {"type": "tag", "id": str(self.seq + 500_000), "name": name}
+        self.seq += 1
+        self.tags[tag["id"]] = tag
+        return tag
+
+    async def tags_post(self, request: Request) -> Response:
+        body = await json_body(request) or {}
+        name = str(body.get("name", "")).strip()
+        if not name:
+            return error_list(400, "parameter_invalid", "name is required")
+        tag = self._tag_by_name(name)
+        for item in body.get("companies") or []:
+            company = self.companies.get(str(item.get("id", ""))) or next(
+                (c for c in self.companies.values() if c["company_id"] == item.get("company_id")), None
+            )
+            if company is None:
+                return error_list(404, "company_not_found", "Company Not Found")
+            tags = self.company_tags.setdefault(company["id"], set())
+            if item.get("untag"):
+                tags.discard(tag["id"])
+            else:
+                tags.add(tag["id"])
+        return self._reply(request, {"type": "tag", "id": tag["id"], "name": tag["name"]})
+
+    async def list_tags(self, request: Request) -> Response:
+        return self._reply(request, {"type": "list", "data": list(self.tags.values())})
+
+    def state(self) -> dict[str, Any]:
+        def tag_names(ids: set[str]) -> list[str]:
+            return sorted(self.tags[i]["name"] for i in ids)
+
+        return {
+            "contacts": {
+                c.get("external_id") or c["id"]: {
+                    "id": c["id"],
+                    "email": c.get("email"),
+                    "custom_attributes": c["custom_attributes"],
+                    "tags": tag_names(self.contact_tags.get(c["id"], set())),
+                    "companies": sorted(
+                        self.companies[i]["company_id"] for i in self.contact_companies.get(c["id"], set())
+                    ),
+                }
+                for c in self.contacts.values()
+            },
+            "companies": {
+                c["company_id"]: {
+                    "id": c["id"],
+                    "name": c.get("name"),
+                    "custom_attributes": c["custom_attributes"],
+                    "tags": tag_names(self.company_tags.get(c["id"], set())),
+                }
+                for c in self.companies.values()
+            },
+            "data_attributes": {m: sorted(v) for m, v in self.attributes.items()},
+            "tags": sorted(t["name"] for t in self.tags.values()),
+            "requests": self.counters(),
+        }

@@ -1,0 +1,1 @@
+from tests.integration.conftest import client, emulator, served  # noqa: F401

@@ -1,0 +1,289 @@
+"""The HubSpot look-alike: batch semantics, error bodies, scopes and rate-limit headers as HubSpot has them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+
+from accoil_sync.emulator import Emulator
+
+H = {"Authorization": "Bearer pat-test"}
+BASE = "/hubspot/crm/v3"
+
+
+async def setup_schema(client: httpx.AsyncClient) -> None:
+    for kind in ("contacts", "companies"):
+        r = await client.post(
+            f"{BASE}/properties/{kind}/groups", json={"name": "accoil", "label": "Accoil"}, headers=H
+        )
+        assert r.status_code == 201
+        for spec in (
+            {
+                "name": "accoil_default_score",
+                "label": "Accoil_Default_Score",
+                "type": "number",
+                "fieldType": "number",
+            },
+            {
+                "name": "accoil_default_lastactive",
+                "label": "Accoil_Default_LastActive",
+                "type": "date",
+                "fieldType": "date",
+            },
+            {
+                "name": "accoil_default_segments",
+                "label": "Accoil_Default_Segments",
+                "type": "enumeration",
+                "fieldType": "checkbox",
+                "options": [{"label": "Most Engaged", "value": "Most Engaged", "hidden": False}],
+            },
+        ):
+            r = await client.post(
+                f"{BASE}/properties/{kind}", json={**spec, "groupName": "accoil"}, headers=H
+            )
+            assert r.status_code == 201, r.text
+    r = await client.post(
+        f"{BASE}/properties/companies",
+        headers=H,
+        json={
+            "name": "accoil_account_id",
+            "label": "Accoil account id",
+            "type": "string",
+            "fieldType": "text",
+            "groupName": "accoil",
+            "hasUniqueValue": True,
+        },
+    )
+    assert r.status_code == 201
+
+
+def upsert_input(email: str, score: str = "50", trace: str | None = None, **props: str) -> dict[str, Any]:
+    item: dict[str, Any] = {
+        "id": email,
+        "idProperty": "email",
+        "properties": {"accoil_default_score": score, **props},
+    }
+    if trace:
+        item["objectWriteTraceId"] = trace
+    return item
+
+
+async def test_properties_created_once_and_name_rules(client: httpx.AsyncClient) -> None:
+    await setup_schema(client)
+    again = await client.post(
+        f"{BASE}/properties/contacts",
+        headers=H,
+        json={
+            "name": "accoil_default_score",
+            "label": "x",
+            "type": "number",
+            "fieldType": "number",
+            "groupName": "accoil",
+        },
+    )
+    assert again.status_code == 409 and again.json()["category"] == "OBJECT_ALREADY_EXISTS"
+    upper = await client.post(
+        f"{BASE}/properties/contacts",
+        headers=H,
+        json={
+            "name": "Accoil_Default_Score",
+            "label": "x",
+            "type": "number",
+            "fieldType": "number",
+            "groupName": "accoil",
+        },
+    )
+    assert upper.status_code == 400
+    assert "should be lowercase" in upper.json()["message"]
+    bad_field = await client.post(
+        f"{BASE}/properties/contacts",
+        headers=H,
+        json={
+            "name": "accoil_x",
+            "label": "x",
+            "type": "number",
+            "fieldType": "checkbox",
+            "groupName": "accoil",
+        },
+    )
+    assert bad_field.status_code == 400
+    patched = await client.patch(
+        f"{BASE}/properties/contacts/accoil_default_segments",
+        headers=H,
+        json={
+            "options": [
+                {"label": "Most Engaged", "value": "Most Engaged"},
+                {"label": "At Risk", "value": "At Risk"},
+            ]
+        },
+    )
+    assert [o["value"] for o in patched.json()["options"]] == ["Most Engaged", "At Risk"]
+
+
+async def test_batch_upsert_by_email_and_values(client: httpx.AsyncClient, emulator: Emulator) -> None:
+    await setup_schema(client)
+    r = await client.post(
+        f"{BASE}/objects/contacts/batch/upsert",
+        headers=H,
+        json={
+            "inputs": [
+                upsert_input(
+                    "Ada@Acme.io",
+                    accoil_default_lastactive="1795132800000",
+                    accoil_default_segments="Most Engaged",
+                ),
+                upsert_input("grace@acme.io", "72.5"),
+            ]
+        },
+    )
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["status"] == "COMPLETE" and all(x["new"] for x in body["results"])
+    contacts = emulator.hubspot.state()["contacts"]
+    assert {c["email"] for c in contacts.values()} == {"ada@acme.io", "grace@acme.io"}
+    r = await client.post(
+        f"{BASE}/objects/contacts/batch/upsert",
+        headers=H,
+        json={"inputs": [upsert_input("ada@acme.io", "60")]},
+    )
+    assert r.json()["results"][0]["new"] is False
+    assert len(emulator.hubspot.state()["contacts"]) == 2
+
+
+@pytest.mark.parametrize(
+    ("props", "code"),
+    [
+        ({"email": "not-an-email"}, "INVALID_EMAIL"),
+        ({"accoil_default_lastactive": "1795166100000"}, "INVALID_DATE"),
+        ({"accoil_default_segments": "Most Engaged;Nope"}, "INVALID_OPTION"),
+        ({"accoil_nope": "1"}, "PROPERTY_DOESNT_EXIST"),
+        ({"accoil_default_score": "abc"}, "INVALID_INTEGER"),
+    ],
+)
+async def test_one_bad_input_fails_the_whole_batch_without_trace_ids(
+    client: httpx.AsyncClient, emulator: Emulator, props: dict[str, str], code: str
+) -> None:
+    await setup_schema(client)
+    good = [upsert_input(f"u{n}@x.io") for n in range(5)]
+    bad = {"id": "bad@x.io", "idProperty": "email", "properties": props}
+    if "email" in props:
+        bad = {"id": "z@x.io", "idProperty": "email", "properties": props}
+    r = await client.post(f"{BASE}/objects/contacts/batch/upsert", headers=H, json={"inputs": [*good, bad]})
+    assert r.status_code == 400
+    body = r.json()
+    assert body["category"] == "VALIDATION_ERROR" and body["errors"][0]["code"] == code
+    assert {"status", "message", "correlationId", "category"} <= set(body)
+    assert emulator.hubspot.state()["contacts"] == {}  # nothing written
+    traced = [{**g, "objectWriteTraceId": f"t{n}"} for n, g in enumerate(good)] + [
+        {**bad, "objectWriteTraceId": "tb"}
+    ]
+    r = await client.post(f"{BASE}/objects/contacts/batch/upsert", headers=H, json={"inputs": traced})
+    assert r.status_code == 207
+    body = r.json()
+    assert body["numErrors"] == 1 and body["errors"][0]["context"] == {"objectWriteTraceId": ["tb"]}
+    assert sorted(x["objectWriteTraceId"] for x in body["results"]) == ["t0", "t1", "t2", "t3", "t4"]
+
+
+async def test_batch_shape_errors(client: httpx.AsyncClient) -> None:
+    await setup_schema(client)
+    dup = await client.post(
+        f"{BASE}/objects/contacts/batch/upsert",
+        headers=H,
+        json={"inputs": [upsert_input("a@x.io"), upsert_input("A@x.io")]},
+    )
+    assert dup.status_code == 400 and "Duplicate IDs" in dup.json()["message"]
+    big = await client.post(
+        f"{BASE}/objects/contacts/batch/upsert",
+        headers=H,
+        json={"inputs": [upsert_input(f"u{n}@x.io") for n in range(101)]},
+    )
+    assert big.status_code == 400 and "101 > 100" in big.json()["message"]
+    by_email = await client.post(
+        f"{BASE}/objects/contacts/batch/update", headers=H, json={"inputs": [upsert_input("a@x.io")]}
+    )
+    assert by_email.status_code == 400 and "non-unique 0-1 property email" in by_email.json()["message"]
+    by_domain = await client.post(
+        f"{BASE}/objects/companies/batch/upsert",
+        headers=H,
+        json={"inputs": [{"id": "acme.io", "idProperty": "domain", "properties": {"name": "Acme"}}]},
+    )
+    assert by_domain.status_code == 400 and "non-unique 0-2 property domain" in by_domain.json()["message"]
+    by_unique = await client.post(
+        f"{BASE}/objects/companies/batch/upsert",
+        headers=H,
+        json={
+            "inputs": [
+                {
+                    "id": "acc_1",
+                    "idProperty": "accoil_account_id",
+                    "properties": {"accoil_default_score": "5"},
+                }
+            ]
+        },
+    )
+    assert by_unique.status_code == 200
+    company_id = by_unique.json()["results"][0]["id"]
+    update = await client.post(
+        f"{BASE}/objects/companies/batch/update",
+        headers=H,
+        json={"inputs": [{"id": company_id, "properties": {"accoil_default_score": "6"}}]},
+    )
+    assert (
+        update.status_code == 200 and update.json()["results"][0]["properties"]["accoil_default_score"] == "6"
+    )
+
+
+async def test_single_create_conflict_read_and_search(client: httpx.AsyncClient) -> None:
+    await setup_schema(client)
+    r = await client.post(f"{BASE}/objects/contacts", headers=H, json={"properties": {"email": "a@x.io"}})
+    assert r.status_code == 201
+    oid = r.json()["id"]
+    again = await client.post(f"{BASE}/objects/contacts", headers=H, json={"properties": {"email": "a@x.io"}})
+    assert again.status_code == 409 and f"Existing ID: {oid}" in again.json()["message"]
+    got = await client.get(f"{BASE}/objects/contacts/a@x.io?idProperty=email", headers=H)
+    assert got.json()["id"] == oid
+    found = await client.post(
+        f"{BASE}/objects/contacts/search",
+        headers=H,
+        json={
+            "filterGroups": [{"filters": [{"propertyName": "email", "operator": "EQ", "value": "a@x.io"}]}]
+        },
+    )
+    assert found.json()["total"] == 1
+    assert "X-HubSpot-RateLimit-Max" not in found.headers  # search answers carry no rate-limit headers
+
+
+async def test_auth_scopes_and_rate_limit_headers() -> None:
+    emulator = Emulator("clean", hubspot_tier="free")
+    emulator.hubspot.tokens = {
+        "pat-ok": frozenset({"crm.objects.contacts.read", "crm.objects.contacts.write"}),
+        "pat-all": frozenset(__import__("accoil_sync.emulator.hubspot", fromlist=["ALL_SCOPES"]).ALL_SCOPES),
+    }
+    transport = httpx.ASGITransport(app=emulator.app())
+    async with httpx.AsyncClient(transport=transport, base_url="http://e") as c:
+        r = await c.get(f"{BASE}/properties/contacts", headers={"Authorization": "Bearer wrong"})
+        assert r.status_code == 401 and r.json()["category"] == "INVALID_AUTHENTICATION"
+        r = await c.post(
+            f"{BASE}/properties/contacts/groups",
+            headers={"Authorization": "Bearer pat-ok"},
+            json={"name": "accoil", "label": "Accoil"},
+        )
+        assert r.status_code == 403 and r.json()["category"] == "MISSING_SCOPES"
+        statuses = []
+        for _ in range(101):
+            r = await c.post(
+                f"{BASE}/objects/contacts/batch/read",
+                headers={"Authorization": "Bearer pat-all"},
+                json={"inputs": []},
+            )
+            statuses.append(r.status_code)
+            if r.status_code == 200:
+                last = r
+        assert last.headers["X-HubSpot-RateLimit-Interval-Milliseconds"] == "10000"
+        assert last.headers["X-HubSpot-RateLimit-Max"] == "100"
+        assert int(last.headers["X-HubSpot-RateLimit-Daily-Remaining"]) < 250_000
+        # the 401 is refused before the limiter, the 403 counts: 99 reads fit, the last two are refused
+        assert statuses.count(429) == 2 and statuses[-1] == 429
+        assert r.json()["policyName"] == "TEN_SECONDLY_ROLLING" and r.json()["errorType"] == "RATE_LIMIT"

@@ -1,0 +1,150 @@
+"""The Intercom look-alike: version header, search lag, 409s, attribute rules, tags and rate-limit windows."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+
+from accoil_sync.emulator import Emulator
+
+H = {"Authorization": "Bearer tok", "Intercom-Version": "2.14"}
+P = "/intercom"
+
+
+async def attr(
+    client: httpx.AsyncClient, name: str, model: str = "contact", data_type: str = "float"
+) -> httpx.Response:
+    return await client.post(
+        f"{P}/data_attributes", headers=H, json={"name": name, "model": model, "data_type": data_type}
+    )
+
+
+async def test_data_attribute_rules(client: httpx.AsyncClient, emulator: Emulator) -> None:
+    assert (await attr(client, "Accoil_Default_Score")).status_code == 200
+    clash = await attr(client, "Accoil_Default_Score", "company")
+    assert clash.status_code == 400
+    assert clash.json()["errors"][0]["code"] == "parameter_invalid"
+    assert "already have 'Accoil_Default_Score' in your contact data" in clash.json()["errors"][0]["message"]
+    assert (await attr(client, "bad.name")).status_code == 400
+    assert (await attr(client, "x", data_type="money")).status_code == 400
+    for n in range(249):
+        assert (await attr(client, f"A{n}")).status_code == 200
+    full = await attr(client, "one_too_many")
+    assert full.status_code == 400 and "limit of 250" in full.json()["errors"][0]["message"]
+    listed = await client.get(f"{P}/data_attributes?model=contact", headers=H)
+    assert len(listed.json()["data"]) == 250
+
+
+async def test_contacts_409_version_and_search_lag(client: httpx.AsyncClient) -> None:
+    await attr(client, "Accoil_Default_Score")
+    r = await client.post(
+        f"{P}/contacts",
+        headers=H,
+        json={
+            "role": "user",
+            "external_id": "u1",
+            "email": "a@x.io",
+            "custom_attributes": {"Accoil_Default_Score": 72},
+        },
+    )
+    assert r.status_code == 200
+    cid = r.json()["id"]
+    dup = await client.post(f"{P}/contacts", headers=H, json={"role": "user", "external_id": "u1"})
+    assert dup.status_code == 409
+    assert dup.json()["errors"][0]["message"].endswith(f"already exists with id={cid}")
+    found = await client.get(f"{P}/contacts/find_by_external_id/u1", headers=H)
+    assert found.json()["id"] == cid
+    old = await client.get(f"{P}/contacts/find_by_external_id/u1", headers={"Authorization": "Bearer tok"})
+    assert old.status_code == 404  # an app on an older default version has no such endpoint
+    search = await client.post(
+        f"{P}/contacts/search",
+        headers=H,
+        json={"query": {"field": "external_id", "operator": "=", "value": "u1"}},
+    )
+    assert search.json()["total_count"] == 0  # created moments ago: not indexed yet
+
+
+async def test_update_rules_and_clearing(client: httpx.AsyncClient, emulator: Emulator) -> None:
+    await attr(client, "Accoil_Default_Score")
+    await attr(client, "Accoil_Default_Segments", data_type="string")
+    cid = (await client.post(f"{P}/contacts", headers=H, json={"role": "user", "external_id": "u1"})).json()[
+        "id"
+    ]
+    unknown = await client.put(f"{P}/contacts/{cid}", headers=H, json={"custom_attributes": {"Nope": 1}})
+    assert unknown.status_code == 400
+    assert unknown.json()["errors"][0] == {
+        "code": "parameter_invalid",
+        "message": "Custom attribute 'Nope' does not exist",
+    }
+    wrong_type = await client.put(
+        f"{P}/contacts/{cid}", headers=H, json={"custom_attributes": {"Accoil_Default_Score": "x"}}
+    )
+    assert wrong_type.status_code == 400
+    ok = await client.put(
+        f"{P}/contacts/{cid}",
+        headers=H,
+        json={"custom_attributes": {"Accoil_Default_Score": 5, "Accoil_Default_Segments": "A"}},
+    )
+    assert ok.json()["custom_attributes"] == {"Accoil_Default_Score": 5, "Accoil_Default_Segments": "A"}
+    await client.put(
+        f"{P}/contacts/{cid}", headers=H, json={"custom_attributes": {"Accoil_Default_Segments": None}}
+    )
+    await client.put(
+        f"{P}/contacts/{cid}", headers=H, json={"custom_attributes": {"Accoil_Default_Score": ""}}
+    )
+    assert emulator.intercom.state()["contacts"]["u1"]["custom_attributes"] == {
+        "Accoil_Default_Segments": "A"
+    }
+
+
+async def test_companies_attach_and_tags(client: httpx.AsyncClient, emulator: Emulator) -> None:
+    company = (
+        await client.post(f"{P}/companies", headers=H, json={"company_id": "acc_1", "name": "Acme"})
+    ).json()
+    again = (
+        await client.post(f"{P}/companies", headers=H, json={"company_id": "acc_1", "name": "Acme Inc"})
+    ).json()
+    assert again["id"] == company["id"]
+    cid = (await client.post(f"{P}/contacts", headers=H, json={"role": "user", "external_id": "u1"})).json()[
+        "id"
+    ]
+    wrong = await client.post(f"{P}/contacts/{cid}/companies", headers=H, json={"id": "acc_1"})
+    assert wrong.status_code == 404 and wrong.json()["errors"][0]["code"] == "company_not_found"
+    assert (
+        await client.post(f"{P}/contacts/{cid}/companies", headers=H, json={"id": company["id"]})
+    ).status_code == 200
+    tag = (await client.post(f"{P}/tags", headers=H, json={"name": "Accoil: Most Engaged"})).json()
+    assert (await client.post(f"{P}/tags", headers=H, json={"name": "accoil: most engaged"})).json()[
+        "id"
+    ] == tag["id"]
+    await client.post(f"{P}/contacts/{cid}/tags", headers=H, json={"id": tag["id"]})
+    await client.post(
+        f"{P}/tags", headers=H, json={"name": "Accoil: Most Engaged", "companies": [{"company_id": "acc_1"}]}
+    )
+    state = emulator.intercom.state()
+    assert state["contacts"]["u1"]["tags"] == ["Accoil: Most Engaged"]
+    assert state["contacts"]["u1"]["companies"] == ["acc_1"]
+    assert state["companies"]["acc_1"]["tags"] == ["Accoil: Most Engaged"]
+    await client.delete(f"{P}/contacts/{cid}/tags/{tag['id']}", headers=H)
+    await client.post(
+        f"{P}/tags",
+        headers=H,
+        json={"name": "Accoil: Most Engaged", "companies": [{"company_id": "acc_1", "untag": True}]},
+    )
+    state = emulator.intercom.state()
+    assert state["contacts"]["u1"]["tags"] == [] and state["companies"]["acc_1"]["tags"] == []
+
+
+async def test_rate_limit_headers_and_429() -> None:
+    emulator = Emulator("clean", intercom_per_10s=3)
+    transport = httpx.ASGITransport(app=emulator.app())
+    async with httpx.AsyncClient(transport=transport, base_url="http://e") as c:
+        responses = [await c.get(f"{P}/tags", headers=H) for _ in range(4)]
+        unauthorized = await c.get(f"{P}/tags")
+    assert [r.status_code for r in responses] == [200, 200, 200, 429]
+    assert [r.headers["X-RateLimit-Remaining"] for r in responses] == ["2", "1", "0", "0"]
+    reset = int(responses[0].headers["X-RateLimit-Reset"])
+    assert time.time() < reset <= time.time() + 10  # a Unix timestamp, not seconds
+    assert responses[-1].json()["errors"][0]["code"] == "rate_limit_exceeded"
+    assert unauthorized.status_code == 401 and unauthorized.json()["type"] == "error.list"
