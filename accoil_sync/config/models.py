@@ -106,9 +106,6 @@ class SegmentDestination(DestinationBase):
     base_url: str | None = Field(None, description="overrides the regional host (e.g. the emulator)")
     write_key: SecretStr | None = None
     requests_per_second: float = Field(1000, gt=0, description="Segment's per-workspace HTTP API limit")
-    group_user_column: str | None = Field(
-        None, description="account column naming a representative user for group calls"
-    )
 
     @property
     def url(self) -> str:

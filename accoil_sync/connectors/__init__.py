@@ -7,12 +7,16 @@ from accoil_sync.connectors.base import Capabilities, Change, Connector, Outcome
 from accoil_sync.connectors.jsonl import JsonlConnector
 from accoil_sync.errors import ConfigError
 
-AVAILABLE = ("jsonl",)
+AVAILABLE = ("jsonl", "segment")
 
 
 def build_connector(name: str, settings: Settings, run_id: str) -> Connector:
     if name == "jsonl":
         return JsonlConnector(settings.destinations.jsonl, run_id)
+    if name == "segment":
+        from accoil_sync.connectors.segment import SegmentConnector
+
+        return SegmentConnector(settings.destinations.segment)
     raise ConfigError(
         [
             (

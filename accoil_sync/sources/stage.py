@@ -87,6 +87,7 @@ class Stage:
         self._do("SET memory_limit = '256MB'")
         self._do(f"SET temp_directory = '{directory / 'duckdb-tmp'}'")
         self._do("SET preserve_insertion_order = false")
+        self._do("SET enable_progress_bar = false")  # DuckDB would draw on the user's terminal
         self.profiles = list(profiles)
         self.stats = SourceStats()
         self._seq = 0

@@ -97,7 +97,7 @@ class Planner:
         con = self.stage.con
         salt = encoder.signature.replace("'", "''")
         # The encoder signature salts the fingerprint: a new encoding re-plans every object once.
-        want = f"CAST(xor(d.fp, md5_number('{salt}')) AS VARCHAR)"
+        want = f"hex(xor(d.fp, md5_number('{salt}')))"  # hex: CAST(UHUGEINT AS VARCHAR) is slow in DuckDB 2
         counts.objects = int(con.execute(f"SELECT count(*) FROM desired_{kind.value}").fetchall()[0][0])
         if self.full_refresh:
             changed = "d.key IS NOT NULL"

@@ -1,0 +1,230 @@
+"""HTTP plumbing every vendor connector shares: one httpx client, one rate limiter and one retry policy
+per destination, and the mapping from a vendor's answer to the action it calls for.
+
+- 2xx: done. 429, 408, 5xx, timeouts, dropped connections: ``RetryableError`` (honouring ``Retry-After``
+  or the vendor's reset header). 401/403: ``DestinationUnavailable`` at once. Any other 4xx:
+  ``PermanentError`` carrying the vendor's own reason. Never retried: validation errors.
+- SDK retries stay off everywhere so that policies never stack; this module is the only retry loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+import httpx
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
+
+from accoil_sync import __version__
+from accoil_sync.errors import DestinationUnavailable, PermanentError, RetryableError
+
+log = logging.getLogger("accoil_sync.http")
+T = TypeVar("T")
+USER_AGENT = f"accoil-sync/{__version__}"
+MAX_REASON = 600
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_attempts: int = 6
+    initial_wait: float = 0.5
+    max_wait: float = 60.0
+    max_retry_after: float = 300.0  # a vendor asking for longer than this is treated as down
+    unavailable_after: int = 3  # consecutive batches that exhausted their retries -> stop the destination
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        parsed = email.utils.parsedate_to_datetime(value)
+        return max(0.0, parsed.timestamp() - time.time()) if parsed else None
+
+
+def reason_of(response: httpx.Response) -> str:
+    text = response.text.strip().replace("\n", " ")
+    return text[:MAX_REASON] if text else response.reason_phrase
+
+
+def classify(vendor: str, response: httpx.Response, retry_after: float | None = None) -> Exception | None:
+    """The exception a response calls for, or None for success."""
+    status = response.status_code
+    if status < 300:
+        return None
+    reason = reason_of(response)
+    if status in (401, 403):
+        return DestinationUnavailable(
+            f"{vendor} refused the credentials ({status}): {reason}. Check the token and its scopes.",
+            status=status,
+            vendor_reason=reason,
+        )
+    if status == 429 or status == 408 or status >= 500:
+        wait = (
+            retry_after if retry_after is not None else parse_retry_after(response.headers.get("retry-after"))
+        )
+        return RetryableError(
+            f"{vendor} answered {status}: {reason}", status=status, vendor_reason=reason, retry_after=wait
+        )
+    return PermanentError(
+        f"{vendor} rejected the request ({status}): {reason}", status=status, vendor_reason=reason
+    )
+
+
+class RateLimiter:
+    """A token bucket sized from the vendor's published limit, corrected by what its headers say.
+
+    ``rate`` requests per ``period`` seconds, with a burst of one full period (HubSpot and Intercom count
+    in fixed windows, so a full window's worth may go at once).
+    """
+
+    def __init__(self, rate: float | None, period: float = 1.0) -> None:
+        self.rate = rate
+        self.period = period
+        self.capacity = float(rate) if rate else 0.0
+        self.tokens = self.capacity
+        self.updated = time.monotonic()
+        self.blocked_until = 0.0  # monotonic
+        self._lock = asyncio.Lock()
+
+    async def acquire(self) -> None:
+        if not self.rate:
+            await self._wait_block()
+            return
+        async with self._lock:
+            while True:
+                await self._wait_block()
+                now = time.monotonic()
+                self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate / self.period)
+                self.updated = now
+                if self.tokens >= 1:
+                    self.tokens -= 1
+                    return
+                await asyncio.sleep((1 - self.tokens) * self.period / self.rate)
+
+    async def _wait_block(self) -> None:
+        delay = self.blocked_until - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+    def pause(self, seconds: float) -> None:
+        """Nobody sends for ``seconds`` (after a 429, or when the headers say the window is spent)."""
+        self.blocked_until = max(self.blocked_until, time.monotonic() + seconds)
+        self.tokens = 0.0
+
+    def observe(self, remaining: int | None, reset_in: float | None, limit: int | None = None) -> None:
+        """Correct the bucket from the vendor's own count."""
+        if limit and self.rate and limit < self.rate:
+            self.rate = self.capacity = float(limit)
+        if remaining is not None:
+            self.tokens = min(self.tokens, float(remaining))
+            if remaining <= 0 and reset_in is not None:
+                self.pause(reset_in)
+
+
+class Transport:
+    """One destination's HTTP client + limiter + retry loop. Connectors call ``request``."""
+
+    def __init__(
+        self,
+        vendor: str,
+        base_url: str,
+        *,
+        headers: dict[str, str] | None = None,
+        auth: httpx.Auth | None = None,
+        timeout: float = 30.0,
+        limiter: RateLimiter | None = None,
+        policy: RetryPolicy | None = None,
+        max_connections: int = 16,
+        client: httpx.AsyncClient | None = None,
+        observe: Callable[[httpx.Response], float | None] | None = None,
+    ) -> None:
+        self.vendor = vendor
+        self.limiter = limiter or RateLimiter(None)
+        self.policy = policy or RetryPolicy()
+        self.observe = observe
+        self.client = client or httpx.AsyncClient(
+            base_url=base_url,
+            headers={"User-Agent": USER_AGENT, **(headers or {})},
+            auth=auth,
+            timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
+            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+        )
+        self.requests = 0
+        self.retries = 0
+        self.throttled = 0
+        self._exhausted_in_a_row = 0
+        self._rng = random.Random()
+
+    async def request(self, method: str, url: str, **kwargs: object) -> httpx.Response:
+        """Send with the shared policy; returns a 2xx response or raises the classified error."""
+
+        async def attempt() -> httpx.Response:
+            await self.limiter.acquire()
+            self.requests += 1
+            try:
+                response = await self.client.request(method, url, **kwargs)  # type: ignore[arg-type]
+            except (httpx.TimeoutException, httpx.TransportError) as exc:
+                raise RetryableError(
+                    f"{self.vendor}: {type(exc).__name__}: {exc or 'connection failed'}"
+                ) from exc
+            hinted = self.observe(response) if self.observe else None
+            error = classify(self.vendor, response, hinted)
+            if error is None:
+                return response
+            if response.status_code == 429:
+                self.throttled += 1
+                if isinstance(error, RetryableError):
+                    self.limiter.pause(error.retry_after if error.retry_after is not None else 1.0)
+            raise error
+
+        try:
+            async for try_ in AsyncRetrying(
+                stop=stop_after_attempt(self.policy.max_attempts),
+                wait=self._wait,
+                retry=retry_if_exception_type(RetryableError),
+                before_sleep=self._count_retry,
+                reraise=True,
+            ):
+                with try_:
+                    response = await attempt()
+            self._exhausted_in_a_row = 0
+            return response
+        except RetryableError as exc:
+            self._exhausted_in_a_row += 1
+            if self._exhausted_in_a_row >= self.policy.unavailable_after:
+                raise DestinationUnavailable(
+                    f"{self.vendor} unreachable: {self._exhausted_in_a_row} requests in a row failed after "
+                    f"{self.policy.max_attempts} attempts each; last: {exc}",
+                    status=exc.status,
+                    vendor_reason=exc.vendor_reason,
+                ) from exc
+            raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _wait(self, state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        exponent = float(2 ** (state.attempt_number - 1))
+        backoff = min(self.policy.max_wait, self.policy.initial_wait * exponent)
+        backoff *= 0.75 + 0.5 * self._rng.random()  # jitter, so that parallel batches do not retry in step
+        hinted: float | None = exc.retry_after if isinstance(exc, RetryableError) else None
+        if hinted is not None:
+            if hinted > self.policy.max_retry_after:
+                raise DestinationUnavailable(f"{self.vendor} asks to wait {hinted:.0f}s: {exc}")
+            return max(hinted, min(backoff, self.policy.max_wait))
+        return backoff
+
+    def _count_retry(self, state: RetryCallState) -> None:
+        self.retries += 1
+        exc = state.outcome.exception() if state.outcome else None
+        log.debug("%s: retry %d after %s", self.vendor, state.attempt_number, exc)
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
