@@ -320,13 +320,17 @@ def emulate(
     ] = "clean",
     seed: Annotated[int, typer.Option("--seed", help="Seed for the injected faults.")] = 0,
     host: Annotated[str, typer.Option("--host", help="Interface to listen on.")] = "127.0.0.1",
+    persist: Annotated[
+        Path | None,
+        typer.Option("--persist", help="SQLite file that keeps the vendors' holdings across restarts."),
+    ] = None,
 ) -> None:
     """Serve local Segment, Intercom and HubSpot look-alikes (base URLs /segment, /intercom, /hubspot)."""
     from accoil_sync.emulator import Emulator
     from accoil_sync.emulator.server import serve_forever
 
     try:
-        emulator = Emulator(profile, seed)
+        emulator = Emulator(profile, seed, persist=persist)
     except ValueError as exc:
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(EXIT_USAGE) from None

@@ -1,70 +1,120 @@
-"""``make demo`` / ``accoil-sync demo``: the shipped example, planned and synced twice.
+"""``make demo`` / ``accoil-sync demo``: the shipped example, end to end, against the local emulator.
 
-The first sync delivers every valid object; the second must send nothing -- that is the product's
-promise in one screen. The demo state lives in ``.accoil-sync/demo`` and is reset each time.
+It starts the Segment/Intercom/HubSpot look-alikes in-process, points every destination whose connector
+exists at them, plans, syncs, shows what each "vendor" now holds, syncs again (nothing may be sent) and
+says how to switch to real accounts. Demo state lives in ``.accoil-sync/demo`` and is reset each time.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import sys
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
+from rich.table import Table
 
 from accoil_sync import logs
 from accoil_sync.config.settings import load_settings
+from accoil_sync.connectors import AVAILABLE
+from accoil_sync.emulator import Emulator, EmulatorServer
 from accoil_sync.sync.runner import RunResult, execute
 from accoil_sync.traits.names import ObjectKind
 
 EXAMPLE_CONFIG = Path("examples/accoil-sync.toml")
+DEMO_SECRETS = {"segment": ("WRITE_KEY", "demo-write-key")}
 
 
 def _writes(result: RunResult) -> int:
     return sum(plan.writes for plan in result.plans.values())
 
 
+def _point_at_emulator(url: str) -> list[str]:
+    """Enable every vendor connector this version has, aimed at the emulator, through the environment --
+    exactly how a user would point them at the real hosts."""
+    enabled = []
+    for name in AVAILABLE:
+        if name in DEMO_SECRETS:
+            secret, value = DEMO_SECRETS[name]
+            prefix = f"ACCOIL_SYNC_DESTINATIONS__{name.upper()}__"
+            os.environ[prefix + "ENABLED"] = "true"
+            os.environ[prefix + "BASE_URL"] = f"{url}/{name}"
+            os.environ[prefix + secret] = value
+            enabled.append(name)
+    return enabled
+
+
+def _holdings(emulator: Emulator) -> Table:
+    state: dict[str, Any] = emulator.state()
+    table = Table(title="What each emulated vendor now holds")
+    for col in ("vendor", "users/contacts", "accounts/companies", "requests", "example"):
+        table.add_column(col)
+    seg = state["segment"]
+    example = next(iter(seg["users"].items()), None)
+    table.add_row(
+        "segment",
+        str(len(seg["users"])),
+        str(len(seg["groups"])),
+        str(seg["requests"]["total"]),
+        f"{example[0]}: {example[1].get('Accoil_Default_Score')!r} score" if example else "-",
+    )
+    for name in ("intercom", "hubspot"):
+        vendor = state[name]
+        if vendor["requests"]["total"]:
+            table.add_row(
+                name,
+                str(len(vendor["contacts"])),
+                str(len(vendor["companies"])),
+                str(vendor["requests"]["total"]),
+                "",
+            )
+    return table
+
+
 def run_demo(config: Path = EXAMPLE_CONFIG, console: Console | None = None) -> int:
     console = console or Console(width=None if sys.stdout.isatty() else 120)
-    settings = load_settings(config)
     logs.setup("WARNING", "human")
-    shutil.rmtree(settings.state.directory, ignore_errors=True)
-    console.rule("1. plan (dry run)")
-    planned = asyncio.run(execute(settings, deliver=False))
-    src = planned.source.by_kind
-    console.print(
-        f"source: {src[ObjectKind.USER].rows} user rows, {src[ObjectKind.ACCOUNT].rows} account rows; "
-        f"{planned.source.invalid} invalid row(s) reported and kept out:"
-    )
-    for error in planned.errors:
-        console.print(f"  {error}", markup=False, highlight=False)
-    console.print(f"planned writes: {_writes(planned)}")
-    console.rule("2. sync")
-    first = asyncio.run(execute(settings, deliver=True))
-    for name, report in first.deliveries.items():
-        console.print(f"{name}: {dict(report.counts)}")
-    jsonl = settings.destinations.jsonl.path
-    with jsonl.open(encoding="utf-8") as fh:
-        lines = sum(1 for _ in fh)
-    console.print(
-        f"deliveries written to {jsonl} ({lines} lines); "
-        f"sync log under {settings.state.directory / 'synclog'}"
-    )
-    console.rule("3. sync again (nothing changed)")
-    second = asyncio.run(execute(settings, deliver=True))
-    changes = _writes(second)
-    console.print(f"changes on the second run: {changes}")
+    emulator = Emulator("clean")
+    with EmulatorServer(emulator) as url:
+        vendors = _point_at_emulator(url)
+        settings = load_settings(config)
+        shutil.rmtree(settings.state.directory, ignore_errors=True)
+        console.print(f"emulator on {url}; destinations: jsonl, {', '.join(vendors)}")
+        console.rule("1. plan (dry run)")
+        planned = asyncio.run(execute(settings, deliver=False))
+        src = planned.source.by_kind
+        console.print(
+            f"source: {src[ObjectKind.USER].rows} user rows, {src[ObjectKind.ACCOUNT].rows} account rows; "
+            f"{planned.source.invalid} invalid row(s) reported and kept out:"
+        )
+        for error in planned.errors:
+            console.print(f"  {error}", markup=False, highlight=False)
+        console.print(f"planned writes: {_writes(planned)}")
+        console.rule("2. sync")
+        first = asyncio.run(execute(settings, deliver=True))
+        for name, report in first.deliveries.items():
+            console.print(f"{name}: {dict(report.counts)}")
+        console.print(_holdings(emulator))
+        console.rule("3. sync again (nothing changed)")
+        before = emulator.state()
+        second = asyncio.run(execute(settings, deliver=True))
+        after = emulator.state()
+        changes = _writes(second)
+        requests = sum(after[v]["requests"]["total"] - before[v]["requests"]["total"] for v in after)
+        console.print(f"changes on the second run: {changes}; requests to the vendors: {requests}")
     console.rule("next")
     console.print(
-        "Point accoil-sync at your own metrics and destinations: copy examples/accoil-sync.toml to "
+        "Point accoil-sync at your own metrics and real accounts: copy examples/accoil-sync.toml to "
         "accoil-sync.toml, set [source] users/accounts, enable a destination and export its secret, e.g.\n"
-        "  export ACCOIL_SYNC_DESTINATIONS__HUBSPOT__ACCESS_TOKEN=...\n"
-        "then run `accoil-sync config check` and `accoil-sync plan`.",
+        "  export ACCOIL_SYNC_DESTINATIONS__SEGMENT__WRITE_KEY=...\n"
+        "then run `accoil-sync config check` and `accoil-sync plan` (README.md walks through each vendor).",
         markup=False,
     )
-    if changes:
-        console.print("[red]the second run planned writes: this is a bug[/red]")
+    if changes or requests:
+        console.print("[red]the second run sent something: this is a bug[/red]")
         return 1
     return 0
 

@@ -10,7 +10,10 @@ GET|POST /_emulator/faults/{vendor}  read or replace a vendor's injected faults 
 
 from __future__ import annotations
 
+import json
+import sqlite3
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
@@ -61,6 +64,7 @@ class Emulator:
         intercom_per_10s: int = 1666,
         segment_per_second: int = 1000,
         intercom_search_lag: float = 60.0,
+        persist: Path | None = None,
     ) -> None:
         if profile not in PROFILES:
             raise ValueError(f"unknown emulator profile {profile!r} (choose from {', '.join(PROFILES)})")
@@ -75,6 +79,9 @@ class Emulator:
         )
         self.hubspot = HubSpot(seed + 2, faults.get("hubspot"), hubspot_tier if chosen.limits else None)
         self.profile = profile
+        self.persist = persist
+        if persist is not None and persist.exists():
+            self.load(persist)
 
     @property
     def vendors(self) -> dict[str, Vendor]:
@@ -86,6 +93,32 @@ class Emulator:
     def reset(self) -> None:
         for vendor in self.vendors.values():
             vendor.reset()
+
+    def save(self, path: Path | None = None) -> None:
+        """Write every vendor's holdings to a SQLite file (one JSON document per vendor)."""
+        path = path or self.persist
+        if path is None:
+            return
+        db = sqlite3.connect(path)
+        with db:
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS vendor_state (vendor TEXT PRIMARY KEY, data TEXT NOT NULL)"
+            )
+            db.executemany(
+                "INSERT OR REPLACE INTO vendor_state VALUES (?, ?)",
+                [(n, json.dumps(v.snapshot())) for n, v in self.vendors.items()],
+            )
+        db.close()
+
+    def load(self, path: Path) -> None:
+        db = sqlite3.connect(path)
+        try:
+            rows = db.execute("SELECT vendor, data FROM vendor_state").fetchall()
+        finally:
+            db.close()
+        for name, data in rows:
+            if name in self.vendors:
+                self.vendors[name].restore(json.loads(data))
 
     def set_faults(self, vendor: str, faults: Faults) -> None:
         self.vendors[vendor].faults = faults
@@ -109,6 +142,12 @@ class Emulator:
                     return JSONResponse({"error": str(exc)}, status_code=400)
             return JSONResponse(self.vendors[name].faults_dict())
 
+        async def save(request: Request) -> Response:
+            if self.persist is None:
+                return JSONResponse({"error": "started without --persist"}, status_code=400)
+            self.save()
+            return JSONResponse({"saved": str(self.persist)})
+
         async def healthz(request: Request) -> Response:
             return JSONResponse({"ok": True, "profile": self.profile})
 
@@ -119,6 +158,7 @@ class Emulator:
                 Mount("/hubspot", routes=self.hubspot.routes()),
                 Route("/_emulator/state", state, methods=["GET"]),
                 Route("/_emulator/reset", reset, methods=["POST"]),
+                Route("/_emulator/save", save, methods=["POST"]),
                 Route("/_emulator/faults/{vendor}", faults, methods=["GET", "POST"]),
                 Route("/healthz", healthz, methods=["GET"]),
             ]

@@ -162,6 +162,17 @@ class Vendor:
     def reset(self) -> None:
         self.requests.clear()
 
+    # What survives a restart when the emulator persists to SQLite (``--persist``).
+    PERSISTENT: tuple[str, ...] = ()
+
+    def snapshot(self) -> dict[str, Any]:
+        return {name: _encode(getattr(self, name)) for name in self.PERSISTENT}
+
+    def restore(self, data: dict[str, Any]) -> None:
+        for name in self.PERSISTENT:
+            if name in data:
+                setattr(self, name, _decode(data[name]))
+
     def faults_dict(self) -> dict[str, Any]:
         return asdict(self.faults)
 
@@ -177,3 +188,23 @@ def now_ms() -> int:
 
 def iso_now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + f".{int(time.time() * 1000) % 1000:03d}Z"
+
+
+def _encode(value: Any) -> Any:
+    if isinstance(value, set | frozenset):
+        return {"__set__": sorted(value)}
+    if isinstance(value, dict):
+        return {str(k): _encode(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_encode(v) for v in value]
+    return value
+
+
+def _decode(value: Any) -> Any:
+    if isinstance(value, dict):
+        if set(value) == {"__set__"}:
+            return set(value["__set__"])
+        return {k: _decode(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_decode(v) for v in value]
+    return value

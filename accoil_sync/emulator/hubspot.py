@@ -93,6 +93,7 @@ def error_body(
 
 class HubSpot(Vendor):
     name = "hubspot"
+    PERSISTENT = ("objects", "properties", "groups", "next_id", "daily_used", "index")
 
     def __init__(
         self,
@@ -115,6 +116,8 @@ class HubSpot(Vendor):
         self.daily_used = 0
         self.next_id = 1001
         self.objects: dict[str, dict[str, dict[str, Any]]] = {"contacts": {}, "companies": {}}
+        # Unique-value property -> value -> object id, so that upserts do not scan every object.
+        self.index: dict[str, dict[str, dict[str, str]]] = {"contacts": {}, "companies": {}}
         self.groups: dict[str, dict[str, dict[str, Any]]] = {
             t: {
                 "contactinformation": {
@@ -353,13 +356,21 @@ class HubSpot(Vendor):
             return "INVALID_BOOLEAN", f"{value} is not a valid boolean"
         return None
 
+    @staticmethod
+    def _norm(prop: str, value: Any) -> str:
+        return str(value).lower() if prop == "email" else str(value)
+
     def _find(self, kind: str, id_property: str | None, key: str) -> dict[str, Any] | None:
         if not id_property or id_property == "hs_object_id":
             return self.objects[kind].get(str(key))
-        wanted = str(key).lower() if id_property == "email" else str(key)
+        prop = self.properties[kind].get(id_property)
+        if prop is not None and prop.get("hasUniqueValue"):
+            oid = self.index[kind].get(id_property, {}).get(self._norm(id_property, key))
+            return self.objects[kind].get(oid) if oid else None
+        wanted = self._norm(id_property, key)
         for obj in self.objects[kind].values():
             value = obj["properties"].get(id_property)
-            if value is not None and (value.lower() if id_property == "email" else value) == wanted:
+            if value is not None and self._norm(id_property, value) == wanted:
                 return obj
         return None
 
@@ -389,10 +400,17 @@ class HubSpot(Vendor):
             }
             self.objects[kind][oid] = obj
         for name, value in properties.items():
+            prop = self.properties[kind].get(name)
+            index = self.index[kind].setdefault(name, {}) if prop and prop.get("hasUniqueValue") else None
+            old = obj["properties"].get(name)
+            if index is not None and old is not None:
+                index.pop(self._norm(name, old), None)
             if value is None or value == "":
                 obj["properties"].pop(name, None)
             else:
                 obj["properties"][name] = value.lower() if name == "email" else str(value)
+                if index is not None:
+                    index[self._norm(name, value)] = obj["id"]
         obj["properties"]["hs_lastmodifieddate"] = stamp
         obj["updatedAt"] = stamp
         return obj, created

@@ -56,6 +56,16 @@ def _version(request: Request) -> tuple[int, int]:
 
 class Intercom(Vendor):
     name = "intercom"
+    PERSISTENT = (
+        "seq",
+        "contacts",
+        "companies",
+        "attributes",
+        "tags",
+        "contact_tags",
+        "company_tags",
+        "contact_companies",
+    )
 
     def __init__(
         self,

@@ -29,6 +29,7 @@ MAX_KEPT = 200_000  # bounded memory: oldest messages and drops are forgotten fi
 
 class Segment(Vendor):
     name = "segment"
+    PERSISTENT = ("users", "groups", "messages", "dropped", "seen", "duplicates", "largest_batch")
 
     def __init__(
         self, seed: int = 0, faults: Faults | None = None, requests_per_second: int | None = 1000
@@ -46,6 +47,10 @@ class Segment(Vendor):
         self.seen: OrderedDict[str, float] = OrderedDict()
         self.duplicates = 0
         self.largest_batch = 0
+
+    def restore(self, data: dict[str, Any]) -> None:
+        super().restore(data)
+        self.seen = OrderedDict(self.seen)  # the JSON snapshot is a plain dict, still in insertion order
 
     def routes(self) -> list[Route]:
         return [

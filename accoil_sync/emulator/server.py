@@ -36,6 +36,7 @@ class EmulatorServer:
     def stop(self) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=10)
+        self.emulator.save()
 
     def __enter__(self) -> str:
         return self.start()
@@ -45,4 +46,7 @@ class EmulatorServer:
 
 
 def serve_forever(emulator: Emulator, host: str, port: int) -> None:
-    uvicorn.run(emulator.app(), host=host, port=port, log_level="info", lifespan="off")
+    try:
+        uvicorn.run(emulator.app(), host=host, port=port, log_level="info", lifespan="off")
+    finally:
+        emulator.save()  # no-op without --persist

@@ -30,7 +30,7 @@ _FORMATS = {
     ".parquet": "parquet",
     ".pq": "parquet",
 }
-CSV_BLOCK_BYTES = 8 << 20
+CSV_BLOCK_BYTES = 32 << 20
 
 
 def expand(pattern: str) -> list[Path]:

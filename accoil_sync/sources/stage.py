@@ -175,12 +175,15 @@ class Stage:
         if bad:
             self._do(f"DELETE FROM stage_{k} WHERE len(_errors) > 0")
         self._do(f"ALTER TABLE stage_{k} DROP COLUMN _errors")
+        # Counting distinct keys is cheap; the list of duplicate rows is only built when there are some.
+        repeated = self._do(f"SELECT count(*) - count(DISTINCT (key, profile)) FROM stage_{k}")[0][0]
+        where = "" if repeated else "WHERE false "
         self._do(
             f"CREATE TABLE dups_{k} AS SELECT key, profile, count(*) AS n, "
-            f"list(_file || ':' || _row ORDER BY _seq) AS rows FROM stage_{k} GROUP BY key, profile "
+            f"list(_file || ':' || _row ORDER BY _seq) AS rows FROM stage_{k} {where}GROUP BY key, profile "
             "HAVING count(*) > 1"
         )
-        if self._do(f"SELECT count(*) FROM dups_{k}")[0][0]:
+        if repeated:
             self._do(
                 f"CREATE TABLE final_{k} AS SELECT * FROM stage_{k} "
                 "QUALIFY row_number() OVER (PARTITION BY key, profile ORDER BY _seq DESC) = 1"

@@ -77,16 +77,13 @@ class Planner:
             f"CREATE OR REPLACE TABLE {table} (key VARCHAR, fingerprint VARCHAR, status VARCHAR, "
             "failed VARCHAR)"
         ).fetchall()
-        for rows in self.state.fingerprints(destination, kind.value):
+        for part, rows in self.state.fingerprints(destination, kind.value):
             cols = list(zip(*rows, strict=True))
-            chunk = pa.table(
-                {
-                    name: pa.array(col, pa.string())
-                    for name, col in zip(("key", "fingerprint", "status", "failed"), cols, strict=True)
-                }
-            )
+            names = ("key", "fingerprint", "status", "failed")[: len(cols)]
+            chunk = pa.table({n: pa.array(c, pa.string()) for n, c in zip(names, cols, strict=True)})
+            select = "key, fingerprint, 'ok', NULL" if part == "ok" else "*"
             con.register("st_chunk", chunk)
-            con.execute(f"INSERT INTO {table} SELECT * FROM st_chunk").fetchall()
+            con.execute(f"INSERT INTO {table} SELECT {select} FROM st_chunk").fetchall()
             con.unregister("st_chunk")
         return table
 

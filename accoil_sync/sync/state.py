@@ -163,16 +163,23 @@ class StateStore:
     # ----------------------------------------------------------------------------------------- records
 
     def fingerprints(
-        self, destination: str, kind: str, size: int = 50_000
-    ) -> Iterator[list[tuple[Any, ...]]]:
-        """(key, fingerprint, status, failed_fingerprint) in key order, in chunks."""
+        self, destination: str, kind: str, size: int = 100_000
+    ) -> Iterator[tuple[str, list[tuple[Any, ...]]]]:
+        """("ok", [(key, fingerprint)]) chunks for the records in good standing, then ("failing", [(key,
+        fingerprint, status, failed_fingerprint)]) for the rest: the common case moves two columns, not four."""
         cur = self.db.execute(
-            "SELECT key, fingerprint, status, failed_fingerprint FROM records "
-            "WHERE destination = ? AND kind = ? ORDER BY key",
+            "SELECT key, fingerprint FROM records WHERE destination = ? AND kind = ? AND status = 'ok'",
             (destination, kind),
         )
         while rows := cur.fetchmany(size):
-            yield rows
+            yield "ok", rows
+        cur = self.db.execute(
+            "SELECT key, fingerprint, status, failed_fingerprint FROM records "
+            "WHERE destination = ? AND kind = ? AND status != 'ok'",
+            (destination, kind),
+        )
+        while rows := cur.fetchmany(size):
+            yield "failing", rows
 
     def load(self, destination: str, kind: str, keys: Sequence[str]) -> dict[str, StoredRecord]:
         out: dict[str, StoredRecord] = {}

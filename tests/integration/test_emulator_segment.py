@@ -120,3 +120,25 @@ async def test_seeded_faults_repeat_exactly() -> None:
     first = await run()
     assert first == await run()
     assert {500, 502, 503, 429} & set(first) and 200 in first
+
+
+async def test_state_persists_to_sqlite(tmp_path: object) -> None:
+    from pathlib import Path
+
+    path = Path(str(tmp_path)) / "emulator.db"
+    first = Emulator("clean", persist=path)
+    transport = httpx.ASGITransport(app=first.app())
+    async with httpx.AsyncClient(transport=transport, base_url="http://e") as c:
+        await c.post("/segment/v1/batch", json={"batch": [identify(1)]}, auth=AUTH)
+        await c.post(
+            "/hubspot/crm/v3/objects/contacts",
+            headers={"Authorization": "Bearer t"},
+            json={"properties": {"email": "a@x.io"}},
+        )
+        await c.post("/intercom/tags", headers={"Authorization": "Bearer t"}, json={"name": "T"})
+        assert (await c.post("/_emulator/save")).status_code == 200
+    second = Emulator("clean", persist=path)
+    assert second.segment.state()["users"] == {"u1": {"Accoil_Default_Score": 1}}
+    assert "m1" in second.segment.seen  # de-duplication survives the restart
+    assert [c["email"] for c in second.hubspot.state()["contacts"].values()] == ["a@x.io"]
+    assert second.intercom.state()["tags"] == ["T"]
