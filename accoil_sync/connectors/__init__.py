@@ -7,7 +7,7 @@ from accoil_sync.connectors.base import Capabilities, Change, Connector, Outcome
 from accoil_sync.connectors.jsonl import JsonlConnector
 from accoil_sync.errors import ConfigError
 
-AVAILABLE = ("jsonl", "segment")
+AVAILABLE = ("jsonl", "segment", "hubspot")
 
 
 def build_connector(name: str, settings: Settings, run_id: str) -> Connector:
@@ -17,6 +17,10 @@ def build_connector(name: str, settings: Settings, run_id: str) -> Connector:
         from accoil_sync.connectors.segment import SegmentConnector
 
         return SegmentConnector(settings.destinations.segment)
+    if name == "hubspot":
+        from accoil_sync.connectors.hubspot import HubSpotConnector
+
+        return HubSpotConnector(settings.destinations.hubspot, settings.profiles)
     raise ConfigError(
         [
             (

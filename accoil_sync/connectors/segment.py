@@ -13,12 +13,13 @@ that is not valid JSON.
 from __future__ import annotations
 
 import hashlib
-import json
+import math
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+import orjson
 
 from accoil_sync import __version__
 from accoil_sync.config.models import SegmentDestination
@@ -39,13 +40,22 @@ def message_id(change: Change) -> str:
     """Deterministic per (object, delivery version, values): a re-send of an acknowledged but uncommitted
     batch repeats its ids and Segment drops the copy; A -> B -> A within Segment's 24 h de-duplication
     window still delivers the second A, because the delivery version moved on. 45 characters (< 100)."""
-    body = json.dumps(
-        [change.kind.value, change.key, change.version, change.fields],
-        sort_keys=True,
-        separators=(",", ":"),
-        default=str,
+    body = orjson.dumps(
+        [change.kind.value, change.key, change.version, change.fields], option=orjson.OPT_SORT_KEYS
     )
-    return "accoil-" + hashlib.sha256(body.encode()).hexdigest()[:38]
+    return "accoil-" + hashlib.sha256(body).hexdigest()[:38]
+
+
+def _strict_json(message: dict[str, Any]) -> bytes:
+    """Segment's JSON: NaN and infinities are not numbers there (orjson would quietly write null)."""
+    for value in message["traits"].values():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"{value} is not a JSON number")
+    return orjson.dumps(message)
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def anonymous_group_id(account_id: str) -> str:
@@ -84,13 +94,9 @@ class SegmentConnector:
     async def ensure_schema(self) -> None:
         return None  # Segment has no schema to create
 
-    def message(self, change: Change) -> dict[str, Any]:
+    def message(self, change: Change, now: str | None = None) -> dict[str, Any]:
         record = change.record
-        stamp = (
-            record.computed_at
-            if record and record.computed_at
-            else datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        )
+        stamp = record.computed_at if record and record.computed_at else now or _now()
         base: dict[str, Any] = {"messageId": message_id(change), "timestamp": stamp, "traits": change.fields}
         if change.kind is ObjectKind.USER:
             return {"type": "identify", "userId": change.key, **base}
@@ -99,12 +105,11 @@ class SegmentConnector:
     async def deliver(self, kind: ObjectKind, batch: Sequence[Change]) -> list[Outcome]:
         outcomes: list[Outcome] = []
         pending: list[tuple[Change, bytes]] = []
+        now = _now()
         for change in batch:
             try:
-                encoded = json.dumps(
-                    self.message(change), allow_nan=False, ensure_ascii=False, separators=(",", ":")
-                ).encode()
-            except ValueError as exc:
+                encoded = _strict_json(self.message(change, now))
+            except (ValueError, TypeError) as exc:
                 outcomes.append(Outcome.reject(change.key, f"not valid JSON for Segment: {exc}"))
                 continue
             if len(encoded) > MAX_MESSAGE_BYTES:
@@ -137,7 +142,7 @@ class SegmentConnector:
         return out
 
     async def _send(self, items: list[tuple[Change, bytes]]) -> list[Outcome]:
-        context = json.dumps(CONTEXT, separators=(",", ":")).encode()
+        context = orjson.dumps(CONTEXT)
         body = b'{"batch":[' + b",".join(encoded for _, encoded in items) + b'],"context":' + context + b"}"
         try:
             await self.transport.request(

@@ -10,6 +10,7 @@ import time
 import uuid
 from datetime import date
 from typing import Any
+from urllib.parse import parse_qs
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -154,6 +155,7 @@ class HubSpot(Vendor):
     def routes(self) -> list[Route]:
         r = self.route
         return [
+            Route("/oauth/v1/token", self.oauth_token, methods=["POST"]),
             Route(
                 "/crm/v3/objects/{type}/batch/upsert", r("batch/upsert", self.batch_upsert), methods=["POST"]
             ),
@@ -291,6 +293,31 @@ class HubSpot(Vendor):
             )
             return None, self._reply(request, body, 403)
         return kind, None
+
+    async def oauth_token(self, request: Request) -> Response:
+        """OAuth v1 token endpoint (refresh grant): a 30-minute access token for a refresh token."""
+        form = {k: v[0] for k, v in parse_qs((await request.body()).decode()).items()}
+        self.count("oauth/token", 200)
+        if (
+            form.get("grant_type") != "refresh_token"
+            or not form.get("refresh_token")
+            or not form.get("client_id")
+        ):
+            return JSONResponse(
+                {"status": "BAD_REFRESH_TOKEN", "message": "missing or unknown refresh token"},
+                status_code=400,
+            )
+        token = f"emu-oauth-{uuid.uuid4().hex[:16]}"
+        if self.tokens is not None:
+            self.tokens[token] = ALL_SCOPES
+        return JSONResponse(
+            {
+                "access_token": token,
+                "refresh_token": form["refresh_token"],
+                "expires_in": 1800,
+                "token_type": "bearer",
+            }
+        )
 
     # ------------------------------------------------------------------------------------------ values
 

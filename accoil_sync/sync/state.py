@@ -7,7 +7,6 @@ moment leaves either the batch's outcomes or none of them -- never half. The sch
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -15,6 +14,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 from accoil_sync.traits.encoders import FieldValue
 
@@ -191,7 +192,9 @@ class StateStore:
                 f"WHERE destination = ? AND kind = ? AND key IN ({marks})",
                 (destination, kind, *part),
             ):
-                out[row[0]] = StoredRecord(row[0], row[1], json.loads(row[2]), row[3], row[4], row[5], row[6])
+                out[row[0]] = StoredRecord(
+                    row[0], row[1], orjson.loads(row[2]), row[3], row[4], row[5], row[6]
+                )
         return out
 
     def commit_batch(
@@ -322,7 +325,7 @@ class StateStore:
 
 
 def _dumps(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
 
 
 def new_run_id() -> str:

@@ -31,10 +31,14 @@ class ObjectRecord:
         out: dict[str, MetricValue] = {}
         for score_name in sorted(self.metrics):
             values = self.metrics[score_name]
-            for metric in Metric:
-                if metric in values:
-                    out[trait_name(score_name, metric)] = values[metric]
+            for metric in _ORDER:
+                value = values.get(metric)
+                if value is not None:
+                    out[trait_name(score_name, metric)] = value
         return out
+
+
+_ORDER = tuple(Metric)
 
 
 def normalise_number(value: float) -> int | float:
