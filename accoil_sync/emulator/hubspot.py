@@ -28,7 +28,7 @@ TIER_LIMITS = {  # requests per 10 s per app, requests per day per account
 OBJECT_TYPE_IDS = {"contacts": "0-1", "companies": "0-2"}
 MAX_BATCH = 100
 SEARCH_PER_SECOND = 5
-_EMAIL = re.compile(r"^[^@\s;,]+@[^@\s;,]+\.[A-Za-z]{2,}$")
+_EMAIL = re.compile(r"^[^@\s;,]+@(?:[A-Za-z0-9-]+\.)+[A-Za-z]{2,}$")
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 FIELD_TYPES = {
     "string": {"text", "textarea", "file", "html", "phonenumber", "calculation_equation"},
@@ -537,6 +537,14 @@ class HubSpot(Vendor):
                     )
                     return self._reply(request, body, 400)
             errors = self._invalid(kind, properties)
+            if id_property == "email" and not _EMAIL.match(str(item.get("id", ""))):
+                errors.append(
+                    {
+                        "message": f"Email address {item.get('id')} is invalid",
+                        "code": "INVALID_EMAIL",
+                        "context": {"propertyName": ["email"]},
+                    }
+                )
             if self.faults.record_error_rate and self.rng.random() < self.faults.record_error_rate:
                 errors.append(
                     {
