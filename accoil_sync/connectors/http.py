@@ -14,6 +14,7 @@ import email.utils
 import logging
 import random
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -79,54 +80,61 @@ def classify(vendor: str, response: httpx.Response, retry_after: float | None = 
 
 
 class RateLimiter:
-    """A token bucket sized from the vendor's published limit, corrected by what its headers say.
+    """At most ``rate`` requests in any ``period`` seconds (a sliding log), as the vendors count them.
 
-    ``rate`` requests per ``period`` seconds, with a burst of one full period (HubSpot and Intercom count
-    in fixed windows, so a full window's worth may go at once).
+    HubSpot's limit is a rolling 10-second window and Intercom's a fixed one; a sliding log satisfies
+    both: a full window's worth may go at once, then one request each time the oldest leaves the window.
+    (A token bucket with the same numbers would let up to twice the limit into one window and earn 429s.)
+    The vendor's headers correct it: a smaller published limit shrinks it, ``remaining = 0`` pauses it.
     """
 
     def __init__(self, rate: float | None, period: float = 1.0) -> None:
-        self.rate = rate
+        self.rate = int(rate) if rate else None
         self.period = period
-        self.capacity = float(rate) if rate else 0.0
-        self.tokens = self.capacity
-        self.updated = time.monotonic()
+        self.sent: deque[float] = deque()
         self.blocked_until = 0.0  # monotonic
         self._lock = asyncio.Lock()
 
     async def acquire(self) -> None:
-        if not self.rate:
-            await self._wait_block()
-            return
         async with self._lock:
             while True:
-                await self._wait_block()
                 now = time.monotonic()
-                self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate / self.period)
-                self.updated = now
-                if self.tokens >= 1:
-                    self.tokens -= 1
+                if self.blocked_until > now:
+                    await asyncio.sleep(self.blocked_until - now)
+                    continue
+                if self.rate is None:
                     return
-                await asyncio.sleep((1 - self.tokens) * self.period / self.rate)
-
-    async def _wait_block(self) -> None:
-        delay = self.blocked_until - time.monotonic()
-        if delay > 0:
-            await asyncio.sleep(delay)
+                while self.sent and self.sent[0] <= now - self.period:
+                    self.sent.popleft()
+                if len(self.sent) < self.rate:
+                    self.sent.append(now)
+                    return
+                await asyncio.sleep(self.sent[0] + self.period - now)
 
     def pause(self, seconds: float) -> None:
         """Nobody sends for ``seconds`` (after a 429, or when the headers say the window is spent)."""
         self.blocked_until = max(self.blocked_until, time.monotonic() + seconds)
-        self.tokens = 0.0
 
     def observe(self, remaining: int | None, reset_in: float | None, limit: int | None = None) -> None:
-        """Correct the bucket from the vendor's own count."""
+        """Correct the log from the vendor's own count.
+
+        Requests we did not make (an earlier run, another integration on the same app) are in the vendor's
+        window but not in our log. They are entered as if made just now: the cautious guess, since we cannot
+        know when they leave the window. (Spreading them over the window was measured to earn 429s after a
+        run that ended in a burst, and each 429 costs a whole window.)
+        """
         if limit and self.rate and limit < self.rate:
-            self.rate = self.capacity = float(limit)
-        if remaining is not None:
-            self.tokens = min(self.tokens, float(remaining))
-            if remaining <= 0 and reset_in is not None:
-                self.pause(reset_in)
+            self.rate = limit
+        if remaining is None:
+            return
+        if self.rate:
+            now = time.monotonic()
+            while self.sent and self.sent[0] <= now - self.period:
+                self.sent.popleft()
+            unseen = min(self.rate - remaining - len(self.sent), self.rate - len(self.sent))
+            self.sent.extend([now] * max(0, unseen))
+        if remaining <= 0 and reset_in is not None:
+            self.pause(reset_in)
 
 
 class Transport:

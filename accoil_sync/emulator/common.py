@@ -9,7 +9,7 @@ import asyncio
 import json
 import random
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -65,6 +65,27 @@ class Window:
             return False, 0, reset
         self.count += 1
         return True, self.limit - self.count, reset
+
+
+class RollingWindow:
+    """At most ``limit`` requests in any trailing ``seconds`` (HubSpot's TEN_SECONDLY_ROLLING)."""
+
+    def __init__(self, limit: int | None, seconds: float) -> None:
+        self.limit = limit
+        self.seconds = seconds
+        self.hits: deque[float] = deque()
+
+    def hit(self) -> tuple[bool, int, float]:
+        now = time.time()
+        while self.hits and self.hits[0] <= now - self.seconds:
+            self.hits.popleft()
+        if self.limit is None:
+            return True, 1_000_000, now + self.seconds
+        reset = (self.hits[0] if self.hits else now) + self.seconds
+        if len(self.hits) >= self.limit:
+            return False, 0, reset
+        self.hits.append(now)
+        return True, self.limit - len(self.hits), reset
 
 
 class DroppedResponse(Response):

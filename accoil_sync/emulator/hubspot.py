@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from accoil_sync.emulator.common import Faults, Vendor, Window, iso_now, json_body
+from accoil_sync.emulator.common import Faults, RollingWindow, Vendor, Window, iso_now, json_body
 
 TIER_LIMITS = {  # requests per 10 s per app, requests per day per account
     "free": (100, 250_000),
@@ -106,7 +106,7 @@ class HubSpot(Vendor):
         super().__init__(seed, faults)
         self.tier = tier
         per_10s, daily = TIER_LIMITS[tier] if tier else (None, None)
-        self.window = Window(per_10s, 10.0)
+        self.window = RollingWindow(per_10s, 10.0)
         self.daily_limit = daily
         self.search_window = Window(SEARCH_PER_SECOND if tier else None, 1.0)
         self.tokens = tokens  # None: any bearer token, every scope

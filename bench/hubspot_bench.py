@@ -1,0 +1,120 @@
+"""HubSpot delivery at the Professional tier's limit (190 requests / 10 s): accoil-sync against the obvious
+script (hubspot-api-client, one contact per call), same emulator, same run.
+
+    python bench/hubspot_bench.py --contacts 50000 --baseline 1000
+
+1. accoil-sync creates the contacts (upsert by email), 2. every score changes, 3. accoil-sync syncs again
+(measured: batch/update by the HubSpot ids kept in state). The baseline updates --baseline contacts one
+call at a time with a sleep-and-retry on 429, as such scripts do; its rate is what is compared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from emulated import emulator_process, state
+
+CEILING_PER_S = 100 * 190 / 10  # 100 records per batch x 190 requests per 10 s
+
+
+def write_users(path: Path, n: int, bump: int) -> None:
+    with path.open("w") as fh:
+        fh.write("user_id,email,score,segments,activation\n")
+        for i in range(n):
+            fh.write(f"u{i},user{i}@example.com,{(i + bump) % 101},Engaged,{(i * 7 + bump) % 101}\n")
+
+
+def run_accoil(directory: Path, url: str) -> dict[str, float]:
+    from accoil_sync.config.settings import load_settings
+    from accoil_sync.sync.runner import execute
+
+    settings = load_settings(directory / "hubspot.toml")
+    before = state(url)["hubspot"]["requests"]["total"]
+    start = time.perf_counter()
+    result = asyncio.run(execute(settings, deliver=True))
+    seconds = time.perf_counter() - start
+    after = state(url)["hubspot"]["requests"]
+    requests = after["total"] - before
+    print(f"    emulator answers so far: {after['by_status']}")
+    ok = result.deliveries["hubspot"].counts["ok"]
+    return {
+        "seconds": round(seconds, 1),
+        "records": ok,
+        "records_per_s": round(ok / seconds),
+        "share_of_ceiling": round(ok / seconds / CEILING_PER_S, 3),
+        "requests": requests,
+        "requests_per_record": round(requests / max(ok, 1), 5),
+    }
+
+
+def run_baseline(url: str, n: int) -> dict[str, float]:
+    from hubspot import HubSpot
+    from hubspot.crm.contacts import ApiException, SimplePublicObjectInput
+
+    ids = list(state(url)["hubspot"]["contacts"])[:n]
+    api = HubSpot(access_token="pat-bench", host=f"{url}/hubspot").crm.contacts.basic_api
+    retries = 0
+    start = time.perf_counter()
+    for number, contact_id in enumerate(ids):
+        while True:
+            try:
+                api.update(
+                    contact_id,
+                    SimplePublicObjectInput(properties={"accoil_default_score": str(number % 100)}),
+                )
+                break
+            except ApiException as exc:
+                if exc.status != 429:
+                    raise
+                retries += 1
+                time.sleep(1)
+    seconds = time.perf_counter() - start
+    api.api_client.rest_client.pool_manager.clear()
+    return {
+        "seconds": round(seconds, 1),
+        "records": n,
+        "records_per_s": round(n / seconds, 1),
+        "requests_per_record": round((n + retries) / n, 3),
+        "retries_after_429": retries,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--contacts", type=int, default=50_000)
+    parser.add_argument("--baseline", type=int, default=1_000)
+    args = parser.parse_args()
+    os.environ["ACCOIL_SYNC_DESTINATIONS__HUBSPOT__ACCESS_TOKEN"] = "pat-bench"
+    with tempfile.TemporaryDirectory(prefix="accoil-hubspot-bench-") as tmp, emulator_process("clean") as url:
+        directory = Path(tmp)
+        os.chdir(directory)
+        (directory / "hubspot.toml").write_text(
+            '[source]\nusers = "users.csv"\n[state]\npath = "state/state.db"\n'
+            f'[destinations.hubspot]\nenabled = true\nbase_url = "{url}/hubspot"\ntier = "professional"\n'
+            "create_missing = true\nmax_concurrency = 4\n"
+        )
+        write_users(directory / "users.csv", args.contacts, 0)
+        created = run_accoil(directory, url)
+        print(f"{'create (upsert by email)':>34}: {created}")
+        write_users(directory / "users.csv", args.contacts, 1)
+        time.sleep(10)  # a scheduled run starts after the previous one's window has passed
+        changed = run_accoil(directory, url)
+        print(f"{'update every contact (measured)':>34}: {changed}")
+        baseline = run_baseline(url, args.baseline)
+        print(f"{'hubspot-api-client, 1 per call':>34}: {baseline}")
+        print(
+            f"ceiling {CEILING_PER_S:.0f} records/s; the measured run reached {changed['share_of_ceiling']:.1%} of it "
+            f"(wall clock, planning included); {changed['records_per_s'] / baseline['records_per_s']:.0f}x the "
+            "one-per-call script's records/s"
+        )
+
+
+if __name__ == "__main__":
+    main()
