@@ -7,7 +7,7 @@ from accoil_sync.connectors.base import Capabilities, Change, Connector, Outcome
 from accoil_sync.connectors.jsonl import JsonlConnector
 from accoil_sync.errors import ConfigError
 
-AVAILABLE = ("jsonl", "segment", "hubspot")
+AVAILABLE = ("jsonl", "segment", "intercom", "hubspot")
 
 
 def build_connector(name: str, settings: Settings, run_id: str) -> Connector:
@@ -17,6 +17,10 @@ def build_connector(name: str, settings: Settings, run_id: str) -> Connector:
         from accoil_sync.connectors.segment import SegmentConnector
 
         return SegmentConnector(settings.destinations.segment)
+    if name == "intercom":
+        from accoil_sync.connectors.intercom import IntercomConnector
+
+        return IntercomConnector(settings.destinations.intercom, settings.profiles, settings.state.directory)
     if name == "hubspot":
         from accoil_sync.connectors.hubspot import HubSpotConnector
 

@@ -78,13 +78,15 @@ class IntercomEncoder:
     """
 
     TAGS_FIELD = "tags"
+    COMPANY_FIELD = "company"  # users: the account to attach the contact to
 
-    def __init__(self, tag_prefix: str = "") -> None:
+    def __init__(self, tag_prefix: str = "", attach_companies: bool = False) -> None:
         self.tag_prefix = tag_prefix
+        self.attach_companies = attach_companies
 
     @property
     def signature(self) -> str:
-        return f"intercom/1/{self.tag_prefix}"
+        return f"intercom/1/{self.tag_prefix}/{int(self.attach_companies)}"
 
     def encode(self, record: ObjectRecord) -> dict[str, FieldValue]:
         out: dict[str, FieldValue] = {}
@@ -102,11 +104,15 @@ class IntercomEncoder:
                 else:
                     out[name] = value
         out[self.TAGS_FIELD] = sorted(tags)
+        if self.attach_companies and record.kind is ObjectKind.USER and record.account_id:
+            out[self.COMPANY_FIELD] = record.account_id
         return out
 
     def cleared(self, field: str) -> FieldValue:
         # Intercom ignores null on update; an empty value is what clears an attribute.
-        return [] if field == self.TAGS_FIELD else ""
+        if field == self.TAGS_FIELD:
+            return []
+        return None if field == self.COMPANY_FIELD else ""
 
 
 # ----------------------------------------------------------------------------------------------- HubSpot

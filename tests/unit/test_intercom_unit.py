@@ -1,0 +1,98 @@
+"""Intercom request shapes and the header-driven limiter, with respx (no network)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import httpx
+import respx
+from pydantic import SecretStr
+
+from accoil_sync.config.models import IntercomDestination, ProfileConfig
+from accoil_sync.connectors import Change
+from accoil_sync.connectors.http import RateLimiter, RetryPolicy
+from accoil_sync.connectors.intercom import IntercomConnector
+from accoil_sync.traits import ObjectKind
+
+API = "https://api.eu.intercom.io"
+
+
+def connector(tmp_path: Path) -> IntercomConnector:
+    cfg = IntercomDestination(enabled=True, region="eu", access_token=SecretStr("tok"), tag_prefix="Accoil: ")
+    return IntercomConnector(
+        cfg, [ProfileConfig(name="Default")], tmp_path, policy=RetryPolicy(initial_wait=0, max_wait=0)
+    )
+
+
+@respx.mock
+async def test_steady_state_update_is_one_put_with_version_header(tmp_path: Path) -> None:
+    put = respx.put(f"{API}/contacts/abc").mock(return_value=httpx.Response(200, json={"id": "abc"}))
+    c = connector(tmp_path)
+    change = Change(
+        "intercom",
+        ObjectKind.USER,
+        "u1",
+        "upsert",
+        {"Accoil_Default_Score": 5},
+        {"Accoil_Default_Score": 4},
+        None,
+        "fp",
+        dest_id="abc",
+    )
+    (outcome,) = await c.deliver(ObjectKind.USER, [change])
+    assert outcome.status == "ok" and outcome.dest_id == "abc"
+    request = put.calls[0].request
+    assert json.loads(request.content) == {"custom_attributes": {"Accoil_Default_Score": 5}}
+    assert request.headers["Intercom-Version"] == "2.14"
+    assert request.headers["Authorization"] == "Bearer tok"
+    assert len(respx.calls) == 1
+    await c.aclose()
+
+
+@respx.mock
+async def test_tags_are_diffed(tmp_path: Path) -> None:
+    respx.put(f"{API}/contacts/abc").mock(return_value=httpx.Response(200, json={}))
+    respx.post(f"{API}/tags").mock(
+        side_effect=lambda r: httpx.Response(
+            200, json={"id": {"Accoil: New": "t1", "Accoil: Old": "t2"}[json.loads(r.content)["name"]]}
+        )
+    )
+    tag = respx.post(f"{API}/contacts/abc/tags").mock(return_value=httpx.Response(200, json={}))
+    untag = respx.delete(f"{API}/contacts/abc/tags/t2").mock(return_value=httpx.Response(200, json={}))
+    c = connector(tmp_path)
+    change = Change(
+        "intercom",
+        ObjectKind.USER,
+        "u1",
+        "upsert",
+        {"tags": ["Accoil: Keep", "Accoil: New"]},
+        {"tags": ["Accoil: Keep", "Accoil: Old"]},
+        None,
+        "fp",
+        dest_id="abc",
+    )
+    await c.deliver(ObjectKind.USER, [change])
+    assert json.loads(tag.calls[0].request.content) == {"id": "t1"}
+    assert untag.call_count == 1
+    await c.aclose()
+
+
+async def test_limiter_pauses_until_the_reset_timestamp_and_shrinks_to_the_published_limit() -> None:
+    limiter = RateLimiter(1666, 10.0)
+    limiter.observe(remaining=0, reset_in=0.3, limit=500)
+    assert limiter.rate == 500
+    start = time.monotonic()
+    await limiter.acquire()
+    assert time.monotonic() - start >= 0.25
+
+
+async def test_limiter_never_lets_more_than_the_limit_into_a_window() -> None:
+    limiter = RateLimiter(5, 0.5)
+    stamps = []
+    for _ in range(12):
+        await limiter.acquire()
+        stamps.append(time.monotonic())
+    for i in range(len(stamps) - 5):
+        assert stamps[i + 5] - stamps[i] >= 0.5 - 1e-3
