@@ -25,11 +25,31 @@ from accoil_sync.sync.runner import RunResult, execute
 from accoil_sync.traits.names import ObjectKind
 
 EXAMPLE_CONFIG = Path("examples/accoil-sync.toml")
-DEMO_SECRETS = {"segment": ("WRITE_KEY", "demo-write-key")}
+DEMO_SECRETS = {
+    "segment": ("WRITE_KEY", "demo-write-key"),
+    "intercom": ("ACCESS_TOKEN", "demo-intercom-token"),
+    "hubspot": ("ACCESS_TOKEN", "demo-hubspot-token"),
+}
+# The demo creates what the example names; a real account's default is to update existing records only.
+DEMO_SETTINGS = {"intercom": {"CREATE_MISSING_CONTACTS": "true"}, "hubspot": {"CREATE_MISSING": "true"}}
 
 
 def _writes(result: RunResult) -> int:
     return sum(plan.writes for plan in result.plans.values())
+
+
+READS = ("get", "list", "read", "search")
+
+
+def _writes_sent(before: dict[str, Any], after: dict[str, Any]) -> int:
+    """Requests that could change a vendor's data (HubSpot's per-run schema check only reads)."""
+    total = 0
+    for vendor, state in after.items():
+        old = before[vendor]["requests"]["by_endpoint"]
+        for endpoint, count in state["requests"]["by_endpoint"].items():
+            if not any(word in endpoint.split(" ")[0] for word in READS):
+                total += count - old.get(endpoint, 0)
+    return total
 
 
 def _point_at_emulator(url: str) -> list[str]:
@@ -43,6 +63,8 @@ def _point_at_emulator(url: str) -> list[str]:
             os.environ[prefix + "ENABLED"] = "true"
             os.environ[prefix + "BASE_URL"] = f"{url}/{name}"
             os.environ[prefix + secret] = value
+            for key, setting in DEMO_SETTINGS.get(name, {}).items():
+                os.environ[prefix + key] = setting
             enabled.append(name)
     return enabled
 
@@ -61,16 +83,26 @@ def _holdings(emulator: Emulator) -> Table:
         str(seg["requests"]["total"]),
         f"{example[0]}: {example[1].get('Accoil_Default_Score')!r} score" if example else "-",
     )
-    for name in ("intercom", "hubspot"):
-        vendor = state[name]
-        if vendor["requests"]["total"]:
-            table.add_row(
-                name,
-                str(len(vendor["contacts"])),
-                str(len(vendor["companies"])),
-                str(vendor["requests"]["total"]),
-                "",
-            )
+    intercom = state["intercom"]
+    contact = next(iter(intercom["contacts"].items()), None)
+    table.add_row(
+        "intercom",
+        str(len(intercom["contacts"])),
+        str(len(intercom["companies"])),
+        str(intercom["requests"]["total"]),
+        f"{contact[0]}: tags {', '.join(contact[1]['tags'])}" if contact else "-",
+    )
+    hubspot = state["hubspot"]
+    company = next(iter(hubspot["companies"].values()), None)
+    table.add_row(
+        "hubspot",
+        str(len(hubspot["contacts"])),
+        str(len(hubspot["companies"])),
+        str(hubspot["requests"]["total"]),
+        f"{company.get('accoil_account_id')}: accoil_default_score {company.get('accoil_default_score')}"
+        if company
+        else "-",
+    )
     return table
 
 
@@ -103,8 +135,8 @@ def run_demo(config: Path = EXAMPLE_CONFIG, console: Console | None = None) -> i
         second = asyncio.run(execute(settings, deliver=True))
         after = emulator.state()
         changes = _writes(second)
-        requests = sum(after[v]["requests"]["total"] - before[v]["requests"]["total"] for v in after)
-        console.print(f"changes on the second run: {changes}; requests to the vendors: {requests}")
+        writes = _writes_sent(before, after)
+        console.print(f"changes on the second run: {changes}; writes sent to the vendors: {writes}")
     console.rule("next")
     console.print(
         "Point accoil-sync at your own metrics and real accounts: copy examples/accoil-sync.toml to "
@@ -113,7 +145,7 @@ def run_demo(config: Path = EXAMPLE_CONFIG, console: Console | None = None) -> i
         "then run `accoil-sync config check` and `accoil-sync plan` (README.md walks through each vendor).",
         markup=False,
     )
-    if changes or requests:
+    if changes or writes:
         console.print("[red]the second run sent something: this is a bug[/red]")
         return 1
     return 0

@@ -30,7 +30,7 @@ def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
 def test_demo_second_run_reports_zero_changes(examples: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert run_demo(examples / "accoil-sync.toml") == 0
     printed = capsys.readouterr().out
-    assert "changes on the second run: 0; requests to the vendors: 0" in printed
+    assert "changes on the second run: 0; writes sent to the vendors: 0" in printed
     assert "segment: {'ok': 11}" in printed
     assert "users.csv:9 [score] 140.0 is above 100" in printed
 
