@@ -21,10 +21,10 @@ def free_port() -> int:
 
 
 @contextmanager
-def emulator_process(profile: str = "unlimited") -> Iterator[str]:
+def emulator_process(profile: str = "unlimited", *extra: str) -> Iterator[str]:
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "accoil_sync", "emulate", "--port", str(port), "--profile", profile],
+        [sys.executable, "-m", "accoil_sync", "emulate", "--port", str(port), "--profile", profile, *extra],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

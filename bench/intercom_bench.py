@@ -1,0 +1,106 @@
+"""Intercom delivery under the real per-app limit (10,000 calls a minute = 1,666 per 10 s).
+
+    python bench/intercom_bench.py --contacts 20000
+
+The emulator starts with the contacts already in Intercom (created an hour ago, so search has indexed
+them). Run 1 finds them (batched search) and writes their attributes; then every score changes and run 2
+-- measured -- updates them in steady state (Intercom ids from state). Segments do not change, so no tag
+requests: the target is about attributes ("tags aside").
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from emulated import emulator_process, state
+
+LIMIT_PER_S = 1666 / 10
+
+
+def prebuilt(path: Path, n: int) -> None:
+    from accoil_sync.emulator import Emulator
+
+    emulator = Emulator("clean", persist=path)
+    created = time.time() - 3600
+    for i in range(n):
+        cid = f"{i + 1:024x}"
+        emulator.intercom.contacts[cid] = {
+            "id": cid,
+            "external_id": f"u{i}",
+            "email": f"user{i}@example.com",
+            "role": "user",
+            "name": None,
+            "created": created,
+            "updated": created,
+            "custom_attributes": {},
+        }
+    emulator.intercom.seq = n + 10
+    emulator.save()
+
+
+def write_users(path: Path, n: int, bump: int) -> None:
+    with path.open("w") as fh:
+        fh.write("user_id,email,score,activation\n")
+        for i in range(n):
+            fh.write(f"u{i},user{i}@example.com,{(i + bump) % 101},{(i * 3 + bump) % 101}\n")
+
+
+def run(directory: Path, url: str) -> dict[str, float]:
+    from accoil_sync.config.settings import load_settings
+    from accoil_sync.sync.runner import execute
+
+    settings = load_settings(directory / "intercom.toml")
+    before = state(url)["intercom"]["requests"]
+    start = time.perf_counter()
+    result = asyncio.run(execute(settings, deliver=True))
+    seconds = time.perf_counter() - start
+    after = state(url)["intercom"]["requests"]
+    requests = after["total"] - before["total"]
+    ok = result.deliveries["intercom"].counts["ok"]
+    return {
+        "seconds": round(seconds, 1),
+        "contacts": ok,
+        "requests": requests,
+        "requests_per_s": round(requests / seconds, 1),
+        "share_of_limit": round(requests / seconds / LIMIT_PER_S, 3),
+        "requests_per_contact": round(requests / max(ok, 1), 4),
+        "answers": after["by_status"],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--contacts", type=int, default=20_000)
+    args = parser.parse_args()
+    os.environ["ACCOIL_SYNC_DESTINATIONS__INTERCOM__ACCESS_TOKEN"] = "tok-bench"
+    with tempfile.TemporaryDirectory(prefix="accoil-intercom-bench-") as tmp:
+        directory = Path(tmp)
+        os.chdir(directory)
+        prebuilt(directory / "emulator.db", args.contacts)
+        with emulator_process("clean", "--persist", str(directory / "emulator.db")) as url:
+            (directory / "intercom.toml").write_text(
+                '[source]\nusers = "users.csv"\n[state]\npath = "state/state.db"\n'
+                f'[destinations.intercom]\nenabled = true\nbase_url = "{url}/intercom"\nmax_concurrency = 4\n'
+            )
+            write_users(directory / "users.csv", args.contacts, 0)
+            first = run(directory, url)
+            print(f"{'run 1 (find + write)':>24}: {first}")
+            write_users(directory / "users.csv", args.contacts, 1)
+            time.sleep(10)  # the next scheduled run: the previous window has passed
+            second = run(directory, url)
+            print(f"{'run 2 (measured)':>24}: {second}")
+            print(
+                f"limit {LIMIT_PER_S:.1f} requests/s; run 2 used {second['share_of_limit']:.1%} of it at "
+                f"{second['requests_per_contact']} requests per changed contact"
+            )
+
+
+if __name__ == "__main__":
+    main()
