@@ -162,33 +162,69 @@ class HubSpot(Vendor):
             Route(
                 "/crm/v3/objects/{type}/batch/update", r("batch/update", self.batch_update), methods=["POST"]
             ),
-            Route("/crm/v3/objects/{type}/batch/read", r("batch/read", self.batch_read), methods=["POST"]),
-            Route("/crm/v3/objects/{type}/search", r("search", self.search), methods=["POST"]),
-            Route("/crm/v3/objects/{type}/{id}", r("object/get", self.get_object), methods=["GET"]),
-            Route("/crm/v3/objects/{type}/{id}", r("object/patch", self.patch_object), methods=["PATCH"]),
-            Route("/crm/v3/objects/{type}", r("object/create", self.create_object), methods=["POST"]),
-            Route("/crm/v3/properties/{type}/groups", r("groups/list", self.list_groups), methods=["GET"]),
             Route(
-                "/crm/v3/properties/{type}/groups", r("groups/create", self.create_group), methods=["POST"]
+                "/crm/v3/objects/{type}/batch/read",
+                r("batch/read", self._typed(self.batch_read, write=False)),
+                methods=["POST"],
             ),
             Route(
-                "/crm/v3/properties/{type}/groups/{name}", r("groups/get", self.get_group), methods=["GET"]
+                "/crm/v3/objects/{type}/search",
+                r("search", self._typed(self.search, write=False)),
+                methods=["POST"],
+            ),
+            Route(
+                "/crm/v3/objects/{type}/{id}",
+                r("object/get", self._typed(self.get_object, write=False)),
+                methods=["GET"],
+            ),
+            Route(
+                "/crm/v3/objects/{type}/{id}",
+                r("object/patch", self._typed(self.patch_object, write=True)),
+                methods=["PATCH"],
+            ),
+            Route(
+                "/crm/v3/objects/{type}",
+                r("object/create", self._typed(self.create_object, write=True)),
+                methods=["POST"],
+            ),
+            Route(
+                "/crm/v3/properties/{type}/groups",
+                r("groups/list", self._typed(self.list_groups, write=False, schema=True)),
+                methods=["GET"],
+            ),
+            Route(
+                "/crm/v3/properties/{type}/groups",
+                r("groups/create", self._typed(self.create_group, write=True, schema=True)),
+                methods=["POST"],
+            ),
+            Route(
+                "/crm/v3/properties/{type}/groups/{name}",
+                r("groups/get", self._typed(self.get_group, write=False, schema=True)),
+                methods=["GET"],
             ),
             Route(
                 "/crm/v3/properties/{type}/batch/create",
-                r("properties/batch", self.batch_create_properties),
+                r("properties/batch", self._typed(self.batch_create_properties, write=True, schema=True)),
                 methods=["POST"],
             ),
-            Route("/crm/v3/properties/{type}", r("properties/list", self.list_properties), methods=["GET"]),
             Route(
-                "/crm/v3/properties/{type}", r("properties/create", self.create_property), methods=["POST"]
+                "/crm/v3/properties/{type}",
+                r("properties/list", self._typed(self.list_properties, write=False, schema=True)),
+                methods=["GET"],
             ),
             Route(
-                "/crm/v3/properties/{type}/{name}", r("properties/get", self.get_property), methods=["GET"]
+                "/crm/v3/properties/{type}",
+                r("properties/create", self._typed(self.create_property, write=True, schema=True)),
+                methods=["POST"],
             ),
             Route(
                 "/crm/v3/properties/{type}/{name}",
-                r("properties/patch", self.patch_property),
+                r("properties/get", self._typed(self.get_property, write=False, schema=True)),
+                methods=["GET"],
+            ),
+            Route(
+                "/crm/v3/properties/{type}/{name}",
+                r("properties/patch", self._typed(self.patch_property, write=True, schema=True)),
                 methods=["PATCH"],
             ),
         ]
@@ -263,6 +299,17 @@ class HubSpot(Vendor):
     def _reply(self, request: Request, body: Any, status: int = 200) -> Response:
         headers = getattr(request.state, "rate_headers", {})
         return JSONResponse(body, status_code=status, headers=headers)
+
+    def _typed(self, handler: Any, write: bool, schema: bool = False) -> Any:
+        """Resolve the object type and check the token's scope before ``handler(request, kind)``."""
+
+        async def typed(request: Request) -> Response:
+            kind, denied = self._object_type(request, write=write, schema=schema)
+            if denied is not None or kind is None:
+                return denied or self.error_response(500)
+            return await handler(request, kind)  # type: ignore[no-any-return]
+
+        return typed
 
     def _object_type(
         self, request: Request, write: bool, schema: bool = False
@@ -635,10 +682,7 @@ class HubSpot(Vendor):
             return error or self.error_response(500)
         return self._batch_result(request, kind, inputs, upsert=False)
 
-    async def batch_read(self, request: Request) -> Response:
-        kind, denied = self._object_type(request, write=False)
-        if denied or kind is None:
-            return denied or self.error_response(500)
+    async def batch_read(self, request: Request, kind: str) -> Response:
         body = await json_body(request) or {}
         id_property = body.get("idProperty")
         wanted = body.get("properties") or None
@@ -672,10 +716,7 @@ class HubSpot(Vendor):
 
     # ------------------------------------------------------------------------------------------ singles
 
-    async def create_object(self, request: Request) -> Response:
-        kind, denied = self._object_type(request, write=True)
-        if denied or kind is None:
-            return denied or self.error_response(500)
+    async def create_object(self, request: Request, kind: str) -> Response:
         properties = (await json_body(request) or {}).get("properties") or {}
         errors = self._invalid(kind, properties)
         if errors:
@@ -697,10 +738,7 @@ class HubSpot(Vendor):
         obj, _ = self._write(kind, None, properties)
         return self._reply(request, self._public(obj), 201)
 
-    async def get_object(self, request: Request) -> Response:
-        kind, denied = self._object_type(request, write=False)
-        if denied or kind is None:
-            return denied or self.error_response(500)
+    async def get_object(self, request: Request, kind: str) -> Response:
         obj = self._find(kind, request.query_params.get("idProperty"), request.path_params["id"])
         if obj is None:
             return self._reply(request, error_body(404, "OBJECT_NOT_FOUND", "resource not found"), 404)
@@ -708,10 +746,7 @@ class HubSpot(Vendor):
         wanted = [p for value in request.query_params.getlist("properties") for p in value.split(",") if p]
         return self._reply(request, self._public(obj, wanted=wanted or None))
 
-    async def patch_object(self, request: Request) -> Response:
-        kind, denied = self._object_type(request, write=True)
-        if denied or kind is None:
-            return denied or self.error_response(500)
+    async def patch_object(self, request: Request, kind: str) -> Response:
         obj = self._find(kind, request.query_params.get("idProperty"), request.path_params["id"])
         if obj is None:
             return self._reply(request, error_body(404, "OBJECT_NOT_FOUND", "resource not found"), 404)
@@ -731,10 +766,7 @@ class HubSpot(Vendor):
         obj, _ = self._write(kind, obj, properties)
         return self._reply(request, self._public(obj))
 
-    async def search(self, request: Request) -> Response:
-        kind, denied = self._object_type(request, write=False)
-        if denied or kind is None:
-            return denied or self.error_response(500)
+    async def search(self, request: Request, kind: str) -> Response:
         body = await json_body(request) or {}
         groups = body.get("filterGroups") or []
 
@@ -772,16 +804,10 @@ class HubSpot(Vendor):
 
     # --------------------------------------------------------------------------------------- properties
 
-    async def list_properties(self, request: Request) -> Response:
-        kind, denied = self._object_type(request, write=False, schema=True)
-        if denied or kind is None:
-            return denied or self.error_response(500)
+    async def list_properties(self, request: Request, kind: str) -> Response:
         return self._reply(request, {"results": list(self.properties[kind].values())})
 
-    async def get_property(self, request: Request) -> Response:
-        kind, denied = self._object_type(request, write=False, schema=True)
-        if denied or kind is None:
-            return denied or self.error_response(500)
+    async def get_property(self, request: Request, kind: str) -> Response:
         prop = self.properties[kind].get(request.path_params["name"])
         if prop is None:
             return self._reply(request, error_body(404, "OBJECT_NOT_FOUND", "property not found"), 404)
@@ -840,17 +866,11 @@ class HubSpot(Vendor):
         self.properties[kind][name] = prop
         return 201, prop
 
-    async def create_property(self, request: Request) -> Response:
-        kind, denied = self._object_type(request, write=True, schema=True)
-        if denied or kind is None:
-            return denied or self.error_response(500)
+    async def create_property(self, request: Request, kind: str) -> Response:
         status, body = self._new_property(kind, await json_body(request) or {})
         return self._reply(request, body, status)
 
-    async def batch_create_properties(self, request: Request) -> Response:
-        kind, denied = self._object_type(request, write=True, schema=True)
-        if denied or kind is None:
-            return denied or self.error_response(500)
+    async def batch_create_properties(self, request: Request, kind: str) -> Response:
         results: list[dict[str, Any]] = []
         errors: list[dict[str, Any]] = []
         for spec in (await json_body(request) or {}).get("inputs") or []:
@@ -868,10 +888,7 @@ class HubSpot(Vendor):
             return self._reply(request, out, 207)
         return self._reply(request, out, 201)
 
-    async def patch_property(self, request: Request) -> Response:
-        kind, denied = self._object_type(request, write=True, schema=True)
-        if denied or kind is None:
-            return denied or self.error_response(500)
+    async def patch_property(self, request: Request, kind: str) -> Response:
         prop = self.properties[kind].get(request.path_params["name"])
         if prop is None:
             return self._reply(request, error_body(404, "OBJECT_NOT_FOUND", "property not found"), 404)
@@ -897,25 +914,16 @@ class HubSpot(Vendor):
         prop["updatedAt"] = iso_now()
         return self._reply(request, prop)
 
-    async def list_groups(self, request: Request) -> Response:
-        kind, denied = self._object_type(request, write=False, schema=True)
-        if denied or kind is None:
-            return denied or self.error_response(500)
+    async def list_groups(self, request: Request, kind: str) -> Response:
         return self._reply(request, {"results": list(self.groups[kind].values())})
 
-    async def get_group(self, request: Request) -> Response:
-        kind, denied = self._object_type(request, write=False, schema=True)
-        if denied or kind is None:
-            return denied or self.error_response(500)
+    async def get_group(self, request: Request, kind: str) -> Response:
         group = self.groups[kind].get(request.path_params["name"])
         if group is None:
             return self._reply(request, error_body(404, "OBJECT_NOT_FOUND", "group not found"), 404)
         return self._reply(request, group)
 
-    async def create_group(self, request: Request) -> Response:
-        kind, denied = self._object_type(request, write=True, schema=True)
-        if denied or kind is None:
-            return denied or self.error_response(500)
+    async def create_group(self, request: Request, kind: str) -> Response:
         body = await json_body(request) or {}
         name = str(body.get("name", ""))
         if not _NAME.match(name) or not body.get("label"):
