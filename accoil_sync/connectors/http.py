@@ -15,7 +15,7 @@ import logging
 import random
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -138,7 +138,13 @@ class RateLimiter:
 
 
 class Transport:
-    """One destination's HTTP client + limiter + retry loop. Connectors call ``request``."""
+    """One destination's HTTP client + limiter + retry loop.
+
+    The limiter and the error classification sit in the client's event hooks, so every request made with
+    ``client`` -- by ``request`` here, or by a vendor SDK handed the same client -- waits its turn, feeds the
+    vendor's rate-limit headers back, and turns a non-2xx answer into the error that says what to do.
+    ``call`` wraps any coroutine (an SDK call, say) in the one retry policy.
+    """
 
     def __init__(
         self,
@@ -165,33 +171,47 @@ class Transport:
             timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
             limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
         )
+        self.client.event_hooks["request"].append(self._before)
+        self.client.event_hooks["response"].append(self._after)
         self.requests = 0
         self.retries = 0
         self.throttled = 0
         self._exhausted_in_a_row = 0
         self._rng = random.Random()
 
+    async def _before(self, request: httpx.Request) -> None:
+        await self.limiter.acquire()
+        self.requests += 1
+
+    async def _after(self, response: httpx.Response) -> None:
+        if response.status_code >= 300:
+            await response.aread()  # the error body is the vendor's reason; observers may read it too
+        hinted = self.observe(response) if self.observe else None
+        if response.status_code < 300:
+            return
+        error = classify(self.vendor, response, hinted)
+        if error is None:
+            return
+        if response.status_code == 429:
+            self.throttled += 1
+            if isinstance(error, RetryableError):
+                self.limiter.pause(error.retry_after if error.retry_after is not None else 1.0)
+        raise error
+
     async def request(self, method: str, url: str, **kwargs: object) -> httpx.Response:
         """Send with the shared policy; returns a 2xx response or raises the classified error."""
+        return await self.call(lambda: self.client.request(method, url, **kwargs))  # type: ignore[arg-type]
 
-        async def attempt() -> httpx.Response:
-            await self.limiter.acquire()
-            self.requests += 1
+    async def call(self, op: Callable[[], Awaitable[T]]) -> T:
+        """Run ``op`` (which sends through ``client``) under the retry policy."""
+
+        async def attempt() -> T:
             try:
-                response = await self.client.request(method, url, **kwargs)  # type: ignore[arg-type]
+                return await op()
             except (httpx.TimeoutException, httpx.TransportError) as exc:
                 raise RetryableError(
                     f"{self.vendor}: {type(exc).__name__}: {exc or 'connection failed'}"
                 ) from exc
-            hinted = self.observe(response) if self.observe else None
-            error = classify(self.vendor, response, hinted)
-            if error is None:
-                return response
-            if response.status_code == 429:
-                self.throttled += 1
-                if isinstance(error, RetryableError):
-                    self.limiter.pause(error.retry_after if error.retry_after is not None else 1.0)
-            raise error
 
         try:
             async for try_ in AsyncRetrying(
@@ -202,9 +222,9 @@ class Transport:
                 reraise=True,
             ):
                 with try_:
-                    response = await attempt()
+                    result = await attempt()
             self._exhausted_in_a_row = 0
-            return response
+            return result
         except RetryableError as exc:
             self._exhausted_in_a_row += 1
             if self._exhausted_in_a_row >= self.policy.unavailable_after:
