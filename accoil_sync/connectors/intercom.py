@@ -4,6 +4,10 @@ Intercom has no batch write, so the connector writes record by record, with boun
 the engine's batch, under one rate limiter for the app (10,000 calls a minute, counted in 10-second
 windows, corrected by ``X-RateLimit-*`` -- ``X-RateLimit-Reset`` is a Unix timestamp).
 
+Calls go through python-intercom's ``AsyncIntercom`` on the shared httpx client: its own retries stay off,
+the client's hooks apply our limiter and error classes, and ``Transport.call`` our retry policy. It is given
+``Intercom-Version``, which the SDK does not send on its own.
+
 Steady state costs one request per changed contact: the Intercom id is kept in state. A contact not yet
 known is found by a batched search on external_id (one request for up to 50), then by
 ``find_by_external_id`` (Intercom's search lags its writes), then by email; it is created only with
@@ -18,10 +22,23 @@ import hashlib
 import re
 import time
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import httpx
+from intercom import AsyncIntercom
+from intercom.types import (
+    CreateContactRequestWithExternalId,
+    CreateOrUpdateCompanyRequest,
+    CreateOrUpdateTagRequest,
+    SingleFilterSearchRequest,
+    StartingAfterPaging,
+    TagCompanyRequest,
+    TagCompanyRequestCompaniesItem,
+    UntagCompanyRequest,
+    UntagCompanyRequestCompaniesItem,
+)
 
 from accoil_sync.config.models import IntercomDestination, ProfileConfig
 from accoil_sync.connectors.base import Capabilities, Change, Outcome
@@ -61,6 +78,7 @@ class IntercomConnector:
         policy: RetryPolicy | None = None,
     ) -> None:
         assert cfg.access_token is not None
+        token = cfg.access_token.get_secret_value()
         self.cfg = cfg
         self.capabilities = Capabilities(max_batch=BATCH, max_concurrency=cfg.max_concurrency)
         self.encoder: Encoder = IntercomEncoder(cfg.tag_prefix, cfg.attach_users_to_companies)
@@ -70,21 +88,20 @@ class IntercomConnector:
             cfg.url,
             timeout=cfg.timeout_seconds,
             limiter=limiter,
-            headers={
-                "Authorization": f"Bearer {cfg.access_token.get_secret_value()}",
-                "Intercom-Version": cfg.api_version,
-                "Accept": "application/json",
-            },
             policy=policy or RetryPolicy(max_attempts=cfg.max_attempts),
             max_connections=cfg.max_concurrency * PER_BATCH_CONCURRENCY,
             observe=_observer(limiter),
         )
-        workspace = hashlib.sha256(f"{cfg.url}|{cfg.access_token.get_secret_value()}".encode()).hexdigest()[
-            :12
-        ]
-        self.schema = IntercomSchema(
-            self.transport, profiles, cache_dir / f"intercom-attributes-{workspace}.json"
+        self.sdk = AsyncIntercom(
+            token=token,
+            base_url=cfg.url,
+            headers={"Intercom-Version": cfg.api_version},
+            httpx_client=self.transport.client,
+            timeout=cfg.timeout_seconds,
         )
+        workspace = hashlib.sha256(f"{cfg.url}|{token}".encode()).hexdigest()[:12]
+        cache = cache_dir / f"intercom-attributes-{workspace}.json"
+        self.schema = IntercomSchema(self.transport, self.sdk, profiles, cache)
         self._tags: dict[str, str] = {}
         self._tag_lock = asyncio.Lock()
         self._companies: dict[str, str] = {}  # our account id -> Intercom company id
@@ -117,48 +134,39 @@ class IntercomConnector:
         """Intercom ids for contacts not yet in state: one search for the whole batch."""
         if not changes:
             return {}
-        response = await self.transport.request(
-            "POST",
-            "/contacts/search",
-            json={
-                "query": {"field": "external_id", "operator": "IN", "value": [c.key for c in changes]},
-                "pagination": {"per_page": 150},
-            },
+        query = SingleFilterSearchRequest(field="external_id", operator="IN", value=[c.key for c in changes])
+        pager = await self.transport.call(
+            lambda: self.sdk.contacts.search(query=query, pagination=StartingAfterPaging(per_page=150))
         )
-        return {
-            str(c["external_id"]): str(c["id"])
-            for c in response.json().get("data", [])
-            if c.get("external_id")
-        }
+        return {str(c.external_id): str(c.id) for c in pager.items or [] if c.external_id}
 
     async def _lookup(self, change: Change) -> str | None:
         """Not found by search (it may be too new to be indexed): by external_id, then by email."""
         try:
-            response = await self.transport.request("GET", f"/contacts/find_by_external_id/{change.key}")
-            return str(response.json()["id"])
+            found = await self.transport.call(
+                lambda: self.sdk.contacts.show_contact_by_external_id(change.key)
+            )
+            return str(found.id)
         except PermanentError as exc:
             if exc.status not in (404, 410):
                 raise
         email = change.record.email if change.record else None
         if email:
-            response = await self.transport.request(
-                "POST",
-                "/contacts/search",
-                json={"query": {"field": "email", "operator": "=", "value": email}},
-            )
-            hits = response.json().get("data", [])
+            query = SingleFilterSearchRequest(field="email", operator="=", value=email)
+            pager = await self.transport.call(lambda: self.sdk.contacts.search(query=query))
+            hits = list(pager.items or [])
             if len(hits) == 1:
-                return str(hits[0]["id"])
+                return str(hits[0].id)
         return None
 
     async def _create_contact(self, change: Change) -> str:
         assert change.record is not None
-        body: dict[str, Any] = {"role": "user", "external_id": change.key}
-        if change.record.email:
-            body["email"] = change.record.email
+        request = CreateContactRequestWithExternalId(
+            external_id=change.key, role="user", email=change.record.email or None
+        )
         try:
-            response = await self.transport.request("POST", "/contacts", json=body)
-            return str(response.json()["id"])
+            created = await self.transport.call(lambda: self.sdk.contacts.create(request=request))
+            return str(created.id)
         except PermanentError as exc:
             match = _EXISTING_ID.search(exc.vendor_reason or "") if exc.status == 409 else None
             if match:
@@ -174,40 +182,41 @@ class IntercomConnector:
                 if not self.cfg.create_missing_contacts:
                     return Outcome.reject(
                         change.key,
-                        "no Intercom contact with this external_id or email; not "
-                        "created because destinations.intercom.create_missing_contacts is off",
+                        "no Intercom contact with this external_id or email; not created because "
+                        "destinations.intercom.create_missing_contacts is off",
                     )
                 contact_id = await self._create_contact(change)
+        cid = contact_id
         attributes = {
             k: v
             for k, v in change.fields.items()
             if k not in (IntercomEncoder.TAGS_FIELD, IntercomEncoder.COMPANY_FIELD)
         }
         if attributes:
-            await self.transport.request(
-                "PUT", f"/contacts/{contact_id}", json={"custom_attributes": attributes}
-            )
-        await self._retag(change, contact_id, contact=True)
+            await self.transport.call(lambda: self.sdk.contacts.update(cid, custom_attributes=attributes))
+        await self._retag(change, cid, contact=True)
         company = change.fields.get(IntercomEncoder.COMPANY_FIELD)
         if company:
             company_id = await self._company_id(str(company))
             if company_id:
-                await self.transport.request(
-                    "POST", f"/contacts/{contact_id}/companies", json={"id": company_id}
+                await self.transport.call(
+                    lambda: self.sdk.companies.attach_contact(cid, company_id=company_id)
                 )
-        return Outcome.ok(change.key, contact_id)
+        return Outcome.ok(change.key, cid)
 
     # ------------------------------------------------------------------------------------------ companies
 
     async def _company(self, change: Change) -> Outcome:
         attributes = {k: v for k, v in change.fields.items() if k != IntercomEncoder.TAGS_FIELD}
-        body: dict[str, Any] = {"company_id": change.key, "custom_attributes": attributes}
-        if change.record and change.record.name:
-            body["name"] = change.record.name
-        if change.record and change.record.domain:
-            body["website"] = change.record.domain
-        response = await self.transport.request("POST", "/companies", json=body)
-        company_id = str(response.json()["id"])
+        record = change.record
+        request = CreateOrUpdateCompanyRequest(
+            company_id=change.key,
+            custom_attributes=attributes,
+            name=record.name if record else None,
+            website=record.domain if record else None,
+        )
+        company = await self.transport.call(lambda: self.sdk.companies.create_or_update(request=request))
+        company_id = str(company.id)
         self._companies[change.key] = company_id
         await self._retag(change, company_id, contact=False)
         return Outcome.ok(change.key, company_id)
@@ -216,14 +225,14 @@ class IntercomConnector:
         """Intercom's id for our account id: the attach call takes Intercom's, not ours."""
         if account_id not in self._companies:
             try:
-                response = await self.transport.request(
-                    "GET", "/companies", params={"company_id": account_id}
+                company = await self.transport.call(
+                    lambda: self.sdk.companies.retrieve(company_id=account_id)
                 )
-                self._companies[account_id] = str(response.json()["id"])
             except PermanentError as exc:
                 if exc.status != 404:
                     raise
                 return None
+            self._companies[account_id] = str(company.id)
         return self._companies[account_id]
 
     # ----------------------------------------------------------------------------------------------- tags
@@ -231,8 +240,9 @@ class IntercomConnector:
     async def _tag_id(self, name: str) -> str:
         async with self._tag_lock:
             if name not in self._tags:
-                response = await self.transport.request("POST", "/tags", json={"name": name})
-                self._tags[name] = str(response.json()["id"])
+                request = CreateOrUpdateTagRequest(name=name)
+                tag = await self.transport.call(lambda: self.sdk.tags.create(request=request))
+                self._tags[name] = str(tag.id)
             return self._tags[name]
 
     async def _retag(self, change: Change, object_id: str, *, contact: bool) -> None:
@@ -240,22 +250,23 @@ class IntercomConnector:
             return
         new = set(change.fields[IntercomEncoder.TAGS_FIELD] or [])
         old = set(change.previous.get(IntercomEncoder.TAGS_FIELD) or [])
+        tags = self.sdk.tags
         for name in sorted(new - old):
             tag_id = await self._tag_id(name)
             if contact:
-                await self.transport.request("POST", f"/contacts/{object_id}/tags", json={"id": tag_id})
+                await self.transport.call(partial(tags.tag_contact, object_id, tag_id=tag_id))
             else:
-                await self.transport.request(
-                    "POST", "/tags", json={"name": name, "companies": [{"id": object_id}]}
-                )
+                tag = TagCompanyRequest(name=name, companies=[TagCompanyRequestCompaniesItem(id=object_id)])
+                await self.transport.call(partial(tags.create, request=tag))
         for name in sorted(old - new):
             tag_id = await self._tag_id(name)
             if contact:
-                await self.transport.request("DELETE", f"/contacts/{object_id}/tags/{tag_id}")
+                await self.transport.call(partial(tags.untag_contact, object_id, tag_id))
             else:
-                await self.transport.request(
-                    "POST", "/tags", json={"name": name, "companies": [{"id": object_id, "untag": True}]}
+                untag = UntagCompanyRequest(
+                    name=name, companies=[UntagCompanyRequestCompaniesItem(id=object_id, untag=True)]
                 )
+                await self.transport.call(partial(tags.create, request=untag))
 
     async def aclose(self) -> None:
         await self.transport.aclose()

@@ -6,7 +6,11 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
+from typing import Any
+
+from intercom.types import CreateDataAttributeRequestOne
 
 from accoil_sync.config.models import ProfileConfig
 from accoil_sync.connectors.http import Transport
@@ -52,8 +56,11 @@ def check_cap(profiles: Sequence[ProfileConfig], existing_custom: int = 0) -> No
 
 
 class IntercomSchema:
-    def __init__(self, transport: Transport, profiles: Sequence[ProfileConfig], cache: Path) -> None:
+    def __init__(
+        self, transport: Transport, sdk: Any, profiles: Sequence[ProfileConfig], cache: Path
+    ) -> None:
         self.transport = transport
+        self.sdk = sdk  # python-intercom's AsyncIntercom on the transport's client
         self.profiles = profiles
         self.cache = cache
         self.created: list[str] = []
@@ -78,10 +85,10 @@ class IntercomSchema:
         existing: dict[str, dict[str, str]] = {"contact": {}, "company": {}}
         custom = 0
         for model in existing:
-            response = await self.transport.request("GET", "/data_attributes", params={"model": model})
-            for attr in response.json().get("data", []):
-                existing[model][attr["name"]] = attr.get("data_type", "")
-                custom += bool(attr.get("custom"))
+            listed = await self.transport.call(partial(self.sdk.data_attributes.list, model=model))
+            for attr in listed.data or []:
+                existing[model][str(attr.name)] = str(attr.data_type or "")
+                custom += bool(attr.custom)
         missing = [(m, n, t) for m, names in want.items() for n, t in names.items() if n not in existing[m]]
         if custom + len(missing) > MAX_CUSTOM_ATTRIBUTES:
             raise DestinationUnavailable(
@@ -97,17 +104,14 @@ class IntercomSchema:
                         "Archive or rename it in Intercom (its type cannot change)."
                     )
         for model, name, data_type in missing:
+            request = CreateDataAttributeRequestOne(
+                name=name,
+                model=model,
+                data_type=data_type,
+                description="Set by accoil-sync (Accoil engagement metrics)",
+            )
             try:
-                await self.transport.request(
-                    "POST",
-                    "/data_attributes",
-                    json={
-                        "name": name,
-                        "model": model,
-                        "data_type": data_type,
-                        "description": "Set by accoil-sync (Accoil engagement metrics)",
-                    },
-                )
+                await self.transport.call(partial(self.sdk.data_attributes.create, request=request))
                 self.created.append(f"{model}.{name}")
             except PermanentError as exc:
                 raise DestinationUnavailable(

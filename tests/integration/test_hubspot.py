@@ -227,43 +227,63 @@ def test_request_bodies_match_hubspots_request_schemas(
     assert checked >= 5
 
 
-def test_oauth_refresh_token_flow(served: str, make_settings: WriteConfig, emulator: Emulator, tmp_path: Path,
-                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_oauth_refresh_token_flow(
+    served: str,
+    make_settings: WriteConfig,
+    emulator: Emulator,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     from accoil_sync.emulator.hubspot import ALL_SCOPES
 
     emulator.hubspot.tokens = {"unused": ALL_SCOPES}  # only tokens the OAuth endpoint hands out will work
     monkeypatch.setenv("ACCOIL_SYNC_DESTINATIONS__HUBSPOT__OAUTH_CLIENT_SECRET", "cs")
     monkeypatch.setenv("ACCOIL_SYNC_DESTINATIONS__HUBSPOT__OAUTH_REFRESH_TOKEN", "rt")
     users_csv(tmp_path, ["u1,a@x.io,10,,,"])
-    settings = make_settings(extra=f"""
+    settings = make_settings(
+        extra=f"""
 [destinations.hubspot]
 enabled = true
 base_url = "{served}/hubspot"
 create_missing = true
 oauth_client_id = "client-1"
-""")
+"""
+    )
     assert sync(settings).deliveries["hubspot"].counts == {"ok": 1}
     assert emulator.hubspot.requests["oauth/token 200"] == 1  # one token for the whole run
 
 
 def test_companies_found_by_domain_get_our_id(
-    served: str, make_settings: WriteConfig, emulator: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    served: str,
+    make_settings: WriteConfig,
+    emulator: Emulator,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("ACCOIL_SYNC_DESTINATIONS__HUBSPOT__ACCESS_TOKEN", "pat-test")
 
     async def seed() -> None:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=emulator.app()), base_url="http://e") as c:
-            await c.post("/hubspot/crm/v3/objects/companies", headers=H,
-                         json={"properties": {"name": "Acme", "domain": "acme.io"}})
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=emulator.app()), base_url="http://e"
+        ) as c:
+            await c.post(
+                "/hubspot/crm/v3/objects/companies",
+                headers=H,
+                json={"properties": {"name": "Acme", "domain": "acme.io"}},
+            )
 
     asyncio.run(seed())
     write(tmp_path / "accounts.csv", "account_id,domain,score\nacc_acme,acme.io,50\nacc_none,none.io,10\n")
-    settings = make_settings(users=None, accounts="accounts.csv", extra=f"""
+    settings = make_settings(
+        users=None,
+        accounts="accounts.csv",
+        extra=f"""
 [destinations.hubspot]
 enabled = true
 base_url = "{served}/hubspot"
 company_match = "domain"
-""")
+""",
+    )
     report = sync(settings).deliveries["hubspot"]
     assert report.counts == {"ok": 1, "rejected": 1}
     (company,) = emulator.hubspot.state()["companies"].values()
