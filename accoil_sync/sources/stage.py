@@ -20,7 +20,7 @@ import pyarrow as pa
 from accoil_sync.config.models import ProfileConfig, SourceConfig
 from accoil_sync.sources.base import RawChunk, RowError
 from accoil_sync.sources.validate import canonical_columns, validation_sql
-from accoil_sync.traits.model import MetricValue, ObjectRecord, normalise_number
+from accoil_sync.traits.model import MetricValue, ObjectRecord
 from accoil_sync.traits.names import Metric, ObjectKind
 
 # Bump when the fingerprint's input changes: every object is then compared field by field once.
@@ -231,16 +231,15 @@ class Stage:
             cur = self.con.execute(
                 f"SELECT f.* FROM final_{kind.value} f JOIN wanted USING (key) ORDER BY key, _seq"
             )
-            names = [d[0] for d in cur.description]
+            columns = {d[0]: n for n, d in enumerate(cur.description)}
             rows = cur.fetchall()
         finally:
             self.con.unregister("wanted")
-        out: dict[str, ObjectRecord] = {}
-        for key, group in itertools.groupby(
-            (dict(zip(names, r, strict=True)) for r in rows), lambda r: r["key"]
-        ):
-            out[key] = record_from_rows(kind, key, list(group))
-        return out
+        at = columns["key"]
+        return {
+            key: record_from_rows(kind, key, list(group), columns)
+            for key, group in itertools.groupby(rows, lambda r: r[at])
+        }
 
     def close(self) -> None:
         self.con.close()
@@ -267,30 +266,35 @@ def column_map(kind: ObjectKind, cfg: SourceConfig) -> dict[str, str]:
 
 
 _METRIC_COLUMNS: Mapping[Metric, str] = {m: m.value for m in Metric}
+_SEGMENTS = Metric.SEGMENTS
 
 
-def record_from_rows(kind: ObjectKind, key: str, rows: list[dict[str, Any]]) -> ObjectRecord:
-    """One object from its staged rows (one per profile), ordered by ``_seq``."""
+def record_from_rows(
+    kind: ObjectKind, key: str, rows: Sequence[Sequence[Any]], columns: Mapping[str, int]
+) -> ObjectRecord:
+    """One object from its staged rows (one per profile, ordered by ``_seq``); ``columns`` maps column
+    name to position in each row. Hot: it runs once per planned object."""
+    # Enum member lookups cost a descriptor call each; resolve them once per record, not per value.
+    positions = [(m, columns[c], m is _SEGMENTS) for m, c in _METRIC_COLUMNS.items() if c in columns]
     metrics: dict[str, dict[Metric, MetricValue]] = {}
     for row in rows:
         values: dict[Metric, MetricValue] = {}
-        for metric, col in _METRIC_COLUMNS.items():
-            value = row.get(col)
+        for metric, at, is_segments in positions:
+            value = row[at]
             if value is None:
                 continue
-            if metric is Metric.SEGMENTS:
-                assert isinstance(value, list)
+            if is_segments:
                 values[metric] = tuple(value)
-            elif isinstance(value, int | float):
-                values[metric] = normalise_number(value)
+            elif type(value) is float:
+                values[metric] = int(value) if value.is_integer() else value
             else:
-                assert isinstance(value, str)
                 values[metric] = value
-        metrics[str(row["profile"])] = values
-    last = rows[-1]  # rows come ordered by _seq: attributes of the last row win
+        metrics[str(row[columns["profile"]])] = values
+    last = rows[-1]  # attributes of the last row win
 
     def attr(name: str) -> str | None:
-        value = last.get(name)
+        at = columns.get(name)
+        value = None if at is None else last[at]
         return None if value is None else str(value)
 
     return ObjectRecord(

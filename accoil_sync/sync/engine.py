@@ -125,41 +125,50 @@ class Engine:
 
     def _commit(self, kind: ObjectKind, batch: Sequence[Change], outcomes: Sequence[Outcome]) -> None:
         by_key = {o.key: o for o in outcomes}
+        statuses: Counter[str] = Counter()
         acked: list[Acknowledged] = []
         failed: list[Failed] = []
         stamp = now_iso()
+        name, kind_value, log = (
+            self.connector.name,
+            kind.value,
+            self.synclog,
+        )  # hoisted: once per record is hot
         for change in batch:
             outcome = by_key.get(change.key) or Outcome.retry(change.key, "the connector returned no outcome")
+            statuses[outcome.status] += 1
             if outcome.status == "ok":
-                fields = (
-                    {}
-                    if change.op == "clear"
-                    else (outcome.fields if outcome.fields is not None else change.fields)
-                )
+                clear = change.op == "clear"
+                fields = {} if clear else (outcome.fields if outcome.fields is not None else change.fields)
+                # A first delivery has nothing to merge with: replacing spares the state a read.
                 acked.append(
                     Acknowledged(
-                        change.key, change.fingerprint, fields, outcome.dest_id, replace=change.op == "clear"
+                        change.key,
+                        change.fingerprint,
+                        fields,
+                        outcome.dest_id,
+                        replace=clear or change.is_new,
                     )
                 )
             else:
                 status = STATUS_RETRYABLE if outcome.status == "retryable" else STATUS_REJECTED
                 failed.append(Failed(change.key, change.fingerprint, status, outcome.reason or "unknown"))
                 self.report.reasons[outcome.reason or "unknown"] += 1
-            self.report.counts[outcome.status] += 1
-            self.report.by_kind.setdefault(kind.value, Counter())[outcome.status] += 1
-            self.synclog.append(
-                {
-                    "run_id": self.run_id,
-                    "at": stamp,
-                    "destination": self.connector.name,
-                    "kind": kind.value,
-                    "key": change.key,
-                    "operation": change.op,
-                    "changed_fields": sorted(change.fields),
-                    "outcome": outcome.status,
-                    "reason": outcome.reason,
-                }
+            log.append(
+                (
+                    self.run_id,
+                    stamp,
+                    name,
+                    kind_value,
+                    change.key,
+                    change.op,
+                    sorted(change.fields),
+                    outcome.status,
+                    outcome.reason,
+                )
             )
+        self.report.counts.update(statuses)
+        self.report.by_kind.setdefault(kind_value, Counter()).update(statuses)
         self.state.commit_batch(self.connector.name, kind.value, acked, failed)
         if self.on_progress:
             self.on_progress(len(batch))

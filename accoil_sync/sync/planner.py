@@ -124,17 +124,11 @@ class Planner:
             f"ORDER BY c.c_key, f._seq"
         )
         planned = 0
+        columns = {d[0]: n for n, d in enumerate(cur.description)}
         for part in _chunks(_grouped(cur), RECORD_CHUNK):
-            stored = self.state.load(destination, kind.value, [group[0]["c_key"] for group in part])
+            stored = self.state.load(destination, kind.value, [group[0][0] for group in part])
             for rows in part:
-                head = rows[0]
-                key, fingerprint, is_gone, is_new, status = (
-                    head["c_key"],
-                    head["c_want"],
-                    head["c_gone"],
-                    head["c_new"],
-                    head["c_status"],
-                )
+                key, fingerprint, is_gone, is_new, status = rows[0][:5]  # the c_* columns come first
                 before = stored.get(key)
                 delivered = {} if (before is None or self.full_refresh) else before.fields
                 common = {
@@ -158,7 +152,7 @@ class Planner:
                         **common,
                     )
                     continue
-                record = record_from_rows(kind, key, rows)
+                record = record_from_rows(kind, key, rows, columns)
                 fields = diff_fields(encoder.encode(record), delivered, encoder)
                 planned += 1
                 if status == "retryable":
@@ -188,23 +182,21 @@ class Planner:
         con.execute(f"DROP TABLE {st}").fetchall()
 
 
-def _grouped(cur: Any, size: int = 10_000) -> Iterator[list[dict[str, Any]]]:
-    """Consecutive rows with the same ``c_key`` as one group of dicts, streamed from a cursor."""
-    names = [d[0] for d in cur.description]
-    group: list[dict[str, Any]] = []
+def _grouped(cur: Any, size: int = 10_000) -> Iterator[list[tuple[Any, ...]]]:
+    """Consecutive rows with the same key (the first column) as one group, streamed from a cursor."""
+    group: list[tuple[Any, ...]] = []
     while rows := cur.fetchmany(size):
         for row in rows:
-            item = dict(zip(names, row, strict=True))
-            if group and item["c_key"] != group[0]["c_key"]:
+            if group and row[0] != group[0][0]:
                 yield group
                 group = []
-            group.append(item)
+            group.append(row)
     if group:
         yield group
 
 
-def _chunks(items: Iterator[list[dict[str, Any]]], size: int) -> Iterator[list[list[dict[str, Any]]]]:
-    chunk: list[list[dict[str, Any]]] = []
+def _chunks(items: Iterator[list[tuple[Any, ...]]], size: int) -> Iterator[list[list[tuple[Any, ...]]]]:
+    chunk: list[list[tuple[Any, ...]]] = []
     for item in items:
         chunk.append(item)
         if len(chunk) >= size:

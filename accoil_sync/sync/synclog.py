@@ -33,24 +33,25 @@ class SyncLog:
         directory.mkdir(parents=True, exist_ok=True)
         self.path = directory / f"run-{run_id}.parquet"
         self._partial = self.path.with_suffix(".parquet.partial")
-        self._rows: dict[str, list[Any]] = {name: [] for name in SCHEMA.names}
+        self._rows: list[tuple[Any, ...]] = []  # in SCHEMA's column order
         self._writer: pq.ParquetWriter | None = None
         self.count = 0
 
-    def append(self, row: dict[str, Any]) -> None:
-        for name in SCHEMA.names:
-            self._rows[name].append(row.get(name))
+    def append(self, row: tuple[Any, ...]) -> None:
+        """One record's line: (run_id, at, destination, kind, key, operation, changed_fields, outcome, reason)."""
+        self._rows.append(row)
         self.count += 1
-        if len(self._rows["key"]) >= FLUSH_ROWS:
+        if len(self._rows) >= FLUSH_ROWS:
             self.flush()
 
     def flush(self) -> None:
-        if not self._rows["key"]:
+        if not self._rows:
             return
         if self._writer is None:
             self._writer = pq.ParquetWriter(self._partial, SCHEMA, compression="zstd")
-        self._writer.write_table(pa.table(self._rows, schema=SCHEMA))
-        self._rows = {name: [] for name in SCHEMA.names}
+        columns = list(zip(*self._rows, strict=True))
+        self._writer.write_table(pa.table(dict(zip(SCHEMA.names, columns, strict=True)), schema=SCHEMA))
+        self._rows = []
 
     def close(self) -> Path | None:
         self.flush()

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from accoil_sync.traits.model import MetricValue, ObjectRecord
+from accoil_sync.traits.model import ObjectRecord
 from accoil_sync.traits.names import TRAIT_SUFFIX, Metric, ObjectKind, trait_name
 
 FieldValue = Any  # JSON-compatible: str, int, float, bool, list[str] or None
@@ -45,14 +45,12 @@ class TraitsEncoder:
     signature = "traits/1"
 
     def encode(self, record: ObjectRecord) -> dict[str, FieldValue]:
-        return {name: _plain(value) for name, value in record.traits().items()}
+        return {
+            name: list(value) if type(value) is tuple else value for name, value in record.traits().items()
+        }
 
     def cleared(self, field: str) -> FieldValue:
         return None
-
-
-def _plain(value: MetricValue) -> FieldValue:
-    return list(value) if isinstance(value, tuple) else value
 
 
 # ---------------------------------------------------------------------------------------------- Intercom

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from enum import StrEnum
+from functools import cache
 
 
 class ObjectKind(StrEnum):
@@ -67,6 +68,7 @@ def sanitize_score_name(profile: str) -> str:
     return name
 
 
+@cache  # called for every metric of every object planned
 def trait_name(score_name: str, metric: Metric) -> str:
     """``Accoil_{scoreName}_{Suffix}`` for an already sanitised score name."""
     return f"Accoil_{score_name}_{TRAIT_SUFFIX[metric]}"
