@@ -184,6 +184,13 @@ class Transport:
         self.requests += 1
 
     async def _after(self, response: httpx.Response) -> None:
+        log.debug(
+            "%s %s %s -> %s",
+            self.vendor,
+            response.request.method,
+            response.request.url.path,
+            response.status_code,
+        )
         if response.status_code >= 300:
             await response.aread()  # the error body is the vendor's reason; observers may read it too
         hinted = self.observe(response) if self.observe else None

@@ -10,7 +10,7 @@ from typing import Any
 from accoil_sync.config.settings import Settings
 from accoil_sync.connectors import Connector, build_connector
 from accoil_sync.connectors.base import Change
-from accoil_sync.errors import ConfigError
+from accoil_sync.errors import ConfigError, DestinationUnavailable
 from accoil_sync.logs import run_id_var
 from accoil_sync.sources import Stage, load_stage
 from accoil_sync.sources.base import RowError
@@ -199,7 +199,15 @@ async def execute(
                             samples.append(change)
                     result.samples[name] = samples
                     continue
-                await connector.ensure_schema()
+                try:
+                    await connector.ensure_schema()
+                except DestinationUnavailable as exc:
+                    # A schema we cannot use (a type clash, the attribute cap, refused credentials) stops
+                    # this destination, not the run.
+                    log.error("%s stopped before sending: %s", name, exc)
+                    result.deliveries[name] = DeliveryReport(name, stopped=str(exc))
+                    state.add_counts(run_id, name, {}, {})
+                    continue
                 assert synclog is not None
                 engine = Engine(
                     connector,

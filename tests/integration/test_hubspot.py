@@ -289,3 +289,51 @@ company_match = "domain"
     (company,) = emulator.hubspot.state()["companies"].values()
     assert company["name"] == "Acme" and company["accoil_account_id"] == "acc_acme"
     assert company["accoil_default_score"] == "50"
+
+
+def test_a_type_clash_is_a_clear_error(
+    hubspot_settings: WriteConfig, emulator: Emulator, tmp_path: Path
+) -> None:
+    async def seed() -> None:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=emulator.app()), base_url="http://e"
+        ) as c:
+            await c.post(
+                "/hubspot/crm/v3/properties/contacts/groups", headers=H, json={"name": "mine", "label": "M"}
+            )
+            await c.post(
+                "/hubspot/crm/v3/properties/contacts",
+                headers=H,
+                json={
+                    "name": "accoil_default_score",
+                    "label": "x",
+                    "type": "string",
+                    "fieldType": "text",
+                    "groupName": "mine",
+                },
+            )
+
+    asyncio.run(seed())
+    users_csv(tmp_path, ["u1,a@x.io,10,,,"])
+    result = sync(hubspot_settings())
+    assert result.exit_code == 3
+    stopped = result.deliveries.get("hubspot")
+    message = stopped.stopped if stopped else ""
+    assert "'accoil_default_score' exists as string/text" in (message or "")
+
+
+def test_daily_limit_nearly_used_stops_cleanly(
+    hubspot_settings: WriteConfig, emulator: Emulator, tmp_path: Path
+) -> None:
+    users_csv(tmp_path, [f"u{n},user{n}@x.io,{n % 100},,," for n in range(1000)])
+    emulator.hubspot.daily_limit = (
+        60  # 8 schema requests and a few batches fit; then the reserve of 50 is reached
+    )
+    result = sync(hubspot_settings())
+    assert result.exit_code == 3
+    report = result.deliveries["hubspot"]
+    assert "daily API limit is nearly used" in (report.stopped or "")
+    assert "resumes after midnight" in (report.stopped or "")
+    delivered = report.counts["ok"]
+    assert 0 < delivered < 1000
+    assert len(emulator.hubspot.state()["contacts"]) == delivered  # what was sent was acknowledged and kept

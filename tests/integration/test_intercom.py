@@ -147,3 +147,28 @@ def test_a_validation_error_fails_only_that_contact(
     assert report.counts == {"ok": 2, "rejected": 1}
     assert any("Email address is invalid" in r for r in report.reasons)
     assert set(emulator.intercom.state()["contacts"]) == {"u1", "u3"}
+
+
+def test_attribute_type_clash_and_cap_fail_early(
+    intercom_settings: WriteConfig, emulator: Emulator, tmp_path: Path, make_settings: WriteConfig
+) -> None:
+    async def seed() -> None:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=emulator.app()), base_url="http://e"
+        ) as c:
+            await c.post(
+                "/intercom/data_attributes",
+                headers={"Authorization": "Bearer t"},
+                json={"name": "Accoil_Default_Score", "model": "contact", "data_type": "string"},
+            )
+
+    asyncio.run(seed())
+    write(tmp_path / "users.csv", HEADER + "u1,a@x.io,,10,,,\n")
+    result = sync(intercom_settings())
+    assert result.exit_code == 3
+    assert "'Accoil_Default_Score' exists as string" in (result.deliveries["intercom"].stopped or "")
+    profiles = "".join(f'[[profiles]]\nname = "P{n}"\n' for n in range(16))
+    many = intercom_settings(extra=profiles)
+    result = sync(many)
+    assert result.exit_code == 3
+    assert "need 256 Intercom data attributes" in (result.deliveries["intercom"].stopped or "")
