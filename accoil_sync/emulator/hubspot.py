@@ -153,81 +153,44 @@ class HubSpot(Vendor):
     # ----------------------------------------------------------------------------------------- plumbing
 
     def routes(self) -> list[Route]:
-        r = self.route
-        return [
-            Route("/oauth/v1/token", self.oauth_token, methods=["POST"]),
-            Route(
-                "/crm/v3/objects/{type}/batch/upsert", r("batch/upsert", self.batch_upsert), methods=["POST"]
-            ),
-            Route(
-                "/crm/v3/objects/{type}/batch/update", r("batch/update", self.batch_update), methods=["POST"]
-            ),
-            Route(
-                "/crm/v3/objects/{type}/batch/read",
-                r("batch/read", self._typed(self.batch_read, write=False)),
-                methods=["POST"],
-            ),
-            Route(
-                "/crm/v3/objects/{type}/search",
-                r("search", self._typed(self.search, write=False)),
-                methods=["POST"],
-            ),
-            Route(
-                "/crm/v3/objects/{type}/{id}",
-                r("object/get", self._typed(self.get_object, write=False)),
-                methods=["GET"],
-            ),
-            Route(
-                "/crm/v3/objects/{type}/{id}",
-                r("object/patch", self._typed(self.patch_object, write=True)),
-                methods=["PATCH"],
-            ),
-            Route(
-                "/crm/v3/objects/{type}",
-                r("object/create", self._typed(self.create_object, write=True)),
-                methods=["POST"],
-            ),
-            Route(
-                "/crm/v3/properties/{type}/groups",
-                r("groups/list", self._typed(self.list_groups, write=False, schema=True)),
-                methods=["GET"],
-            ),
-            Route(
-                "/crm/v3/properties/{type}/groups",
-                r("groups/create", self._typed(self.create_group, write=True, schema=True)),
-                methods=["POST"],
-            ),
-            Route(
-                "/crm/v3/properties/{type}/groups/{name}",
-                r("groups/get", self._typed(self.get_group, write=False, schema=True)),
-                methods=["GET"],
-            ),
-            Route(
+        # (method, path, counter name, handler, write scope? (None: no object type), schema scope?)
+        table: list[tuple[str, str, str, Any, bool | None, bool]] = [
+            ("POST", "/crm/v3/objects/{type}/batch/upsert", "batch/upsert", self.batch_upsert, None, False),
+            ("POST", "/crm/v3/objects/{type}/batch/update", "batch/update", self.batch_update, None, False),
+            ("POST", "/crm/v3/objects/{type}/batch/read", "batch/read", self.batch_read, False, False),
+            ("POST", "/crm/v3/objects/{type}/search", "search", self.search, False, False),
+            ("GET", "/crm/v3/objects/{type}/{id}", "object/get", self.get_object, False, False),
+            ("PATCH", "/crm/v3/objects/{type}/{id}", "object/patch", self.patch_object, True, False),
+            ("POST", "/crm/v3/objects/{type}", "object/create", self.create_object, True, False),
+            ("GET", "/crm/v3/properties/{type}/groups", "groups/list", self.list_groups, False, True),
+            ("POST", "/crm/v3/properties/{type}/groups", "groups/create", self.create_group, True, True),
+            ("GET", "/crm/v3/properties/{type}/groups/{name}", "groups/get", self.get_group, False, True),
+            (
+                "POST",
                 "/crm/v3/properties/{type}/batch/create",
-                r("properties/batch", self._typed(self.batch_create_properties, write=True, schema=True)),
-                methods=["POST"],
+                "properties/batch",
+                self.batch_create_properties,
+                True,
+                True,
             ),
-            Route(
-                "/crm/v3/properties/{type}",
-                r("properties/list", self._typed(self.list_properties, write=False, schema=True)),
-                methods=["GET"],
-            ),
-            Route(
-                "/crm/v3/properties/{type}",
-                r("properties/create", self._typed(self.create_property, write=True, schema=True)),
-                methods=["POST"],
-            ),
-            Route(
+            ("GET", "/crm/v3/properties/{type}", "properties/list", self.list_properties, False, True),
+            ("POST", "/crm/v3/properties/{type}", "properties/create", self.create_property, True, True),
+            ("GET", "/crm/v3/properties/{type}/{name}", "properties/get", self.get_property, False, True),
+            (
+                "PATCH",
                 "/crm/v3/properties/{type}/{name}",
-                r("properties/get", self._typed(self.get_property, write=False, schema=True)),
-                methods=["GET"],
-            ),
-            Route(
-                "/crm/v3/properties/{type}/{name}",
-                r("properties/patch", self._typed(self.patch_property, write=True, schema=True)),
-                methods=["PATCH"],
+                "properties/patch",
+                self.patch_property,
+                True,
+                True,
             ),
         ]
+        routes = [Route("/oauth/v1/token", self.oauth_token, methods=["POST"])]  # no bearer token needed
+        for method, path, name, handler, write, schema in table:
+            if write is not None:
+                handler = self._typed(handler, write, schema)
+            routes.append(Route(path, self.route(name, handler), methods=[method]))
+        return routes
 
     def _token(self, request: Request) -> str | None:
         header = request.headers.get("authorization", "")

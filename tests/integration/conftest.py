@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterator
 
 import httpx
@@ -26,3 +27,14 @@ def served(emulator: Emulator) -> Iterator[str]:
     """The same emulator on a real loopback port (for SDKs that bring their own HTTP stack)."""
     with EmulatorServer(emulator) as url:
         yield url
+
+
+def call(emulator: Emulator, method: str, path: str, **kwargs: object) -> httpx.Response:
+    """One request straight to the emulator's app, to set a scene before a test."""
+
+    async def go() -> httpx.Response:
+        transport = httpx.ASGITransport(app=emulator.app())
+        async with httpx.AsyncClient(transport=transport, base_url="http://emulator") as c:
+            return await c.request(method, path, **kwargs)  # type: ignore[arg-type]
+
+    return asyncio.run(go())

@@ -18,6 +18,7 @@ from accoil_sync.connectors.hubspot import HubSpotConnector
 from accoil_sync.emulator import Emulator, Faults
 from accoil_sync.sync.runner import RunResult, execute
 from tests.conftest import WriteConfig, write
+from tests.integration.conftest import call
 
 HEADER = "user_id,email,score,segments,last_active,frequency\n"
 H = {"Authorization": "Bearer pat-test"}
@@ -155,7 +156,13 @@ def test_missing_records_are_skipped_and_reported_unless_created(
     hubspot_settings: WriteConfig, emulator: Emulator, tmp_path: Path
 ) -> None:
     users_csv(tmp_path, ["u1,known@x.io,10,,,", "u2,unknown@x.io,20,,,"])
-    asyncio.run(_create_contact(emulator, "known@x.io"))
+    call(
+        emulator,
+        "POST",
+        "/hubspot/crm/v3/objects/contacts",
+        headers=H,
+        json={"properties": {"email": "known@x.io"}},
+    )
     settings = hubspot_settings(create_missing=False)
     result = sync(settings)
     report = result.deliveries["hubspot"]
@@ -174,11 +181,6 @@ def test_missing_records_are_skipped_and_reported_unless_created(
     )
     assert again.deliveries["hubspot"].counts == {"ok": 2}
     assert len(emulator.hubspot.state()["contacts"]) == 2
-
-
-async def _create_contact(emulator: Emulator, email: str) -> None:
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=emulator.app()), base_url="http://e") as c:
-        await c.post("/hubspot/crm/v3/objects/contacts", headers=H, json={"properties": {"email": email}})
 
 
 def test_429s_with_hubspot_headers_delay_but_lose_nothing(
@@ -262,17 +264,13 @@ def test_companies_found_by_domain_get_our_id(
 ) -> None:
     monkeypatch.setenv("ACCOIL_SYNC_DESTINATIONS__HUBSPOT__ACCESS_TOKEN", "pat-test")
 
-    async def seed() -> None:
-        async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=emulator.app()), base_url="http://e"
-        ) as c:
-            await c.post(
-                "/hubspot/crm/v3/objects/companies",
-                headers=H,
-                json={"properties": {"name": "Acme", "domain": "acme.io"}},
-            )
-
-    asyncio.run(seed())
+    call(
+        emulator,
+        "POST",
+        "/hubspot/crm/v3/objects/companies",
+        headers=H,
+        json={"properties": {"name": "Acme", "domain": "acme.io"}},
+    )
     write(tmp_path / "accounts.csv", "account_id,domain,score\nacc_acme,acme.io,50\nacc_none,none.io,10\n")
     settings = make_settings(
         users=None,
@@ -294,26 +292,26 @@ company_match = "domain"
 def test_a_type_clash_is_a_clear_error(
     hubspot_settings: WriteConfig, emulator: Emulator, tmp_path: Path
 ) -> None:
-    async def seed() -> None:
-        async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=emulator.app()), base_url="http://e"
-        ) as c:
-            await c.post(
-                "/hubspot/crm/v3/properties/contacts/groups", headers=H, json={"name": "mine", "label": "M"}
-            )
-            await c.post(
-                "/hubspot/crm/v3/properties/contacts",
-                headers=H,
-                json={
-                    "name": "accoil_default_score",
-                    "label": "x",
-                    "type": "string",
-                    "fieldType": "text",
-                    "groupName": "mine",
-                },
-            )
-
-    asyncio.run(seed())
+    call(
+        emulator,
+        "POST",
+        "/hubspot/crm/v3/properties/contacts/groups",
+        headers=H,
+        json={"name": "mine", "label": "M"},
+    )
+    call(
+        emulator,
+        "POST",
+        "/hubspot/crm/v3/properties/contacts",
+        headers=H,
+        json={
+            "name": "accoil_default_score",
+            "label": "x",
+            "type": "string",
+            "fieldType": "text",
+            "groupName": "mine",
+        },
+    )
     users_csv(tmp_path, ["u1,a@x.io,10,,,"])
     result = sync(hubspot_settings())
     assert result.exit_code == 3

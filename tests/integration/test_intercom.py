@@ -6,13 +6,13 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-import httpx
 import pytest
 
 from accoil_sync.config.settings import Settings
 from accoil_sync.emulator import Emulator, Faults
 from accoil_sync.sync.runner import RunResult, execute
 from tests.conftest import WriteConfig, write
+from tests.integration.conftest import call
 
 HEADER = "user_id,email,account_id,score,segments,last_active,frequency\n"
 
@@ -86,21 +86,18 @@ def test_missing_contact_is_skipped_and_reported_by_default(
     intercom_settings: WriteConfig, emulator: Emulator, tmp_path: Path
 ) -> None:
     write(tmp_path / "users.csv", HEADER + "u1,known@x.io,,10,,,\nu2,unknown@x.io,,20,,,\n")
-    asyncio.run(_contact(emulator, "u1"))
+    call(
+        emulator,
+        "POST",
+        "/intercom/contacts",
+        headers={"Authorization": "Bearer t"},
+        json={"role": "user", "external_id": "u1"},
+    )
     result = sync(intercom_settings(create=False))
     report = result.deliveries["intercom"]
     assert report.counts == {"ok": 1, "rejected": 1}
     assert any("create_missing_contacts is off" in r for r in report.reasons)
     assert set(emulator.intercom.state()["contacts"]) == {"u1"}
-
-
-async def _contact(emulator: Emulator, external_id: str) -> None:
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=emulator.app()), base_url="http://e") as c:
-        await c.post(
-            "/intercom/contacts",
-            headers={"Authorization": "Bearer t"},
-            json={"role": "user", "external_id": external_id},
-        )
 
 
 def test_409_on_create_is_treated_as_exists(
@@ -110,17 +107,13 @@ def test_409_on_create_is_treated_as_exists(
     # email only once indexed -- here it is too new, so the create answers 409 with its id.
     write(tmp_path / "users.csv", HEADER + "u1,dup@x.io,,10,,,\n")
 
-    async def seed() -> None:
-        async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=emulator.app()), base_url="http://e"
-        ) as c:
-            await c.post(
-                "/intercom/contacts",
-                headers={"Authorization": "Bearer t"},
-                json={"role": "user", "email": "dup@x.io"},
-            )
-
-    asyncio.run(seed())
+    call(
+        emulator,
+        "POST",
+        "/intercom/contacts",
+        headers={"Authorization": "Bearer t"},
+        json={"role": "user", "email": "dup@x.io"},
+    )
     result = sync(intercom_settings())
     assert result.deliveries["intercom"].counts == {"ok": 1}
     (contact,) = emulator.intercom.state()["contacts"].values()
@@ -152,17 +145,13 @@ def test_a_validation_error_fails_only_that_contact(
 def test_attribute_type_clash_and_cap_fail_early(
     intercom_settings: WriteConfig, emulator: Emulator, tmp_path: Path, make_settings: WriteConfig
 ) -> None:
-    async def seed() -> None:
-        async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=emulator.app()), base_url="http://e"
-        ) as c:
-            await c.post(
-                "/intercom/data_attributes",
-                headers={"Authorization": "Bearer t"},
-                json={"name": "Accoil_Default_Score", "model": "contact", "data_type": "string"},
-            )
-
-    asyncio.run(seed())
+    call(
+        emulator,
+        "POST",
+        "/intercom/data_attributes",
+        headers={"Authorization": "Bearer t"},
+        json={"name": "Accoil_Default_Score", "model": "contact", "data_type": "string"},
+    )
     write(tmp_path / "users.csv", HEADER + "u1,a@x.io,,10,,,\n")
     result = sync(intercom_settings())
     assert result.exit_code == 3
