@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
@@ -147,7 +147,11 @@ class Vendor:
 
     def route(self, endpoint: str, handler: Handler) -> Handler:
         async def guarded(request: Request) -> Response:
-            response = await self._guard(request, endpoint, handler)
+            try:
+                response = await self._guard(request, endpoint, handler)
+            except ClientDisconnect:
+                # The client went away mid-request (killed, timed out): nginx's 499, nothing to answer.
+                response = Response(status_code=499)
             self.count(endpoint, response.status_code)
             return response
 
