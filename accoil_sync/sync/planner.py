@@ -153,7 +153,9 @@ class Planner:
                     )
                     continue
                 record = record_from_rows(kind, key, rows, columns)
-                fields = diff_fields(encoder.encode(record), delivered, encoder)
+                encoded = encoder.encode(record)
+                # Nothing delivered yet: every encoded field is a change (the common case of a first sync).
+                fields = diff_fields(encoded, delivered, encoder) if delivered else encoded
                 planned += 1
                 if status == "retryable":
                     counts.retrying += 1
@@ -167,7 +169,7 @@ class Planner:
                     counts.new += 1
                 else:
                     counts.changed += 1
-                previous = {k: delivered[k] for k in fields if k in delivered}
+                previous = {k: delivered[k] for k in fields if k in delivered} if delivered else {}
                 yield Change(
                     op="upsert",
                     fields=fields,
