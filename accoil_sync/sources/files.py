@@ -83,8 +83,8 @@ def _read_csv(
     path: Path, kind: ObjectKind, cfg: SourceConfig, columns: Mapping[str, str]
 ) -> Iterator[RawChunk]:
     try:
-        with path.open(encoding=cfg.encoding, errors="strict", newline="") as fh:
-            first = fh.readline()
+        with path.open("rb") as fh:  # only the header line: a bad byte further down is a row's problem
+            first = fh.readline().decode(cfg.encoding).rstrip("\r\n")
     except UnicodeDecodeError as exc:
         yield _file_problem(kind, path, f"not {cfg.encoding} text ({exc.reason}); set source.encoding", row=1)
         return
@@ -112,18 +112,27 @@ def _read_csv(
         )
         return "skip"
 
-    reader = pacsv.open_csv(
-        path,
-        read_options=pacsv.ReadOptions(use_threads=False, block_size=CSV_BLOCK_BYTES, encoding=cfg.encoding),
-        parse_options=pacsv.ParseOptions(
-            delimiter=cfg.csv_delimiter, newlines_in_values=True, invalid_row_handler=on_invalid
-        ),
-        convert_options=pacsv.ConvertOptions(
-            column_types=dict.fromkeys(wanted, pa.string()),
-            include_columns=wanted,
-            strings_can_be_null=False,
-        ),
-    )
+    try:
+        reader = pacsv.open_csv(
+            path,
+            read_options=pacsv.ReadOptions(
+                use_threads=False, block_size=CSV_BLOCK_BYTES, encoding=cfg.encoding
+            ),
+            parse_options=pacsv.ParseOptions(
+                delimiter=cfg.csv_delimiter, newlines_in_values=True, invalid_row_handler=on_invalid
+            ),
+            convert_options=pacsv.ConvertOptions(
+                column_types=dict.fromkeys(wanted, pa.string()),
+                include_columns=wanted,
+                strings_can_be_null=False,
+            ),
+        )
+    except pa.ArrowInvalid as exc:
+        if "utf8" not in str(exc).lower():
+            yield _file_problem(kind, path, f"not a readable CSV file: {exc}")
+            return
+        yield from _read_csv_lines(path, kind, cfg, columns, header, after=1)
+        return
     line = 1  # the header
     reported: set[int] = set()
     while True:
@@ -132,7 +141,12 @@ def _read_csv(
         except StopIteration:
             break
         except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
-            yield _file_problem(kind, path, f"unreadable after line {line}: {exc}; rest of file skipped")
+            if "utf8" not in str(exc).lower().replace("-", "") and not isinstance(exc, UnicodeDecodeError):
+                yield _file_problem(kind, path, f"unreadable after line {line}: {exc}; rest of file skipped")
+                break
+            # A row that is not valid text (a stray Latin-1 byte, say) must not take its neighbours down:
+            # read the rest line by line, report the lines that do not decode, keep the others.
+            yield from _read_csv_lines(path, kind, cfg, columns, header, after=line)
             break
         numbers: list[int] = []
         while len(numbers) < batch.num_rows:
@@ -146,6 +160,53 @@ def _read_csv(
     leftover = [e for n, e in skipped.items() if n not in reported]
     if leftover:
         yield RawChunk(_empty(), leftover)
+
+
+def _read_csv_lines(
+    path: Path, kind: ObjectKind, cfg: SourceConfig, columns: Mapping[str, str], header: list[str], after: int
+) -> Iterator[RawChunk]:
+    """The slow path for files with undecodable rows: one physical line per record (no multi-line values)."""
+    wanted = [(n, columns[c]) for n, c in enumerate(header) if c in columns]
+    data: dict[str, list[str | None]] = {canon: [] for _, canon in wanted}
+    lines: list[int] = []
+    errors: list[RowError] = []
+    with path.open("rb") as fh:
+        for number, raw in enumerate(fh, start=1):
+            if number <= max(after, 1):
+                continue
+            try:
+                text = raw.decode(cfg.encoding).rstrip("\r\n")
+            except UnicodeDecodeError as exc:
+                errors.append(
+                    RowError(
+                        kind,
+                        str(path),
+                        number,
+                        None,
+                        f"not {cfg.encoding} text (byte {raw[exc.start]:#04x} at position "
+                        f"{exc.start}); row skipped -- set source.encoding if the whole file "
+                        "uses another encoding",
+                    )
+                )
+                continue
+            if not text:
+                continue
+            cells = next(csv.reader([text], delimiter=cfg.csv_delimiter), [])
+            if len(cells) != len(header):
+                errors.append(
+                    RowError(
+                        kind, str(path), number, None, f"expected {len(header)} fields, found {len(cells)}"
+                    )
+                )
+                continue
+            for n, canon in wanted:
+                data[canon].append(cells[n])
+            lines.append(number)
+            if len(lines) >= cfg.chunk_size:
+                yield _text_chunk(data, path, lines, errors)
+                data, lines, errors = {canon: [] for _, canon in wanted}, [], []
+    if lines or errors:
+        yield _text_chunk(data, path, lines, errors)
 
 
 def _key_source(kind: ObjectKind, columns: Mapping[str, str]) -> str:
