@@ -591,8 +591,7 @@ class HubSpot(Vendor):
         if problems and not traced:
             # One bad input fails the whole batch, nothing is written, and nothing says which input it was.
             category, errors = next(iter(problems.values()))
-            message = "Property values were not valid: " + "; ".join(e["message"] for e in errors)
-            return self._reply(request, error_body(400, category, message, errors=errors), 400)
+            return self._invalid_reply(request, errors, category)
         results = []
         for n, item in enumerate(inputs):
             if n in problems:
@@ -679,20 +678,17 @@ class HubSpot(Vendor):
 
     # ------------------------------------------------------------------------------------------ singles
 
+    def _invalid_reply(
+        self, request: Request, errors: list[dict[str, Any]], category: str = "VALIDATION_ERROR"
+    ) -> Response:
+        message = "Property values were not valid: " + "; ".join(e["message"] for e in errors)
+        return self._reply(request, error_body(400, category, message, errors=errors), 400)
+
     async def create_object(self, request: Request, kind: str) -> Response:
         properties = (await json_body(request) or {}).get("properties") or {}
         errors = self._invalid(kind, properties)
         if errors:
-            return self._reply(
-                request,
-                error_body(
-                    400,
-                    "VALIDATION_ERROR",
-                    "Property values were not valid: " + "; ".join(e["message"] for e in errors),
-                    errors=errors,
-                ),
-                400,
-            )
+            return self._invalid_reply(request, errors)
         if other := self._unique_conflict(kind, properties, None):
             label = "Contact" if kind == "contacts" else "Company"
             return self._reply(
@@ -716,16 +712,7 @@ class HubSpot(Vendor):
         properties = (await json_body(request) or {}).get("properties") or {}
         errors = self._invalid(kind, properties)
         if errors:
-            return self._reply(
-                request,
-                error_body(
-                    400,
-                    "VALIDATION_ERROR",
-                    "Property values were not valid: " + "; ".join(e["message"] for e in errors),
-                    errors=errors,
-                ),
-                400,
-            )
+            return self._invalid_reply(request, errors)
         obj, _ = self._write(kind, obj, properties)
         return self._reply(request, self._public(obj))
 
