@@ -236,9 +236,9 @@ class Stage:
         finally:
             self.con.unregister("wanted")
         at = columns["key"]
+        reader = RowReader(kind, columns)
         return {
-            key: record_from_rows(kind, key, list(group), columns)
-            for key, group in itertools.groupby(rows, lambda r: r[at])
+            key: reader.record(key, list(group)) for key, group in itertools.groupby(rows, lambda r: r[at])
         }
 
     def close(self) -> None:
@@ -269,44 +269,49 @@ _METRIC_COLUMNS: Mapping[Metric, str] = {m: m.value for m in Metric}
 _SEGMENTS = Metric.SEGMENTS
 
 
-def record_from_rows(
-    kind: ObjectKind, key: str, rows: Sequence[Sequence[Any]], columns: Mapping[str, int]
-) -> ObjectRecord:
-    """One object from its staged rows (one per profile, ordered by ``_seq``); ``columns`` maps column
-    name to position in each row. Hot: it runs once per planned object."""
-    # Enum member lookups cost a descriptor call each; resolve them once per record, not per value.
-    positions = [(m, columns[c], m is _SEGMENTS) for m, c in _METRIC_COLUMNS.items() if c in columns]
-    metrics: dict[str, dict[Metric, MetricValue]] = {}
-    for row in rows:
-        values: dict[Metric, MetricValue] = {}
-        for metric, at, is_segments in positions:
-            value = row[at]
-            if value is None:
-                continue
-            if is_segments:
-                values[metric] = tuple(value)
-            elif type(value) is float:
-                values[metric] = int(value) if value.is_integer() else value
-            else:
-                values[metric] = value
-        metrics[str(row[columns["profile"]])] = values
-    last = rows[-1]  # attributes of the last row win
+class RowReader:
+    """Turns staged rows into ``ObjectRecord``s. Column positions are resolved once per query, not once per
+    record: this runs for every planned object."""
 
-    def attr(name: str) -> str | None:
-        at = columns.get(name)
-        value = None if at is None else last[at]
-        return None if value is None else str(value)
+    ATTRIBUTES = ("email", "domain", "name", "account_id", "computed_at")
 
-    return ObjectRecord(
-        kind=kind,
-        key=key,
-        metrics=metrics,
-        email=attr("email"),
-        domain=attr("domain"),
-        name=attr("name"),
-        account_id=attr("account_id"),
-        computed_at=attr("computed_at"),
-    )
+    def __init__(self, kind: ObjectKind, columns: Mapping[str, int]) -> None:
+        self.kind = kind
+        # Enum member lookups cost a descriptor call each: resolved here, not per value.
+        self.positions = [(m, columns[c], m is _SEGMENTS) for m, c in _METRIC_COLUMNS.items() if c in columns]
+        self.profile_at = columns["profile"]
+        self.attributes = [(name, columns.get(name)) for name in self.ATTRIBUTES]
+
+    def record(self, key: str, rows: Sequence[Sequence[Any]]) -> ObjectRecord:
+        """One object from its staged rows (one per profile, ordered by ``_seq``)."""
+        metrics: dict[str, dict[Metric, MetricValue]] = {}
+        for row in rows:
+            values: dict[Metric, MetricValue] = {}
+            for metric, at, is_segments in self.positions:
+                value = row[at]
+                if value is None:
+                    continue
+                if is_segments:
+                    values[metric] = tuple(value)
+                elif type(value) is float:
+                    values[metric] = int(value) if value.is_integer() else value
+                else:
+                    values[metric] = value
+            metrics[str(row[self.profile_at])] = values
+        last = rows[-1]  # attributes of the last row win
+        email, domain, name, account_id, computed_at = (
+            None if at is None or last[at] is None else str(last[at]) for _, at in self.attributes
+        )
+        return ObjectRecord(
+            kind=self.kind,
+            key=key,
+            metrics=metrics,
+            email=email,
+            domain=domain,
+            name=name,
+            account_id=account_id,
+            computed_at=computed_at,
+        )
 
 
 def iter_keys(con: duckdb.DuckDBPyConnection, sql: str, size: int) -> Iterator[list[tuple[object, ...]]]:

@@ -15,7 +15,7 @@ from typing import Any
 import pyarrow as pa
 
 from accoil_sync.connectors.base import Change
-from accoil_sync.sources.stage import Stage, record_from_rows
+from accoil_sync.sources.stage import RowReader, Stage
 from accoil_sync.sync.state import CLEARED, STATUS_REJECTED, StateStore
 from accoil_sync.traits.encoders import Encoder, diff_fields
 from accoil_sync.traits.names import ObjectKind
@@ -124,7 +124,7 @@ class Planner:
             f"ORDER BY c.c_key, f._seq"
         )
         planned = 0
-        columns = {d[0]: n for n, d in enumerate(cur.description)}
+        reader = RowReader(kind, {d[0]: n for n, d in enumerate(cur.description)})
         for part in _chunks(_grouped(cur), RECORD_CHUNK):
             stored = self.state.load(destination, kind.value, [group[0][0] for group in part])
             for rows in part:
@@ -152,7 +152,7 @@ class Planner:
                         **common,
                     )
                     continue
-                record = record_from_rows(kind, key, rows, columns)
+                record = reader.record(key, rows)
                 encoded = encoder.encode(record)
                 # Nothing delivered yet: every encoded field is a change (the common case of a first sync).
                 fields = diff_fields(encoded, delivered, encoder) if delivered else encoded
