@@ -30,7 +30,6 @@ from accoil_sync.traits.encoders import Encoder, TraitsEncoder
 from accoil_sync.traits.names import ObjectKind
 
 MAX_MESSAGE_BYTES = 32 * 1024
-MAX_REQUEST_BYTES = 500 * 1024
 REQUEST_BUDGET = 475 * 1024  # headroom under 500 KB for the envelope, as Segment's own SDKs keep
 MAX_EVENTS = 2500
 CONTEXT = {"library": {"name": "accoil-sync", "version": __version__}}

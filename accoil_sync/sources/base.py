@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import pyarrow as pa
@@ -36,9 +35,6 @@ class RawChunk:
 
     table: pa.Table
     errors: list[RowError] = field(default_factory=list)
-
-
-ChunkIterator = Iterator[RawChunk]
 
 
 def with_position(table: pa.Table, file: str, rows: list[int] | pa.Array) -> pa.Table:

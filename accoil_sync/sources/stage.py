@@ -8,7 +8,7 @@ planner decides to send -- full ``ObjectRecord``s.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,7 +26,6 @@ from accoil_sync.traits.names import Metric, ObjectKind
 # Bump when the fingerprint's input changes: every object is then compared field by field once.
 FINGERPRINT_VERSION = "2"
 _NULL = "\u2205"
-MAX_KEPT_ERRORS = 100_000
 
 
 @dataclass(slots=True)
@@ -312,9 +311,3 @@ class RowReader:
             account_id=account_id,
             computed_at=computed_at,
         )
-
-
-def iter_keys(con: duckdb.DuckDBPyConnection, sql: str, size: int) -> Iterator[list[tuple[object, ...]]]:
-    cur = con.execute(sql)
-    while rows := cur.fetchmany(size):
-        yield rows

@@ -233,14 +233,6 @@ class StateStore:
                 [(destination, kind, f.key, f.status, f.fingerprint, f.reason[:2000], stamp) for f in failed],
             )
 
-    def set_dest_ids(self, destination: str, kind: str, ids: dict[str, str]) -> None:
-        """Remember ids found while resolving records (before any write), e.g. an Intercom contact id."""
-        with self.transaction() as db:
-            db.executemany(
-                "UPDATE records SET dest_id = ? WHERE destination = ? AND kind = ? AND key = ?",
-                [(v, destination, kind, k) for k, v in ids.items()],
-            )
-
     def failure_counts(self) -> list[tuple[str, str, int]]:
         return [
             (r[0], r[1], int(r[2]))

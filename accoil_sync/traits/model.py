@@ -39,8 +39,3 @@ class ObjectRecord:
 
 
 _ORDER = tuple(Metric)
-
-
-def normalise_number(value: float) -> int | float:
-    """72.0 -> 72 so that encoders and fingerprints do not flap between int and float."""
-    return int(value) if float(value).is_integer() else float(value)
