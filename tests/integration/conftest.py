@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Iterator
 
 import httpx
@@ -38,3 +39,10 @@ def call(emulator: Emulator, method: str, path: str, **kwargs: object) -> httpx.
             return await c.request(method, path, **kwargs)  # type: ignore[arg-type]
 
     return asyncio.run(go())
+
+
+def destination_section(served: str, vendor: str, **settings: object) -> str:
+    """A ``[destinations.<vendor>]`` TOML section aimed at the emulator (strings, booleans and numbers)."""
+    lines = [f"[destinations.{vendor}]", "enabled = true", f'base_url = "{served}/{vendor}"']
+    lines += [f"{key} = {json.dumps(value)}" for key, value in settings.items()]
+    return "\n" + "\n".join(lines) + "\n"

@@ -18,7 +18,7 @@ from accoil_sync.connectors.hubspot import HubSpotConnector
 from accoil_sync.emulator import Emulator, Faults
 from accoil_sync.sync.runner import RunResult, execute
 from tests.conftest import WriteConfig, write
-from tests.integration.conftest import call
+from tests.integration.conftest import call, destination_section
 
 HEADER = "user_id,email,score,segments,last_active,frequency\n"
 H = {"Authorization": "Bearer pat-test"}
@@ -34,17 +34,8 @@ def hubspot_settings(served: str, make_settings: WriteConfig, monkeypatch: pytes
         extra: str = "",
         create_missing: bool = True,
     ) -> Settings:
-        return make_settings(
-            users,
-            accounts,
-            extra
-            + f"""
-[destinations.hubspot]
-enabled = true
-base_url = "{served}/hubspot"
-create_missing = {str(create_missing).lower()}
-""",
-        )
+        section = destination_section(served, "hubspot", create_missing=create_missing)
+        return make_settings(users, accounts, extra + section)
 
     return make
 

@@ -12,7 +12,7 @@ from accoil_sync.config.settings import Settings
 from accoil_sync.emulator import Emulator, Faults
 from accoil_sync.sync.runner import RunResult, execute
 from tests.conftest import WriteConfig, write
-from tests.integration.conftest import call
+from tests.integration.conftest import call, destination_section
 
 HEADER = "user_id,email,account_id,score,segments,last_active,frequency\n"
 
@@ -26,18 +26,10 @@ def intercom_settings(
     def make(
         users: str | None = "users.csv", accounts: str | None = None, create: bool = True, extra: str = ""
     ) -> Settings:
-        return make_settings(
-            users,
-            accounts,
-            extra
-            + f"""
-[destinations.intercom]
-enabled = true
-base_url = "{served}/intercom"
-create_missing_contacts = {str(create).lower()}
-tag_prefix = "Accoil: "
-""",
+        section = destination_section(
+            served, "intercom", create_missing_contacts=create, tag_prefix="Accoil: "
         )
+        return make_settings(users, accounts, extra + section)
 
     return make
 

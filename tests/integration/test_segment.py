@@ -16,6 +16,7 @@ from accoil_sync.sources import Stage, load_stage
 from accoil_sync.sync.runner import RunResult, execute
 from accoil_sync.traits import ObjectKind, TraitsEncoder
 from tests.conftest import WriteConfig, write
+from tests.integration.conftest import destination_section
 
 HEADER = "user_id,email,score,segments,activation,last_active,frequency\n"
 
@@ -29,16 +30,7 @@ def segment_settings(served: str, make_settings: WriteConfig, monkeypatch: pytes
     monkeypatch.setenv("ACCOIL_SYNC_DESTINATIONS__SEGMENT__WRITE_KEY", "wk_test_key")
 
     def make(users: str | None = "users.csv", accounts: str | None = None, extra: str = "") -> Settings:
-        return make_settings(
-            users,
-            accounts,
-            extra
-            + f"""
-[destinations.segment]
-enabled = true
-base_url = "{served}/segment"
-""",
-        )
+        return make_settings(users, accounts, extra + destination_section(served, "segment"))
 
     return make
 
