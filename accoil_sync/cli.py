@@ -25,7 +25,7 @@ from rich.table import Table
 
 from accoil_sync import __version__, logs
 from accoil_sync.config.settings import Settings, load_settings, masked_dump, secret_values
-from accoil_sync.errors import UserError
+from accoil_sync.errors import ConfigError, UserError
 from accoil_sync.sync.runner import EXIT_USAGE, RunResult, execute
 from accoil_sync.sync.state import StateStore
 
@@ -341,6 +341,60 @@ def emulate(
         markup=False,
     )
     serve_forever(emulator, host, port)
+
+
+@app.command()
+def serve(
+    config: ConfigOption = None,
+    host: Annotated[str | None, typer.Option("--host", help="Overrides serve.host.")] = None,
+    port: Annotated[int | None, typer.Option("--port", help="Overrides serve.port.")] = None,
+    no_scheduler: Annotated[
+        bool, typer.Option("--no-scheduler", help="Serve the card and health endpoints only; run no syncs.")
+    ] = False,
+    log_format: LogFormat = "auto",
+    log_level: LogLevel = None,
+) -> None:
+    """Serve the HubSpot card backend, /healthz, /readyz, /metrics, and run syncs on serve.schedule."""
+    import uvicorn
+
+    from accoil_sync.serve.alerts import Alerter
+    from accoil_sync.serve.app import create_app
+    from accoil_sync.serve.scheduler import Scheduler
+
+    with _user_errors():
+        settings = _load(config, log_format, log_level)
+        check_serve(settings)
+    cfg = settings.serve
+    scheduler = None
+    if not no_scheduler:
+        webhook = cfg.alert_webhook_url.get_secret_value() if cfg.alert_webhook_url else None
+        alerter = Alerter(webhook, cfg.alert_rejected_share, StateStore(settings.state.path))
+        scheduler = Scheduler(settings, alerter=alerter)
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(settings, scheduler),
+            host=host or cfg.host,
+            port=port or cfg.port,
+            log_config=None,  # our handlers (JSON, redaction) already sit on the root logger
+            proxy_headers=True,
+            timeout_graceful_shutdown=int(cfg.shutdown_grace_seconds) + 5,
+        )
+    )
+    server.run()
+
+
+def check_serve(settings: Settings) -> None:
+    """What ``serve`` needs beyond a valid file: fail at start, naming the field, not at the first request."""
+    problems = []
+    if settings.destinations.card.enabled and settings.serve.hubspot_client_secret is None:
+        problems.append(
+            (
+                "serve.hubspot_client_secret",
+                "required to verify HubSpot's card requests (env ACCOIL_SYNC_SERVE__HUBSPOT_CLIENT_SECRET)",
+            )
+        )
+    if problems:
+        raise ConfigError(problems)
 
 
 @app.command()

@@ -101,6 +101,15 @@ class JsonlDestination(DestinationBase):
     batch_size: int = Field(1000, ge=1, le=100_000)
 
 
+class CardDestination(DestinationBase):
+    """The HubSpot card's data, kept in the state store (served by ``accoil-sync serve``)."""
+
+    removal: Literal["keep", "clear"] = Field(
+        "clear", description="objects gone from the source disappear from the card by default"
+    )
+    batch_size: int = Field(2000, ge=1, le=100_000)
+
+
 class SegmentDestination(DestinationBase):
     region: Literal["us", "eu"] = "us"
     base_url: str | None = Field(None, description="overrides the regional host (e.g. the emulator)")
@@ -183,6 +192,7 @@ class HubSpotDestination(DestinationBase):
 
 class DestinationsConfig(_Section):
     jsonl: JsonlDestination = JsonlDestination()
+    card: CardDestination = CardDestination()
     segment: SegmentDestination = SegmentDestination()
     intercom: IntercomDestination = IntercomDestination()
     hubspot: HubSpotDestination = HubSpotDestination()
@@ -190,9 +200,52 @@ class DestinationsConfig(_Section):
     def enabled(self) -> dict[str, DestinationBase]:
         return {
             name: cfg
-            for name in ("jsonl", "segment", "intercom", "hubspot")
+            for name in ("jsonl", "card", "segment", "intercom", "hubspot")
             if (cfg := getattr(self, name)).enabled
         }
+
+
+SignatureVersion = Literal["v3", "v2"]
+
+
+class ServeConfig(_Section):
+    """``accoil-sync serve``: the HubSpot card backend, health and metrics, the scheduler and alerts."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=1, le=65535)
+    public_url: str | None = Field(
+        None,
+        pattern=r"^https?://[^/?#]+(/[^?#]*)?$",
+        description="the URL HubSpot calls (behind a proxy); signatures are checked against it",
+    )
+    hubspot_client_secret: SecretStr | None = Field(None, description="the HubSpot app's client secret")
+    signature_versions: list[SignatureVersion] = Field(
+        default_factory=lambda: list[SignatureVersion](["v3"]),
+        min_length=1,
+        description="add 'v2' only for old classic-card installs",
+    )
+    schedule: str | None = Field(None, description="cron expression for scheduled syncs, e.g. '*/15 * * * *'")
+    trigger_token: SecretStr | None = Field(None, description="bearer token for POST /syncs/trigger")
+    alert_webhook_url: SecretStr | None = Field(None, description="Slack-compatible incoming webhook")
+    alert_rejected_share: float = Field(
+        0.05, ge=0, le=1, description="alert when more than this share of a run's records were rejected"
+    )
+    segment_states: dict[str, Literal["DEFAULT", "SUCCESS", "WARNING", "DANGER", "INFO"]] = Field(
+        default_factory=dict,
+        description="segment name -> card STATUS colour, over the built-in mapping (docs/HUBSPOT_CARD.md)",
+    )
+    shutdown_grace_seconds: float = Field(30, ge=0, le=3600)
+    lease_seconds: float = Field(120, ge=5, le=3600, description="a dead replica's sync lock expires after")
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, value: str | None) -> str | None:
+        if value is not None:
+            from croniter import croniter
+
+            if not croniter.is_valid(value):
+                raise ValueError(f"{value!r} is not a cron expression (five fields, e.g. '*/15 * * * *')")
+        return value
 
 
 class LogConfig(_Section):

@@ -22,7 +22,14 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-from accoil_sync.config.models import DestinationsConfig, LogConfig, ProfileConfig, SourceConfig, StateConfig
+from accoil_sync.config.models import (
+    DestinationsConfig,
+    LogConfig,
+    ProfileConfig,
+    ServeConfig,
+    SourceConfig,
+    StateConfig,
+)
 from accoil_sync.errors import ConfigError
 
 ENV_PREFIX = "ACCOIL_SYNC_"
@@ -48,6 +55,7 @@ class Settings(BaseSettings):
     profiles: list[ProfileConfig] = Field(default_factory=lambda: [ProfileConfig(name="Default")])
     destinations: DestinationsConfig = DestinationsConfig()
     log: LogConfig = LogConfig()
+    serve: ServeConfig = ServeConfig()
 
     @model_validator(mode="after")
     def _profiles_distinct(self) -> Settings:

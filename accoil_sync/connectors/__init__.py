@@ -7,12 +7,16 @@ from accoil_sync.connectors.base import Capabilities, Change, Connector, Outcome
 from accoil_sync.connectors.jsonl import JsonlConnector
 from accoil_sync.errors import ConfigError
 
-AVAILABLE = ("jsonl", "segment", "intercom", "hubspot")
+AVAILABLE = ("jsonl", "card", "segment", "intercom", "hubspot")
 
 
 def build_connector(name: str, settings: Settings, run_id: str) -> Connector:
     if name == "jsonl":
         return JsonlConnector(settings.destinations.jsonl, run_id)
+    if name == "card":
+        from accoil_sync.connectors.card import CardStoreConnector
+
+        return CardStoreConnector(settings.destinations.card, settings.state.path, run_id)
     if name == "segment":
         from accoil_sync.connectors.segment import SegmentConnector
 

@@ -24,6 +24,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, sto
 
 from accoil_sync import __version__
 from accoil_sync.errors import DestinationUnavailable, PermanentError, RetryableError
+from accoil_sync.telemetry import API_CALLS, RETRIES, THROTTLED
 
 log = logging.getLogger("accoil_sync.http")
 T = TypeVar("T")
@@ -178,10 +179,12 @@ class Transport:
         self.throttled = 0
         self._exhausted_in_a_row = 0
         self._rng = random.Random()
+        self._calls = API_CALLS.labels(vendor)
 
     async def _before(self, request: httpx.Request) -> None:
         await self.limiter.acquire()
         self.requests += 1
+        self._calls.inc()
 
     async def _after(self, response: httpx.Response) -> None:
         log.debug(
@@ -201,6 +204,7 @@ class Transport:
             return
         if response.status_code == 429:
             self.throttled += 1
+            THROTTLED.labels(self.vendor).inc()
             if isinstance(error, RetryableError):
                 self.limiter.pause(error.retry_after if error.retry_after is not None else 1.0)
         raise error
@@ -258,6 +262,7 @@ class Transport:
 
     def _count_retry(self, state: RetryCallState) -> None:
         self.retries += 1
+        RETRIES.labels(self.vendor).inc()
         exc = state.outcome.exception() if state.outcome else None
         log.debug("%s: retry %d after %s", self.vendor, state.attempt_number, exc)
 

@@ -38,6 +38,7 @@ class DeliveryReport:
     reasons: Counter[str] = field(default_factory=Counter)
     stopped: str | None = None
     limited: int = 0  # changes left for a later run by --limit
+    halted: bool = False  # a shutdown asked the run to stop; what was in flight finished and was committed
 
     @property
     def failed(self) -> int:
@@ -54,6 +55,7 @@ class Engine:
         *,
         limit: int | None = None,
         on_progress: Callable[[int], None] | None = None,
+        halt: asyncio.Event | None = None,
     ) -> None:
         self.connector = connector
         self.state = state
@@ -63,6 +65,7 @@ class Engine:
         self.on_progress = on_progress
         self.report = DeliveryReport(connector.name)
         self._stop = asyncio.Event()
+        self.halt = halt or asyncio.Event()
 
     async def run(self, changes: Iterable[Change]) -> DeliveryReport:
         caps = self.connector.capabilities
@@ -81,6 +84,9 @@ class Engine:
         for change in changes:
             if self._stop.is_set():
                 break
+            if self.halt.is_set():
+                self.report.halted = True
+                break
             if change.op == "refresh":
                 refresh.append(change)
                 if len(refresh) >= 1000:
@@ -95,7 +101,7 @@ class Engine:
                 batch = []
             batch.append(change)
             sent += 1
-        if batch and not self._stop.is_set():
+        if batch and not self._stop.is_set() and not self.halt.is_set():
             await launch(batch[0].kind, batch)
         if refresh:
             self._commit_refresh(refresh)
@@ -105,8 +111,8 @@ class Engine:
 
     async def _deliver(self, kind: ObjectKind, batch: Sequence[Change], slots: asyncio.Semaphore) -> None:
         try:
-            if self._stop.is_set():
-                return
+            if self._stop.is_set() or self.halt.is_set():
+                return  # nothing of this batch was sent: it stays planned for the next run
             try:
                 outcomes = await self.connector.deliver(kind, batch)
             except DestinationUnavailable as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -40,9 +41,11 @@ class RunResult:
     error_summary: list[tuple[str, int]] = field(default_factory=list)
     duplicates: list[tuple[str, str, str, int, list[str]]] = field(default_factory=list)
 
+    halted: bool = False  # stopped early by a shutdown
+
     @property
     def exit_code(self) -> int:
-        if any(d.stopped for d in self.deliveries.values()):
+        if self.halted or any(d.stopped for d in self.deliveries.values()):
             return EXIT_UNAVAILABLE
         if self.source.invalid or any(d.failed for d in self.deliveries.values()):
             return EXIT_FAILED_RECORDS
@@ -145,6 +148,7 @@ async def execute(
     progress: ProgressFactory | None = None,
     sample_size: int = SAMPLE_SIZE,
     error_limit: int = 1000,
+    halt: asyncio.Event | None = None,
 ) -> RunResult:
     """Plan (``deliver=False``) or sync. The state store is only written when delivering."""
     names = select_destinations(settings, destinations)
@@ -186,6 +190,9 @@ async def execute(
             )
         planner = Planner(stage, state, full_refresh=full_refresh)
         for name in names:
+            if halt is not None and halt.is_set():
+                result.halted = True
+                break
             connector = connector_factory(name, settings, run_id)
             plan = DestinationPlan(name)
             result.plans[name] = plan
@@ -216,9 +223,11 @@ async def execute(
                     run_id,
                     limit=limit,
                     on_progress=progress(name, 0) if progress else None,
+                    halt=halt,
                 )
                 report = await engine.run(changes)
                 result.deliveries[name] = report
+                result.halted = result.halted or report.halted
                 state.add_counts(run_id, name, dict(report.counts), dict(report.reasons))
                 log.info(
                     "%s: %s%s",
@@ -243,6 +252,7 @@ async def execute(
             else:
                 code = result.exit_code
                 status = {EXIT_OK: "ok", EXIT_FAILED_RECORDS: "partial"}.get(code, "failed")
+                status = "interrupted" if result.halted else status
                 stopped = "; ".join(f"{n}: {d.stopped}" for n, d in result.deliveries.items() if d.stopped)
                 state.finish_run(run_id, status, code, result.source.invalid, stopped or None)
         state.close()

@@ -62,6 +62,41 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (run_id, destination, reason)
     );
     """,
+    # 2: what the HubSpot card shows (latest metrics per object, and their history), the scheduler's lease
+    # and small key/value facts that must survive restarts (alert state)
+    """
+    CREATE TABLE card_objects (
+        kind TEXT NOT NULL,
+        key TEXT NOT NULL,
+        email TEXT,                    -- lower-cased, for lookups by the card's email query parameter
+        domain TEXT,                   -- lower-cased
+        record TEXT NOT NULL,          -- JSON: name, computed_at and metrics per score profile
+        version INTEGER NOT NULL,
+        updated_at TEXT NOT NULL,
+        PRIMARY KEY (kind, key)
+    ) WITHOUT ROWID;
+    CREATE INDEX card_objects_email ON card_objects (email) WHERE email IS NOT NULL;
+    CREATE INDEX card_objects_domain ON card_objects (domain) WHERE domain IS NOT NULL;
+    CREATE TABLE card_history (
+        kind TEXT NOT NULL,
+        key TEXT NOT NULL,
+        version INTEGER NOT NULL,      -- the delivery version: a repeated batch rewrites, never duplicates
+        run_id TEXT NOT NULL,
+        at TEXT NOT NULL,
+        record TEXT,                   -- NULL: the object left the source and was cleared
+        PRIMARY KEY (kind, key, version)
+    ) WITHOUT ROWID;
+    CREATE INDEX records_dest_id ON records (destination, kind, dest_id) WHERE dest_id IS NOT NULL;
+    CREATE TABLE leases (
+        name TEXT PRIMARY KEY,
+        holder TEXT NOT NULL,
+        expires_at REAL NOT NULL       -- Unix seconds: an expired lease may be taken over
+    );
+    CREATE TABLE facts (
+        name TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    """,
 ]
 
 STATUS_OK = "ok"
@@ -294,12 +329,12 @@ class StateStore:
                 (now_iso(),),
             ).rowcount
 
-    def runs(self, limit: int = 10) -> list[RunSummary]:
+    def runs(self, limit: int = 10, run_id: str | None = None) -> list[RunSummary]:
         out = []
         for row in self.db.execute(
             "SELECT run_id, command, started_at, ended_at, status, exit_code, invalid_rows, message FROM runs "
-            "ORDER BY started_at DESC LIMIT ?",
-            (limit,),
+            "WHERE ? IS NULL OR run_id = ? ORDER BY started_at DESC LIMIT ?",
+            (run_id, run_id, limit),
         ).fetchall():
             counts: dict[str, dict[str, int]] = {}
             for dest, outcome, n in self.db.execute(
@@ -311,6 +346,22 @@ class StateStore:
                 RunSummary(row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], counts=counts)
             )
         return out
+
+    # ------------------------------------------------------------------------------------------- facts
+
+    def get_fact(self, name: str) -> str | None:
+        row = self.db.execute("SELECT value FROM facts WHERE name = ?", (name,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_fact(self, name: str, value: str | None) -> None:
+        with self.transaction() as db:
+            if value is None:
+                db.execute("DELETE FROM facts WHERE name = ?", (name,))
+            else:
+                db.execute(
+                    "INSERT INTO facts VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                    (name, value),
+                )
 
     def close(self) -> None:
         self.db.close()

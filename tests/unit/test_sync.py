@@ -15,7 +15,7 @@ from accoil_sync.config.settings import Settings
 from accoil_sync.connectors import Capabilities, Change, Connector, Outcome
 from accoil_sync.errors import DestinationUnavailable
 from accoil_sync.sync.runner import RunResult, execute
-from accoil_sync.sync.state import StateStore
+from accoil_sync.sync.state import MIGRATIONS, StateStore
 from accoil_sync.traits import ObjectKind, TraitsEncoder
 from tests.conftest import WriteConfig, write
 
@@ -243,7 +243,7 @@ def test_state_store_commit_is_all_or_nothing(tmp_path: Path) -> None:
     from accoil_sync.sync.state import Acknowledged
 
     store = StateStore(tmp_path / "s.db")
-    assert store.schema_version == 1
+    assert store.schema_version == len(MIGRATIONS)
     with pytest.raises(RuntimeError), store.transaction() as db:
         db.execute(
             "INSERT INTO runs (run_id, command, started_at, status) VALUES ('x', 'sync', 'now', 'running')"
@@ -255,3 +255,26 @@ def test_state_store_commit_is_all_or_nothing(tmp_path: Path) -> None:
     (record,) = store.load("d", "user", ["k"]).values()
     assert (record.fields, record.dest_id, record.version) == ({"a": 1, "b": 2}, "id1", 2)
     store.close()
+
+
+def test_a_version_1_store_migrates_forward_and_keeps_its_records(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    db = sqlite3.connect(path)
+    db.executescript(MIGRATIONS[0])
+    db.execute(
+        "INSERT INTO records (destination, kind, key, fingerprint, fields, updated_at) "
+        "VALUES ('hubspot', 'user', 'u1', 'abc', '{}', 'now')"
+    )
+    db.execute("PRAGMA user_version = 1")
+    db.commit()
+    db.close()
+    store = StateStore(path)
+    try:
+        assert store.schema_version == len(MIGRATIONS)
+        assert [r for _, r in store.fingerprints("hubspot", "user")] == [[("u1", "abc")]]
+        store.set_fact("alert_open", "run-1")
+        assert store.get_fact("alert_open") == "run-1"
+    finally:
+        store.close()
