@@ -4,7 +4,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-test
 
-.PHONY: demo test lint bench build clean
+CARDS := hubspot-app/src/app/cards
+CARDS_STAMP := $(CARDS)/node_modules/.installed
+
+.PHONY: demo test test-python test-card browser lint bench build clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,9 +25,25 @@ $(STAMP): $(BIN)/python pyproject.toml
 demo: $(VENV)/.installed
 	$(BIN)/python -m accoil_sync.demo
 
-## make test: install with test extras and run the whole suite
-test: $(STAMP)
-	$(BIN)/python -m pytest -q
+## make test: the Python suite (with a real headless browser) and the HubSpot app card's Vitest suite
+test: test-python test-card
+
+test-python: $(STAMP) browser
+	ACCOIL_SYNC_REQUIRE_BROWSER=1 $(BIN)/python -m pytest -q
+
+## the details-page test drives Debian's chromium; install it when missing (root, or passwordless sudo)
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] && echo "" || echo "sudo -n" ); \
+	  echo "installing Debian's chromium for the browser test"; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
+
+$(CARDS_STAMP): $(CARDS)/package.json $(CARDS)/package-lock.json
+	cd $(CARDS) && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+test-card: $(CARDS_STAMP)
+	cd $(CARDS) && npx vitest run
 
 ## make lint: ruff (lint + format check) and mypy on the package
 lint: $(STAMP)
@@ -40,4 +59,4 @@ build: $(STAMP)
 	$(BIN)/python -m build --outdir dist .
 
 clean:
-	rm -rf $(VENV) dist .accoil-sync .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(CARDS)/node_modules dist .accoil-sync .pytest_cache .mypy_cache .ruff_cache

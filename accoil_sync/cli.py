@@ -377,6 +377,7 @@ def serve(
             port=port or cfg.port,
             log_config=None,  # our handlers (JSON, redaction) already sit on the root logger
             proxy_headers=True,
+            access_log=False,  # access lines would carry card query strings (emails) and details-link tokens
             timeout_graceful_shutdown=int(cfg.shutdown_grace_seconds) + 5,
         )
     )

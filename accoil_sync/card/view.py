@@ -32,6 +32,8 @@ SEGMENT_STATES: dict[str, str] = {
     "churn risk": "DANGER",
     "disengaged": "DANGER",
 }
+# When one STATUS shows several segments, the later state here wins ("At Risk" + "Dormant" shows DANGER).
+STATE_PRECEDENCE = ("DEFAULT", "INFO", "SUCCESS", "WARNING", "DANGER")
 IFRAME_WIDTH, IFRAME_HEIGHT = 890, 748
 MAX_SECTIONS = 5  # HubSpot shows at most five results/sections
 
@@ -167,9 +169,9 @@ def _properties(view: CardView, p: ProfileView) -> list[dict[str, Any]]:
 
     add("score", "Engagement score", "NUMERIC", _number(p.score))
     if p.segments:
-        # One STATUS value per card property: the first segment carries the colour, the rest are listed.
-        first = p.segments[0]
-        add("segments", "Segments", "STATUS", ", ".join(s.name for s in p.segments), optionType=first.state)
+        # One STATUS value per card property: the most pressing segment's colour stands for all of them.
+        colour = max((s.state for s in p.segments), key=STATE_PRECEDENCE.index)
+        add("segments", "Segments", "STATUS", ", ".join(s.name for s in p.segments), optionType=colour)
     for name, label, value in (
         ("activation", "Activation", p.activation),
         ("adoption_recent", "Adoption (recent)", p.adoption_recent),

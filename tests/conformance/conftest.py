@@ -1,1 +1,1 @@
-from tests.integration.conftest import client, emulator, served  # noqa: F401
+from tests.integration.conftest import card_client, card_settings, client, emulator, served  # noqa: F401

@@ -46,3 +46,55 @@ def destination_section(served: str, vendor: str, **settings: object) -> str:
     lines = [f"[destinations.{vendor}]", "enabled = true", f'base_url = "{served}/{vendor}"']
     lines += [f"{key} = {json.dumps(value)}" for key, value in settings.items()]
     return "\n" + "\n".join(lines) + "\n"
+
+
+# ----------------------------------------------------------------------------------------------- the card
+
+CARD_SECRET = "card-client-secret-for-tests"
+PUBLIC = "https://cards.example.com"
+
+
+@pytest.fixture
+def card_settings(examples: object, make_settings: object, monkeypatch: pytest.MonkeyPatch) -> object:
+    """The shipped example synced into the card store; the app's client secret set in the env."""
+    from accoil_sync.sync.runner import execute
+
+    monkeypatch.setenv("ACCOIL_SYNC_SERVE__HUBSPOT_CLIENT_SECRET", CARD_SECRET)
+    settings = make_settings(  # type: ignore[operator]
+        users="examples/users.csv",
+        accounts="examples/accounts.csv",
+        extra=f'[destinations.card]\nenabled = true\n[serve]\npublic_url = "{PUBLIC}"\n',
+    )
+    result = asyncio.run(execute(settings, deliver=True, destinations=["card"]))
+    assert result.deliveries["card"].counts == {"ok": 7 + 4}, result.to_json()  # the example's valid objects
+    return settings
+
+
+@pytest.fixture
+async def card_client(card_settings: object) -> AsyncIterator[httpx.AsyncClient]:
+    from accoil_sync.serve.app import create_app
+
+    app = create_app(card_settings)  # type: ignore[arg-type]
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=PUBLIC) as c:
+        yield c
+
+
+def signed(
+    path: str,
+    *,
+    body: str = "",
+    method: str = "GET",
+    secret: str = CARD_SECRET,
+    at_ms: int | None = None,
+    signed_path: str | None = None,
+) -> dict[str, str]:
+    """v3 headers made by hubspot-api-client's own helper: an independent oracle for the happy path."""
+    import time
+
+    from hubspot.utils.signature import Signature
+
+    stamp = str(int(time.time() * 1000) if at_ms is None else at_ms)
+    signature = Signature.get_signature(
+        secret, body, "v3", http_uri=PUBLIC + (signed_path or path), http_method=method, timestamp=stamp
+    )
+    return {"X-HubSpot-Signature-v3": signature, "X-HubSpot-Request-Timestamp": stamp}

@@ -78,3 +78,64 @@ def test_logs_are_json_with_run_id_and_never_show_secrets(tmp_path: Path) -> Non
     lines = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
     assert lines and all(line["run_id"] for line in lines)
     assert SENTINEL not in result.stderr + result.stdout
+
+
+def test_serve_refuses_to_start_without_the_client_secret_the_card_needs(examples: Path) -> None:
+    write("serve.toml", '[source]\nusers = "examples/users.csv"\n[destinations.card]\nenabled = true\n')
+    done = cli("serve", "-c", "serve.toml")
+    assert done.returncode == 2
+    assert "serve.hubspot_client_secret: required to verify HubSpot's card requests" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_serve_answers_health_checks_and_stops_cleanly_on_sigterm(examples: Path) -> None:
+    import os
+    import signal
+    import socket
+    import time
+
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "ACCOIL_SYNC_SERVE__HUBSPOT_CLIENT_SECRET": SENTINEL}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "accoil_sync",
+            "serve",
+            "-c",
+            "examples/accoil-sync.toml",
+            "--port",
+            str(port),
+            "--log-format",
+            "json",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                health = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
+                break
+            except httpx.TransportError:
+                assert proc.poll() is None and time.monotonic() < deadline, (
+                    proc.stderr.read() if proc.stderr else ""
+                )
+                time.sleep(0.1)
+        assert health.json() == {"status": "ok"}
+        assert httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).status_code == 200
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal once shut down
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    _, stderr = proc.communicate()
+    assert SENTINEL not in stderr
+    assert "Application shutdown complete" in stderr
