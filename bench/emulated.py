@@ -23,10 +23,16 @@ def free_port() -> int:
 @contextmanager
 def emulator_process(profile: str = "unlimited", *extra: str) -> Iterator[str]:
     port = free_port()
+    args = ["-m", "accoil_sync", "emulate", "--port", str(port), "--profile", profile, *extra]
+    with server_process(args, port) as url:
+        yield url
+
+
+@contextmanager
+def server_process(args: list[str], port: int, env: dict[str, str] | None = None) -> Iterator[str]:
+    """``python <args>`` serving on ``port``; yields its URL once ``/healthz`` answers."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "accoil_sync", "emulate", "--port", str(port), "--profile", profile, *extra],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        [sys.executable, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -37,7 +43,7 @@ def emulator_process(profile: str = "unlimited", *extra: str) -> Iterator[str]:
                 break
             except OSError:
                 if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError("the emulator did not start") from None
+                    raise RuntimeError(f"{args} did not start") from None
                 time.sleep(0.1)
         yield url
     finally:
