@@ -14,6 +14,9 @@ SENTINELS = {
     "ACCOIL_SYNC_DESTINATIONS__SEGMENT__WRITE_KEY": "wk-SENTINEL-segment-4b1d",
     "ACCOIL_SYNC_DESTINATIONS__INTERCOM__ACCESS_TOKEN": "tok-SENTINEL-intercom-9c2e",
     "ACCOIL_SYNC_DESTINATIONS__HUBSPOT__ACCESS_TOKEN": "pat-SENTINEL-hubspot-7a3f",
+    "ACCOIL_SYNC_SERVE__HUBSPOT_CLIENT_SECRET": "cs-SENTINEL-card-5e6f",
+    "ACCOIL_SYNC_SERVE__TRIGGER_TOKEN": "tt-SENTINEL-trigger-1a2b",
+    "ACCOIL_SYNC_SERVE__ALERT_WEBHOOK_URL": "http://127.0.0.1:9/hooks/SENTINEL-webhook-3c4d",
 }
 
 
@@ -47,6 +50,8 @@ def test_sentinels_never_appear(examples: Path, served: str, tmp_path: Path) -> 
         enabled = true
         base_url = "{served}/hubspot"
         create_missing = true
+        [destinations.card]
+        enabled = true
     """,
     )
     outputs = [
@@ -57,7 +62,8 @@ def test_sentinels_never_appear(examples: Path, served: str, tmp_path: Path) -> 
         cli("sync", "-c", "c.toml", "--log-format", "human", "--log-level", "DEBUG"),
     ]
     assert [o.returncode for o in outputs] == [0, 1, 1, 0, 1]  # the example ships three bad rows
-    text = "".join(o.stdout + o.stderr for o in outputs)
+    outputs.append(cli("serve", "--help"))
+    text = "".join(o.stdout + o.stderr for o in outputs) + serve_session(served)
     assert "DEBUG" in text or '"level": "debug"' in text
     for secret in SENTINELS.values():
         assert secret not in text
@@ -65,3 +71,75 @@ def test_sentinels_never_appear(examples: Path, served: str, tmp_path: Path) -> 
         if path.is_file():
             data = path.read_bytes()
             assert not any(secret.encode() in data for secret in SENTINELS.values()), path
+
+
+def serve_session(emulator: str) -> str:
+    """``serve`` at debug level: signed and forged card requests, the details page, a bad trigger, a good
+    one whose run meets a revoked HubSpot token (so it alerts, to a closed port), metrics, readiness."""
+    import signal
+    import socket
+    import time
+
+    import httpx
+    from hubspot.utils.signature import Signature
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "accoil_sync",
+            "serve",
+            "-c",
+            "c.toml",
+            "--port",
+            str(port),
+            "--log-level",
+            "DEBUG",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **SENTINELS},
+    )
+    base = f"http://127.0.0.1:{port}"
+    seen = []
+    try:
+        for _ in range(200):
+            try:
+                httpx.get(f"{base}/healthz", timeout=1)
+                break
+            except httpx.TransportError:
+                time.sleep(0.05)
+        url = f"{base}/card/app?associatedObjectType=CONTACT&email=ada@acme.io"
+        stamp = str(int(time.time() * 1000))
+        secret = SENTINELS["ACCOIL_SYNC_SERVE__HUBSPOT_CLIENT_SECRET"]
+        sig = Signature.get_signature(secret, "", "v3", http_uri=url, http_method="GET", timestamp=stamp)
+        card = httpx.get(url, headers={"X-HubSpot-Signature-v3": sig, "X-HubSpot-Request-Timestamp": stamp})
+        httpx.post(f"{emulator}/_emulator/faults/hubspot", json={"revoked": True})
+        assert card.status_code == 200 and card.json()["found"]
+        responses = [
+            card,
+            httpx.get(card.json()["details_url"]),
+            httpx.get(
+                url, headers={"X-HubSpot-Signature-v3": "forged", "X-HubSpot-Request-Timestamp": stamp}
+            ),
+            httpx.post(f"{base}/syncs/trigger", headers={"Authorization": "Bearer wrong"}),
+            httpx.post(
+                f"{base}/syncs/trigger",
+                headers={"Authorization": f"Bearer {SENTINELS['ACCOIL_SYNC_SERVE__TRIGGER_TOKEN']}"},
+            ),
+        ]
+        assert [r.status_code for r in responses] == [200, 200, 401, 401, 202]
+        time.sleep(3)  # the triggered run, its alert attempt
+        responses.append(httpx.get(f"{base}/metrics"))
+        responses.append(httpx.get(f"{base}/readyz"))
+        seen += [r.text + str(r.headers) for r in responses]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    seen += [out, err]
+    assert "alert webhook unreachable" in err  # the alert path ran, and logged without its URL
+    return "".join(seen)
