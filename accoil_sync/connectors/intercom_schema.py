@@ -76,6 +76,14 @@ class IntercomSchema:
         """Called when Intercom says an attribute we thought existed does not (archived by someone)."""
         self.cache.unlink(missing_ok=True)
 
+    async def _exists_as(self, model: str, name: str, data_type: str) -> bool:
+        listed = await self.transport.call(partial(self.sdk.data_attributes.list, model=model))
+        for attr in listed.data or []:
+            if str(attr.name) == name:
+                have = str(attr.data_type or "")
+                return have == data_type or (data_type, have) in _COMPATIBLE
+        return False
+
     async def ensure(self) -> None:
         check_cap(self.profiles)
         want = needed(self.profiles)
@@ -114,6 +122,10 @@ class IntercomSchema:
                 await self.transport.call(partial(self.sdk.data_attributes.create, request=request))
                 self.created.append(f"{model}.{name}")
             except PermanentError as exc:
+                if await self._exists_as(model, name, data_type):
+                    # An earlier attempt was created but its answer was lost (a dropped connection): the
+                    # retry hears "you already have it", which is the outcome we wanted.
+                    continue
                 raise DestinationUnavailable(
                     f"Intercom would not create {model} attribute {name!r}: {exc.vendor_reason or exc}"
                 ) from exc

@@ -32,7 +32,9 @@ class Faults:
     drop_rate: float = 0.0  # share whose connection is dropped mid-response
     record_error_rate: float = 0.0  # share of batch inputs failed with a validation error
     revoked: bool = False  # every request answers 401 (a token revoked mid-run)
-    fail_next: list[int] = field(default_factory=list)  # exact statuses for the next requests, in order
+    # Scripted answers for the next requests, in order: an HTTP status, 0 = do the write and drop the answer,
+    # -1 = answer normally (to aim a scripted fault at a later request).
+    fail_next: list[int] = field(default_factory=list)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Faults:
@@ -165,6 +167,11 @@ class Vendor:
             return self.unauthorized()
         if f.fail_next:
             status = f.fail_next.pop(0)
+            if status == -1:
+                return await handler(request)
+            if status == 0:
+                await handler(request)
+                return DroppedResponse()
             return self.throttle_response() if status == 429 else self.error_response(status)
         if (limited := self.throttled(request, endpoint)) is not None:
             return limited

@@ -153,3 +153,16 @@ def test_attribute_type_clash_and_cap_fail_early(
     result = sync(many)
     assert result.exit_code == 3
     assert "need 256 Intercom data attributes" in (result.deliveries["intercom"].stopped or "")
+
+
+def test_an_attribute_created_but_whose_answer_was_lost_is_not_an_error(
+    intercom_settings: WriteConfig, emulator: Emulator, tmp_path: Path
+) -> None:
+    # Found by the chaos suite: list contact and company attributes, then the first create is written and
+    # its connection dropped; the retry hears "you already have it".
+    emulator.intercom.faults = Faults(fail_next=[-1, -1, 0])
+    write(tmp_path / "users.csv", HEADER + "u1,a@x.io,,10,,,\n")
+    result = sync(intercom_settings())
+    assert result.exit_code == 0, result.deliveries["intercom"].stopped
+    contact = next(iter(emulator.intercom.contacts.values()))
+    assert contact["custom_attributes"]["Accoil_Default_Score"] == 10
