@@ -50,6 +50,8 @@ lint: $(STAMP)
 	$(BIN)/ruff check accoil_sync tests bench
 	$(BIN)/ruff format --check accoil_sync tests bench
 	$(BIN)/mypy accoil_sync
+	@if [ -x $(BIN)/hadolint ]; then $(BIN)/hadolint Dockerfile && echo "hadolint: Dockerfile clean"; \
+	  else echo "hadolint has no wheel for this platform; Dockerfile not linted"; fi
 
 ## make bench: the benchmarks of BENCHMARKS.md at a size that runs in a minute (N=200000 for the full figure)
 bench: $(STAMP)

@@ -316,7 +316,7 @@ def _print_result(result: RunResult, delivered: bool) -> None:
 def emulate(
     port: Annotated[int, typer.Option("--port", help="Port on 127.0.0.1.")] = 8765,
     profile: Annotated[
-        str, typer.Option("--profile", help="clean, unlimited, flaky, storm or slow.")
+        str, typer.Option("--profile", help="clean, unlimited, flaky, storm, errors, drops or slow.")
     ] = "clean",
     seed: Annotated[int, typer.Option("--seed", help="Seed for the injected faults.")] = 0,
     host: Annotated[str, typer.Option("--host", help="Interface to listen on.")] = "127.0.0.1",

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,21 +35,32 @@ class Profile:
     faults: dict[str, Faults] = field(default_factory=dict)
 
 
+_VENDORS = ("segment", "intercom", "hubspot")
+
 PROFILES: dict[str, Profile] = {
     "clean": Profile(),
     "unlimited": Profile(limits=False),
     "flaky": Profile(
         faults={
             v: Faults(error_rate=0.05, throttle_rate=0.02, drop_rate=0.01, latency_ms=(2, 20))
-            for v in ("segment", "intercom", "hubspot")
+            for v in _VENDORS
         }
     ),
-    "storm": Profile(faults={v: Faults(throttle_rate=0.3) for v in ("segment", "intercom", "hubspot")}),
-    "slow": Profile(
+    # A 429 storm as each vendor deals it: Segment says "retry in 1 s" to 30% of requests; Intercom and
+    # HubSpot answer a burst of 429s whose rate-limit headers point at the end of a 10-second window.
+    "storm": Profile(
+        limits=False,
         faults={
-            v: Faults(latency_ms=(50, 250), slow_rate=0.02, slow_seconds=5)
-            for v in ("segment", "intercom", "hubspot")
-        }
+            "segment": Faults(throttle_rate=0.3),
+            "intercom": Faults(fail_next=[429] * 3),
+            "hubspot": Faults(fail_next=[429] * 3),
+        },
+    ),
+    "errors": Profile(limits=False, faults={v: Faults(error_rate=0.15) for v in _VENDORS}),
+    "drops": Profile(limits=False, faults={v: Faults(drop_rate=0.05) for v in _VENDORS}),
+    "slow": Profile(
+        limits=False,
+        faults={v: Faults(latency_ms=(2, 15), slow_rate=0.03, slow_seconds=3) for v in _VENDORS},
     ),
 }
 
@@ -69,7 +80,8 @@ class Emulator:
         if profile not in PROFILES:
             raise ValueError(f"unknown emulator profile {profile!r} (choose from {', '.join(PROFILES)})")
         chosen = PROFILES[profile]
-        faults = chosen.faults
+        # Copies: a vendor consumes its scripted statuses, and the profile must stay as declared.
+        faults = {name: Faults.from_dict(asdict(f)) for name, f in chosen.faults.items()}
         self.segment = Segment(seed, faults.get("segment"), segment_per_second if chosen.limits else None)
         self.intercom = Intercom(
             seed + 1,

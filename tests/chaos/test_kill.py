@@ -10,43 +10,30 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from accoil_sync.config.settings import load_settings
 from accoil_sync.emulator import Emulator
-from accoil_sync.sources import Stage, load_stage
-from accoil_sync.traits import HubSpotEncoder, IntercomEncoder, ObjectKind, TraitsEncoder
+from tests.chaos.harness import (
+    SECRETS,
+    SEED,
+    assert_vendors_hold_the_source,
+    run_sync,
+    sync_command,
+    total_requests,
+    write_config,
+    write_source,
+)
 
 USERS = 5_000
 KILL_POINTS = 20
-SEED = 20261123
-SECRETS = {
-    "ACCOIL_SYNC_DESTINATIONS__SEGMENT__WRITE_KEY": "wk-chaos",
-    "ACCOIL_SYNC_DESTINATIONS__INTERCOM__ACCESS_TOKEN": "tok-chaos",
-    "ACCOIL_SYNC_DESTINATIONS__HUBSPOT__ACCESS_TOKEN": "pat-chaos",
-}
 
 
 @pytest.fixture
 def emulator() -> Emulator:
     return Emulator("unlimited", seed=SEED)
-
-
-def write_source(directory: Path) -> None:
-    rng = random.Random(SEED)
-    segments = ["Most Engaged", "Engaged", "At Risk", "Dormant", "Power Users"]
-    with (directory / "users.csv").open("w") as fh:
-        fh.write("user_id,email,account_id,score,segments,activation,last_active,frequency\n")
-        for n in range(USERS):
-            chosen = ";".join(rng.sample(segments, rng.randint(0, 2)))
-            fh.write(
-                f"u{n},user{n}@example.com,acc{n % 50},{rng.randint(0, 100)},{chosen},"
-                f"{rng.randint(0, 100)},2026-11-{rng.randint(1, 22):02d}T10:00:00Z,{rng.randint(0, 7)}\n"
-            )
 
 
 def test_kill_nine_at_random_points_loses_and_duplicates_nothing(
@@ -56,36 +43,16 @@ def test_kill_nine_at_random_points_loses_and_duplicates_nothing(
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    write_source(tmp_path)
-    config = tmp_path / "chaos.toml"
-    config.write_text(f"""
-[source]
-users = "users.csv"
-[state]
-path = "state/state.db"
-[destinations.segment]
-enabled = true
-base_url = "{served}/segment"
-[destinations.intercom]
-enabled = true
-base_url = "{served}/intercom"
-create_missing_contacts = true
-tag_prefix = "Accoil: "
-attach_users_to_companies = false
-[destinations.hubspot]
-enabled = true
-base_url = "{served}/hubspot"
-create_missing = true
-""")
+    write_source(tmp_path, USERS)
+    config = write_config(tmp_path, served)
     env = {**os.environ, **SECRETS}
-    command = [sys.executable, "-m", "accoil_sync", "sync", "-c", str(config), "--log-level", "ERROR"]
     rng = random.Random(SEED)
     kills, runs = 0, 0
     started = time.monotonic()
     while kills < KILL_POINTS:
         runs += 1
         proc = subprocess.Popen(
-            command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            sync_command(config), cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
         time.sleep(rng.uniform(0.5, 4.0))
         if proc.poll() is None:
@@ -93,52 +60,18 @@ create_missing = true
             kills += 1
         proc.wait()
         assert runs < 200, "the sync never got far enough to be killed"
-    requests_before_final = sum(v.counters()["total"] for v in emulator.vendors.values())
-    final = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, check=False)
+    requests_before_final = total_requests(emulator)
+    final = run_sync(config)
     assert final.returncode == 0, final.stderr[-2000:]
     elapsed = time.monotonic() - started
-    again = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, check=False)
-    assert again.returncode == 0
+    assert run_sync(config).returncode == 0
 
-    for name, value in SECRETS.items():
-        monkeypatch.setenv(name, value)
-    settings = load_settings(config)
-    monkeypatch.chdir(tmp_path)
-    stage = load_stage(Stage(tmp_path / "verify", settings.profiles, "verify"), settings.source)
-    records = stage.records(ObjectKind.USER, [f"u{n}" for n in range(USERS)])
-    stage.close()
-    assert len(records) == USERS
-
-    segment = emulator.segment.state()
-    traits = TraitsEncoder()
-    assert segment["users"] == {key: traits.encode(r) for key, r in records.items()}
-    assert segment["messages"] == USERS  # each user's one delivery, once, after de-duplication
-
-    intercom = emulator.intercom.state()
-    assert len(emulator.intercom.contacts) == USERS  # no contact created twice
-    encoder = IntercomEncoder("Accoil: ")
-    for key, record in records.items():
-        want = encoder.encode(record)
-        tags = want.pop("tags")
-        got = intercom["contacts"][key]
-        expected_attributes = {k: v for k, v in want.items() if v != ""}
-        assert got["custom_attributes"] == expected_attributes, key
-        assert got["tags"] == tags, key
-
-    hubspot = emulator.hubspot.state()
-    assert len(hubspot["contacts"]) == USERS  # upserts by email never duplicate
-    by_email = {c["email"]: c for c in hubspot["contacts"].values()}
-    hub = HubSpotEncoder()
-    for key, record in records.items():
-        props = by_email[f"user{key[1:]}@example.com"]
-        for name, value in hub.encode(record).items():
-            if value != "":
-                assert props.get(name) == value, (key, name)
-
-    extra = sum(v.counters()["total"] for v in emulator.vendors.values())
+    assert_vendors_hold_the_source(emulator, config, USERS, monkeypatch)
+    extra = total_requests(emulator)
     with capsys.disabled():
         print(
             f"\nchaos: {kills} kill -9 points over {runs} interrupted runs, then a clean run "
             f"({elapsed:.0f}s); vendor requests {extra} in all, {extra - requests_before_final} after the "
-            f"last kill; Segment dropped {segment['duplicates_dropped']} re-sent duplicates by messageId"
+            f"last kill; Segment dropped {emulator.segment.state()['duplicates_dropped']} re-sent duplicates "
+            "by messageId"
         )
