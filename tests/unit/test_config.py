@@ -107,6 +107,38 @@ def test_secret_in_toml_is_refused_and_not_echoed(tmp_path: Path) -> None:
         ),
         ('[source]\nusers = "u.csv"\nchunk_size = 5\n', {}, "source.chunk_size", "greater than or equal"),
         ("[source\n", {}, "c.toml", "not valid TOML"),
+        ('[source]\nusers = "u.csv"\n[serve]\nschedule = "every hour"\n', {}, "serve.schedule", "not a cron"),
+        (
+            '[source]\nusers = "u.csv"\n[serve]\nsignature_versions = ["v1"]\n',
+            {},
+            "serve.signature_versions.0",
+            "'v3' or 'v2'",
+        ),
+        (
+            '[source]\nusers = "u.csv"\n[serve]\npublic_url = "cards.example.com"\n',
+            {},
+            "serve.public_url",
+            "should match pattern",
+        ),
+        (
+            '[source]\nusers = "u.csv"\n[serve]\nalert_rejected_share = 5\n',
+            {},
+            "serve.alert_rejected_share",
+            "1",
+        ),
+        (
+            '[source]\nusers = "u.csv"\n[serve]\nhubspot_client_secret = "x"\n',
+            {},
+            "serve.hubspot_client_secret",
+            "ACCOIL_SYNC_SERVE__HUBSPOT_CLIENT_SECRET",
+        ),
+        (
+            '[source]\nusers = "u.csv"\n[serve.segment_states]\n"VIP" = "GREEN"\n',
+            {},
+            "serve.segment_states.VIP",
+            "'SUCCESS'",
+        ),
+        ('[source]\nusers = "u.csv"\n', {"ACCOIL_SYNC_SERVE__PORT": "80000"}, "serve.port", "65535"),
     ],
 )
 def test_bad_config_names_the_field(
