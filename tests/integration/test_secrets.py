@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import write
+from tests.conftest import start_serve, write
 
 SENTINELS = {
     "ACCOIL_SYNC_DESTINATIONS__SEGMENT__WRITE_KEY": "wk-SENTINEL-segment-4b1d",
@@ -77,42 +77,14 @@ def serve_session(emulator: str) -> str:
     """``serve`` at debug level: signed and forged card requests, the details page, a bad trigger, a good
     one whose run meets a revoked HubSpot token (so it alerts, to a closed port), metrics, readiness."""
     import signal
-    import socket
     import time
 
     import httpx
     from hubspot.utils.signature import Signature
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "accoil_sync",
-            "serve",
-            "-c",
-            "c.toml",
-            "--port",
-            str(port),
-            "--log-level",
-            "DEBUG",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, **SENTINELS},
-    )
-    base = f"http://127.0.0.1:{port}"
+    proc, base = start_serve("-c", "c.toml", "--log-level", "DEBUG", env=SENTINELS)
     seen = []
     try:
-        for _ in range(200):
-            try:
-                httpx.get(f"{base}/healthz", timeout=1)
-                break
-            except httpx.TransportError:
-                time.sleep(0.05)
         url = f"{base}/card/app?associatedObjectType=CONTACT&email=ada@acme.io"
         stamp = str(int(time.time() * 1000))
         secret = SENTINELS["ACCOIL_SYNC_SERVE__HUBSPOT_CLIENT_SECRET"]

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from accoil_sync.demo import run_demo
-from tests.conftest import write
+from tests.conftest import start_serve, write
 
 SENTINEL = "sk-SENTINEL-9f8e7d6c5b4a"
 
@@ -89,48 +89,21 @@ def test_serve_refuses_to_start_without_the_client_secret_the_card_needs(example
 
 
 def test_serve_answers_health_checks_and_stops_cleanly_on_sigterm(examples: Path) -> None:
-    import os
     import signal
-    import socket
-    import time
 
     import httpx
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "ACCOIL_SYNC_SERVE__HUBSPOT_CLIENT_SECRET": SENTINEL}
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "accoil_sync",
-            "serve",
-            "-c",
-            "examples/accoil-sync.toml",
-            "--port",
-            str(port),
-            "--log-format",
-            "json",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
+    proc, base = start_serve(
+        "-c",
+        "examples/accoil-sync.toml",
+        "--log-format",
+        "json",
+        env={"ACCOIL_SYNC_SERVE__HUBSPOT_CLIENT_SECRET": SENTINEL},
     )
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                health = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
-                break
-            except httpx.TransportError:
-                assert proc.poll() is None and time.monotonic() < deadline, (
-                    proc.stderr.read() if proc.stderr else ""
-                )
-                time.sleep(0.1)
+        health = httpx.get(f"{base}/healthz", timeout=5)
         assert health.json() == {"status": "ok"}
-        assert httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).status_code == 200
+        assert httpx.get(f"{base}/metrics", timeout=5).status_code == 200
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal once shut down
     finally:
