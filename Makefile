@@ -39,7 +39,9 @@ browser:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
 
 $(CARDS_STAMP): $(CARDS)/package.json $(CARDS)/package-lock.json
-	cd $(CARDS) && npm ci --no-audit --no-fund --loglevel=error
+	# npm install, not npm ci: with npm's omit-lockfile-registry-resolved (set on some machines) ci refuses
+	# the lock over other platforms' optional packages; --no-save installs what the lock pins, writes nothing
+	cd $(CARDS) && npm install --no-audit --no-fund --no-save --loglevel=error
 	touch $@
 
 test-card: $(CARDS_STAMP)
