@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -123,7 +123,7 @@ class CardService:
             params.update({str(k): str(v) for k, v in data.items() if v is not None})
         return params
 
-    def lookup(self, request: Request, params: Mapping[str, str]) -> tuple[ObjectKind, CardView | None]:
+    def lookup(self, request: Request, params: Mapping[str, str]) -> CardView | None:
         raw = params.get("associatedObjectType") or params.get("objectTypeId") or params.get("objectType")
         if not raw:
             raise CardError(400, "missing associatedObjectType (CONTACT or COMPANY)")
@@ -143,8 +143,8 @@ class CardService:
             kind, key=params.get(id_property), hubspot_id=object_id, email=email, domain=domain
         )
         if found is None:
-            return kind, None
-        return kind, build_view(
+            return None
+        return build_view(
             found,
             self.settings.profiles,
             self.settings.serve.segment_states,
@@ -178,7 +178,7 @@ class CardService:
         try:
             body = await self.authenticate(request)
             params = self.params(request, body)
-            _, view = self.lookup(request, params)
+            view = self.lookup(request, params)
             response: Response = JSONResponse(
                 render(view, params.get("associatedObjectId") or params.get("objectId")),
                 headers={"Cache-Control": "no-store"},
@@ -225,12 +225,9 @@ def _int(value: str | None) -> int | None:
 
 
 def card_routes(service: CardService) -> list[BaseRoute]:
-    def route(path: str, endpoint: Callable[[Request], Awaitable[Response]], methods: list[str]) -> Route:
-        return Route(path, endpoint, methods=methods)
-
     return [
-        route("/card/crm", service.crm, ["GET"]),
-        route("/card/crm/v3", service.crm_v3, ["GET"]),
-        route("/card/app", service.app, ["GET", "POST"]),
-        route("/card/details/{kind}/{key:path}", service.details, ["GET"]),
+        Route("/card/crm", service.crm, methods=["GET"]),
+        Route("/card/crm/v3", service.crm_v3, methods=["GET"]),
+        Route("/card/app", service.app, methods=["GET", "POST"]),
+        Route("/card/details/{kind}/{key:path}", service.details, methods=["GET"]),
     ]

@@ -58,7 +58,6 @@ class Alerter:
         self.rejected_share = rejected_share
         self.state = state
         self.client = client or httpx.AsyncClient(timeout=10)
-        self.sent: list[str] = []
 
     async def after_run(self, run_id: str, result: RunResult | None, error: str | None) -> None:
         verdict = assess(result, error, self.rejected_share)
@@ -71,7 +70,6 @@ class Alerter:
             self.state.set_fact(OPEN_FACT, None)
 
     async def _post(self, text: str) -> None:
-        self.sent.append(text)
         if not self.url:
             log.warning("alert (no webhook configured): %s", text)
             return

@@ -131,7 +131,7 @@ class Scheduler:
             RUN_IN_PROGRESS.set(0)
             self.lease.release()
         RUN_SECONDS.observe(time.monotonic() - started)
-        status = "failed" if result is None else _status(result)
+        status = "failed" if result is None else result.status
         RUNS.labels(status, why).inc()
         if result is not None:
             for name, report in result.deliveries.items():
@@ -174,9 +174,3 @@ class Scheduler:
         if self.alerter is not None:
             await self.alerter.aclose()
         self.state.close()
-
-
-def _status(result: RunResult) -> str:
-    if result.halted:
-        return "interrupted"
-    return {0: "ok", 1: "partial"}.get(result.exit_code, "failed")

@@ -44,6 +44,13 @@ class RunResult:
     halted: bool = False  # stopped early by a shutdown
 
     @property
+    def status(self) -> str:
+        """The run ledger's word for this result: ok, partial, interrupted or failed."""
+        if self.halted:
+            return "interrupted"
+        return {EXIT_OK: "ok", EXIT_FAILED_RECORDS: "partial"}.get(self.exit_code, "failed")
+
+    @property
     def exit_code(self) -> int:
         if self.halted or any(d.stopped for d in self.deliveries.values()):
             return EXIT_UNAVAILABLE
@@ -251,8 +258,6 @@ async def execute(
                 state.finish_run(run_id, "failed", EXIT_USAGE, invalid, "the run stopped before it finished")
             else:
                 code = result.exit_code
-                status = {EXIT_OK: "ok", EXIT_FAILED_RECORDS: "partial"}.get(code, "failed")
-                status = "interrupted" if result.halted else status
                 stopped = "; ".join(f"{n}: {d.stopped}" for n, d in result.deliveries.items() if d.stopped)
-                state.finish_run(run_id, status, code, result.source.invalid, stopped or None)
+                state.finish_run(run_id, result.status, code, result.source.invalid, stopped or None)
         state.close()
