@@ -24,7 +24,7 @@ from starlette.routing import BaseRoute, Route
 from accoil_sync.card.details import CSP, render_details, render_message
 from accoil_sync.card.signature import check_link, link_token, verify
 from accoil_sync.card.store import CardReader
-from accoil_sync.card.view import CardView, build_view, classic_json, compact_json, v3_json
+from accoil_sync.card.view import CardView, build_view, classic_json, compact_json, segment_table, v3_json
 from accoil_sync.config.settings import Settings
 from accoil_sync.telemetry import CARD_LATENCY, CARD_REQUESTS
 from accoil_sync.traits.names import ObjectKind
@@ -68,6 +68,7 @@ class CardService:
         secret = settings.serve.hubspot_client_secret
         self.secret = secret.get_secret_value() if secret else None
         self.hubspot = settings.destinations.hubspot
+        self.segment_states = segment_table(settings.serve.segment_states)  # folded once, not per segment
 
     # ------------------------------------------------------------------------------------ request parts
 
@@ -76,14 +77,10 @@ class CardService:
         raw_path = request.scope.get("raw_path") or request.url.path.encode()
         path = raw_path.decode("latin-1").split("?", 1)[0]
         query = request.scope.get("query_string", b"").decode("latin-1")
-        base = self.settings.serve.public_url
-        if base:
-            root = base.rstrip("/")
+        if self.settings.serve.public_url:
             mount = request.scope.get("root_path", "")
             path = path[len(mount) :] if mount and path.startswith(mount) else path
-        else:
-            root = f"{request.url.scheme}://{request.headers.get('host', request.url.netloc)}"
-        return root + path + (f"?{query}" if query else "")
+        return self.base_url(request) + path + (f"?{query}" if query else "")
 
     def base_url(self, request: Request) -> str:
         if self.settings.serve.public_url:
@@ -147,7 +144,7 @@ class CardService:
         return build_view(
             found,
             self.settings.profiles,
-            self.settings.serve.segment_states,
+            self.segment_states,
             self.details_url(request, kind, found.key),
         )
 
@@ -216,7 +213,7 @@ class CardService:
         found = self.reader.find(kind, key=key)
         if found is None:
             return HTMLResponse(render_message("Not found", "No metrics are stored for this object."), 404)
-        view = build_view(found, self.settings.profiles, self.settings.serve.segment_states, str(request.url))
+        view = build_view(found, self.settings.profiles, self.segment_states, str(request.url))
         return HTMLResponse(render_details(view, self.reader.history(kind, key)))
 
 

@@ -76,16 +76,17 @@ class CardView:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def segment_state(name: str, overrides: Mapping[str, str]) -> str:
-    folded = name.strip().lower()
-    for table in ({k.lower(): v for k, v in overrides.items()}, SEGMENT_STATES):
-        if folded in table:
-            return table[folded]
-    return "DEFAULT"
+def segment_table(overrides: Mapping[str, str]) -> dict[str, str]:
+    """The built-in colours with ``serve.segment_states`` over them, keys folded for lookup."""
+    return {**SEGMENT_STATES, **{k.lower(): v for k, v in overrides.items()}}
+
+
+def segment_state(name: str, table: Mapping[str, str]) -> str:
+    return table.get(name.strip().lower(), "DEFAULT")
 
 
 def build_view(
-    obj: CardObject, profiles: Sequence[ProfileConfig], overrides: Mapping[str, str], details_url: str
+    obj: CardObject, profiles: Sequence[ProfileConfig], segment_states: Mapping[str, str], details_url: str
 ) -> CardView:
     windows = {p.score_name: (p.name, p.window_days) for p in profiles}
     views = []
@@ -96,7 +97,7 @@ def build_view(
                 name=label,
                 score=metrics.get("score"),
                 segments=tuple(
-                    Segment(s, segment_state(s, overrides)) for s in metrics.get("segments") or ()
+                    Segment(s, segment_state(s, segment_states)) for s in metrics.get("segments") or ()
                 ),
                 activation=metrics.get("activation"),
                 adoption_recent=metrics.get("adoption_recent"),

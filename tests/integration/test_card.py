@@ -260,3 +260,13 @@ async def test_the_app_cards_test_fixtures_have_the_backends_shape(
     """The Vitest suite renders these fixtures; they must keep matching what /card/app really sends."""
     real = (await get(card_client, "/card/app" + query)).json()
     assert _shape(json.loads((FIXTURES / fixture).read_text())) == _shape(real)
+
+
+def test_configured_segment_states_override_the_built_in_colours_case_insensitively() -> None:
+    from accoil_sync.card.view import segment_state, segment_table
+
+    table = segment_table({"VIP": "SUCCESS", "At Risk": "DANGER"})
+    assert segment_state("vip ", table) == "SUCCESS"
+    assert segment_state("AT RISK", table) == "DANGER"  # was WARNING built in
+    assert segment_state("Dormant", table) == "DANGER"  # built in, untouched
+    assert segment_state("Something else", table) == "DEFAULT"
