@@ -17,7 +17,7 @@ from accoil_sync.traits.names import ObjectKind
 Operation = Literal["upsert", "clear", "refresh"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: one per planned object, and a frozen init costs twice as much
 class Change:
     """One object's planned write to one destination: only the fields that differ from what was acked."""
 
@@ -34,7 +34,7 @@ class Change:
     is_new: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen, for the same reason as Change
 class Outcome:
     """What the destination said about one record of a batch."""
 

@@ -16,7 +16,6 @@ import hashlib
 import math
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
 
 import httpx
 import orjson
@@ -39,18 +38,37 @@ def message_id(change: Change) -> str:
     """Deterministic per (object, delivery version, values): a re-send of an acknowledged but uncommitted
     batch repeats its ids and Segment drops the copy; A -> B -> A within Segment's 24 h de-duplication
     window still delivers the second A, because the delivery version moved on. 45 characters (< 100)."""
-    body = orjson.dumps(
-        [change.kind.value, change.key, change.version, change.fields], option=orjson.OPT_SORT_KEYS
-    )
-    return "accoil-" + hashlib.sha256(body).hexdigest()[:38]
+    return _message_id(change, orjson.dumps(change.fields, option=orjson.OPT_SORT_KEYS)).decode()
 
 
-def _strict_json(message: dict[str, Any]) -> bytes:
-    """Segment's JSON: NaN and infinities are not numbers there (orjson would quietly write null)."""
-    for value in message["traits"].values():
-        if isinstance(value, float) and not math.isfinite(value):
+def _message_id(change: Change, traits: bytes) -> bytes:
+    # The bytes of orjson.dumps([kind, key, version, fields], OPT_SORT_KEYS), assembled from the traits
+    # already encoded for the message so the hot path serialises them once.
+    body = b"[%b,%b,%d,%b]" % (_KIND_JSON[change.kind], orjson.dumps(change.key), change.version, traits)
+    return b"accoil-" + hashlib.sha256(body).hexdigest()[:38].encode()
+
+
+_KIND_JSON = {kind: orjson.dumps(kind.value) for kind in ObjectKind}
+
+
+def encode_message(change: Change, now: str) -> bytes:
+    """The identify (user) or group (account) message as Segment's JSON.
+
+    Raises ``ValueError`` for a value Segment's JSON cannot carry: NaN and infinities are not numbers there
+    (orjson would quietly write null).
+    """
+    for value in change.fields.values():
+        if type(value) is float and not math.isfinite(value):
             raise ValueError(f"{value} is not a JSON number")
-    return orjson.dumps(message)
+    traits = orjson.dumps(change.fields, option=orjson.OPT_SORT_KEYS)
+    record = change.record
+    stamp = orjson.dumps(record.computed_at if record and record.computed_at else now)
+    key = orjson.dumps(change.key)
+    tail = b',"messageId":"%b","timestamp":%b,"traits":%b}' % (_message_id(change, traits), stamp, traits)
+    if change.kind is ObjectKind.USER:
+        return b'{"type":"identify","userId":' + key + tail
+    anonymous = orjson.dumps(anonymous_group_id(change.key))
+    return b'{"type":"group","groupId":' + key + b',"anonymousId":' + anonymous + tail
 
 
 def _now() -> str:
@@ -93,21 +111,13 @@ class SegmentConnector:
     async def ensure_schema(self) -> None:
         return None  # Segment has no schema to create
 
-    def message(self, change: Change, now: str | None = None) -> dict[str, Any]:
-        record = change.record
-        stamp = record.computed_at if record and record.computed_at else now or _now()
-        base: dict[str, Any] = {"messageId": message_id(change), "timestamp": stamp, "traits": change.fields}
-        if change.kind is ObjectKind.USER:
-            return {"type": "identify", "userId": change.key, **base}
-        return {"type": "group", "groupId": change.key, "anonymousId": anonymous_group_id(change.key), **base}
-
     async def deliver(self, kind: ObjectKind, batch: Sequence[Change]) -> list[Outcome]:
         outcomes: list[Outcome] = []
         pending: list[tuple[Change, bytes]] = []
         now = _now()
         for change in batch:
             try:
-                encoded = _strict_json(self.message(change, now))
+                encoded = encode_message(change, now)
             except (ValueError, TypeError) as exc:
                 outcomes.append(Outcome.reject(change.key, f"not valid JSON for Segment: {exc}"))
                 continue

@@ -7,8 +7,7 @@ planner decides to send -- full ``ObjectRecord``s.
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,9 +18,10 @@ import pyarrow as pa
 
 from accoil_sync.config.models import ProfileConfig, SourceConfig
 from accoil_sync.sources.base import RawChunk, RowError
+from accoil_sync.sources.records import RecordDecoder, document_sql
 from accoil_sync.sources.validate import canonical_columns, validation_sql
-from accoil_sync.traits.model import MetricValue, ObjectRecord
-from accoil_sync.traits.names import Metric, ObjectKind
+from accoil_sync.traits.model import ObjectRecord
+from accoil_sync.traits.names import ObjectKind
 
 # Bump when the fingerprint's input changes: every object is then compared field by field once.
 FINGERPRINT_VERSION = "2"
@@ -220,25 +220,28 @@ class Stage:
         ).fetchall()
         return [(r[0], int(r[1])) for r in rows]
 
+    def columns(self, kind: ObjectKind) -> frozenset[str]:
+        """The staged table's columns: what ``document_sql`` may read for this kind."""
+        rows = self._do(
+            "SELECT column_name FROM duckdb_columns() WHERE table_name = ?", [f"final_{kind.value}"]
+        )
+        return frozenset(r[0] for r in rows)
+
     def records(self, kind: ObjectKind, keys: Sequence[str]) -> dict[str, ObjectRecord]:
         """Full records for ``keys`` (profiles merged), in one query."""
         if not keys:
             return {}
         key_table = pa.table({"key": pa.array(list(keys), pa.string())})
+        doc = document_sql(kind, "f", self.columns(kind))
         self.con.register("wanted", key_table)
         try:
-            cur = self.con.execute(
-                f"SELECT f.* FROM final_{kind.value} f JOIN wanted USING (key) ORDER BY key, _seq"
+            rows = self._do(
+                f"SELECT f.key, {doc} FROM final_{kind.value} f JOIN wanted USING (key) GROUP BY f.key"
             )
-            columns = {d[0]: n for n, d in enumerate(cur.description)}
-            rows = cur.fetchall()
         finally:
             self.con.unregister("wanted")
-        at = columns["key"]
-        reader = RowReader(kind, columns)
-        return {
-            key: reader.record(key, list(group)) for key, group in itertools.groupby(rows, lambda r: r[at])
-        }
+        decoder = RecordDecoder(kind)
+        return {key: decoder.record(key, document) for key, document in sorted(rows)}
 
     def close(self) -> None:
         self.con.close()
@@ -262,52 +265,3 @@ def column_map(kind: ObjectKind, cfg: SourceConfig) -> dict[str, str]:
     """Source column -> canonical name, for the columns this kind uses."""
     mapping = cfg.columns.model_dump()
     return {mapping[c]: c for c in canonical_columns(kind)}
-
-
-_METRIC_COLUMNS: Mapping[Metric, str] = {m: m.value for m in Metric}
-_SEGMENTS = Metric.SEGMENTS
-
-
-class RowReader:
-    """Turns staged rows into ``ObjectRecord``s. Column positions are resolved once per query, not once per
-    record: this runs for every planned object."""
-
-    ATTRIBUTES = ("email", "domain", "name", "account_id", "computed_at")
-
-    def __init__(self, kind: ObjectKind, columns: Mapping[str, int]) -> None:
-        self.kind = kind
-        # Enum member lookups cost a descriptor call each: resolved here, not per value.
-        self.positions = [(m, columns[c], m is _SEGMENTS) for m, c in _METRIC_COLUMNS.items() if c in columns]
-        self.profile_at = columns["profile"]
-        self.attributes = [(name, columns.get(name)) for name in self.ATTRIBUTES]
-
-    def record(self, key: str, rows: Sequence[Sequence[Any]]) -> ObjectRecord:
-        """One object from its staged rows (one per profile, ordered by ``_seq``)."""
-        metrics: dict[str, dict[Metric, MetricValue]] = {}
-        for row in rows:
-            values: dict[Metric, MetricValue] = {}
-            for metric, at, is_segments in self.positions:
-                value = row[at]
-                if value is None:
-                    continue
-                if is_segments:
-                    values[metric] = tuple(value)
-                elif type(value) is float:
-                    values[metric] = int(value) if value.is_integer() else value
-                else:
-                    values[metric] = value
-            metrics[str(row[self.profile_at])] = values
-        last = rows[-1]  # attributes of the last row win
-        email, domain, name, account_id, computed_at = (
-            None if at is None or last[at] is None else str(last[at]) for _, at in self.attributes
-        )
-        return ObjectRecord(
-            kind=self.kind,
-            key=key,
-            metrics=metrics,
-            email=email,
-            domain=domain,
-            name=name,
-            account_id=account_id,
-            computed_at=computed_at,
-        )

@@ -131,51 +131,49 @@ class Engine:
 
     def _commit(self, kind: ObjectKind, batch: Sequence[Change], outcomes: Sequence[Outcome]) -> None:
         by_key = {o.key: o for o in outcomes}
-        statuses: Counter[str] = Counter()
         acked: list[Acknowledged] = []
         failed: list[Failed] = []
+        lines: list[tuple[object, ...]] = []
+        ok = 0
         stamp = now_iso()
-        name, kind_value, log = (
-            self.connector.name,
-            kind.value,
-            self.synclog,
-        )  # hoisted: once per record is hot
+        run_id, name, kind_value = self.run_id, self.connector.name, kind.value  # hoisted: this loop is hot
         for change in batch:
             outcome = by_key.get(change.key) or Outcome.retry(change.key, "the connector returned no outcome")
-            statuses[outcome.status] += 1
-            if outcome.status == "ok":
+            status = outcome.status
+            if status == "ok":
+                ok += 1
                 clear = change.op == "clear"
                 fields = {} if clear else (outcome.fields if outcome.fields is not None else change.fields)
                 # A first delivery has nothing to merge with: replacing spares the state a read.
                 acked.append(
                     Acknowledged(
-                        change.key,
-                        change.fingerprint,
-                        fields,
-                        outcome.dest_id,
-                        replace=clear or change.is_new,
+                        change.key, change.fingerprint, fields, outcome.dest_id, clear or change.is_new
                     )
                 )
             else:
-                status = STATUS_RETRYABLE if outcome.status == "retryable" else STATUS_REJECTED
-                failed.append(Failed(change.key, change.fingerprint, status, outcome.reason or "unknown"))
+                state = STATUS_RETRYABLE if status == "retryable" else STATUS_REJECTED
+                failed.append(Failed(change.key, change.fingerprint, state, outcome.reason or "unknown"))
                 self.report.reasons[outcome.reason or "unknown"] += 1
-            log.append(
+            lines.append(
                 (
-                    self.run_id,
+                    run_id,
                     stamp,
                     name,
                     kind_value,
                     change.key,
                     change.op,
                     sorted(change.fields),
-                    outcome.status,
+                    status,
                     outcome.reason,
                 )
             )
+        statuses = Counter({"ok": ok}) if ok else Counter()
+        if failed:
+            statuses.update(f.status for f in failed)
         self.report.counts.update(statuses)
         self.report.by_kind.setdefault(kind_value, Counter()).update(statuses)
-        self.state.commit_batch(self.connector.name, kind.value, acked, failed)
+        self.synclog.extend(lines)
+        self.state.commit_batch(name, kind_value, acked, failed)
         if self.on_progress:
             self.on_progress(len(batch))
 

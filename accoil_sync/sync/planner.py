@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
-from typing import Any
 
 import pyarrow as pa
 
 from accoil_sync.connectors.base import Change
-from accoil_sync.sources.stage import RowReader, Stage
+from accoil_sync.sources.records import RecordDecoder, document_sql
+from accoil_sync.sources.stage import Stage
 from accoil_sync.sync.state import CLEARED, STATUS_REJECTED, StateStore
 from accoil_sync.traits.encoders import Encoder, diff_fields
 from accoil_sync.traits.names import ObjectKind
@@ -112,97 +112,77 @@ class Planner:
                 f"SELECT count(*) FROM desired_{kind.value} d JOIN {st} s USING (key) WHERE {rejected}"
             ).fetchall()[0][0]
         )
-        # One streaming pass: candidates joined with their source rows, in key order. (Fetching records
-        # per chunk of keys would rescan the staged table once per chunk: quadratic at a million rows.)
+        # One streaming pass: candidates joined with their staged rows, one JSON document per object, in key
+        # order. (Fetching records per chunk of keys would rescan the staged table once per chunk: quadratic
+        # at a million rows.)
+        document = document_sql(kind, "f", self.stage.columns(kind))
         cur = con.cursor()
         cur.execute(
             f"WITH c AS (SELECT coalesce(d.key, s.key) AS c_key, {want} AS c_want, d.key IS NULL AS c_gone, "
             f"s.key IS NULL AS c_new, s.status AS c_status "
             f"FROM desired_{kind.value} d FULL OUTER JOIN {st} s ON d.key = s.key "
             f"WHERE ({changed}) OR ({gone})) "
-            f"SELECT c.*, f.* FROM c LEFT JOIN final_{kind.value} f ON f.key = c.c_key "
-            f"ORDER BY c.c_key, f._seq"
+            f"SELECT c_key, c_want, c_gone, c_new, c_status, {document} "
+            f"FROM c LEFT JOIN final_{kind.value} f ON f.key = c.c_key "
+            f"GROUP BY c_key, c_want, c_gone, c_new, c_status ORDER BY c_key"
         )
         planned = 0
-        reader = RowReader(kind, {d[0]: n for n, d in enumerate(cur.description)})
-        for part in _chunks(_grouped(cur), RECORD_CHUNK):
-            stored = self.state.load(destination, kind.value, [group[0][0] for group in part])
-            for rows in part:
-                key, fingerprint, is_gone, is_new, status = rows[0][:5]  # the c_* columns come first
+        decoder = RecordDecoder(kind)
+        while part := cur.fetchmany(RECORD_CHUNK):
+            stored = self.state.load(destination, kind.value, [row[0] for row in part])
+            for key, fingerprint, is_gone, is_new, status, doc in part:
                 before = stored.get(key)
-                delivered = {} if (before is None or self.full_refresh) else before.fields
-                common = {
-                    "destination": destination,
-                    "kind": kind,
-                    "key": key,
-                    "dest_id": before.dest_id if before else None,
-                    "version": before.version if before else 0,
-                }
+                dest_id, version = (before.dest_id, before.version) if before else (None, 0)
+                planned += 1
                 if is_gone:
                     assert before is not None
                     fields = {name: encoder.cleared(name) for name in sorted(before.fields)}
                     counts.clear += 1
-                    planned += 1
                     yield Change(
-                        op="clear",
-                        fields=fields,
-                        previous=dict(before.fields),
-                        record=None,
-                        fingerprint=CLEARED,
-                        **common,
+                        destination,
+                        kind,
+                        key,
+                        "clear",
+                        fields,
+                        dict(before.fields),
+                        None,
+                        CLEARED,
+                        dest_id,
+                        version,
                     )
                     continue
-                record = reader.record(key, rows)
+                record = decoder.record(key, doc)
                 encoded = encoder.encode(record)
+                first = before is None or before.fingerprint is None
+                delivered = {} if (before is None or self.full_refresh) else before.fields
                 # Nothing delivered yet: every encoded field is a change (the common case of a first sync).
                 fields = diff_fields(encoded, delivered, encoder) if delivered else encoded
-                planned += 1
                 if status == "retryable":
                     counts.retrying += 1
                 if not fields:
                     counts.refresh += 1
                     yield Change(
-                        op="refresh", fields={}, previous={}, record=record, fingerprint=fingerprint, **common
+                        destination, kind, key, "refresh", {}, {}, record, fingerprint, dest_id, version
                     )
                     continue
-                if is_new or before is None or before.fingerprint is None:
+                if is_new or first:
                     counts.new += 1
                 else:
                     counts.changed += 1
                 previous = {k: delivered[k] for k in fields if k in delivered} if delivered else {}
                 yield Change(
-                    op="upsert",
-                    fields=fields,
-                    previous=previous,
-                    record=record,
-                    fingerprint=fingerprint,
-                    is_new=before is None or before.fingerprint is None,
-                    **common,
+                    destination,
+                    kind,
+                    key,
+                    "upsert",
+                    fields,
+                    previous,
+                    record,
+                    fingerprint,
+                    dest_id,
+                    version,
+                    first,
                 )
         cur.close()
         counts.unchanged = counts.objects - (planned - counts.clear) - counts.still_rejected
         con.execute(f"DROP TABLE {st}").fetchall()
-
-
-def _grouped(cur: Any, size: int = 10_000) -> Iterator[list[tuple[Any, ...]]]:
-    """Consecutive rows with the same key (the first column) as one group, streamed from a cursor."""
-    group: list[tuple[Any, ...]] = []
-    while rows := cur.fetchmany(size):
-        for row in rows:
-            if group and row[0] != group[0][0]:
-                yield group
-                group = []
-            group.append(row)
-    if group:
-        yield group
-
-
-def _chunks(items: Iterator[list[tuple[Any, ...]]], size: int) -> Iterator[list[list[tuple[Any, ...]]]]:
-    chunk: list[list[tuple[Any, ...]]] = []
-    for item in items:
-        chunk.append(item)
-        if len(chunk) >= size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -127,6 +129,19 @@ def _counts(c: Any) -> dict[str, int]:
     }
 
 
+@contextmanager
+def _bulk_allocation() -> Iterator[None]:
+    """A sync allocates millions of short-lived objects; at the default threshold (700 allocations) the
+    cyclic collector walks the batches in flight thousands of times, about a tenth of a first sync's time.
+    Collections still happen, only less often; the old threshold is restored after the run."""
+    old = gc.get_threshold()
+    gc.set_threshold(max(old[0], 100_000), *old[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*old)
+
+
 def select_destinations(settings: Settings, requested: Sequence[str] | None) -> list[str]:
     enabled = list(settings.destinations.enabled())
     if not requested:
@@ -158,6 +173,36 @@ async def execute(
     halt: asyncio.Event | None = None,
 ) -> RunResult:
     """Plan (``deliver=False``) or sync. The state store is only written when delivering."""
+    with _bulk_allocation():
+        return await _execute(
+            settings,
+            deliver=deliver,
+            destinations=destinations,
+            full_refresh=full_refresh,
+            limit=limit,
+            run_id=run_id,
+            connector_factory=connector_factory,
+            progress=progress,
+            sample_size=sample_size,
+            error_limit=error_limit,
+            halt=halt,
+        )
+
+
+async def _execute(
+    settings: Settings,
+    *,
+    deliver: bool,
+    destinations: Sequence[str] | None,
+    full_refresh: bool,
+    limit: int | None,
+    run_id: str | None,
+    connector_factory: ConnectorFactory,
+    progress: ProgressFactory | None,
+    sample_size: int,
+    error_limit: int,
+    halt: asyncio.Event | None,
+) -> RunResult:
     names = select_destinations(settings, destinations)
     run_id = run_id or new_run_id()
     run_id_var.set(run_id)

@@ -120,7 +120,7 @@ class StoredRecord:
     attempts: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: one per delivered record, and a frozen init costs twice as much
 class Acknowledged:
     key: str
     fingerprint: str
@@ -243,9 +243,13 @@ class StateStore:
                 stored = self.load(destination, kind, [a.key for a in acknowledged if not a.replace])
                 rows = []
                 for ack in acknowledged:
-                    merged = {} if ack.replace else dict(stored[ack.key].fields if ack.key in stored else {})
-                    merged.update(ack.fields)
-                    merged = {k: v for k, v in merged.items() if v is not None}
+                    if ack.replace:
+                        merged = ack.fields
+                    else:
+                        merged = dict(stored[ack.key].fields if ack.key in stored else {})
+                        merged.update(ack.fields)
+                    if None in merged.values():  # a cleared field is not held any more
+                        merged = {k: v for k, v in merged.items() if v is not None}
                     rows.append(
                         (destination, kind, ack.key, ack.fingerprint, _dumps(merged), ack.dest_id, stamp)
                     )

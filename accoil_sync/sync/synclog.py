@@ -6,6 +6,7 @@ duckdb -c "SELECT outcome, count(*) FROM '.accoil-sync/synclog/*.parquet' GROUP 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,10 +38,10 @@ class SyncLog:
         self._writer: pq.ParquetWriter | None = None
         self.count = 0
 
-    def append(self, row: tuple[Any, ...]) -> None:
-        """One record's line: (run_id, at, destination, kind, key, operation, changed_fields, outcome, reason)."""
-        self._rows.append(row)
-        self.count += 1
+    def extend(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        """Records' lines: (run_id, at, destination, kind, key, operation, changed_fields, outcome, reason)."""
+        self._rows.extend(rows)
+        self.count += len(rows)
         if len(self._rows) >= FLUSH_ROWS:
             self.flush()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cache
 
 from accoil_sync.traits.names import Metric, ObjectKind, trait_name
 
@@ -12,9 +13,10 @@ from accoil_sync.traits.names import Metric, ObjectKind, trait_name
 MetricValue = int | float | str | tuple[str, ...]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: one is built per planned object, and a frozen init costs twice as much
 class ObjectRecord:
-    """What the source says about one user or account, after validation and de-duplication."""
+    """What the source says about one user or account, after validation and de-duplication. Not mutated
+    once built."""
 
     kind: ObjectKind
     key: str
@@ -29,13 +31,20 @@ class ObjectRecord:
     def traits(self) -> dict[str, MetricValue]:
         """All traits by their contract name, profiles in name order, metrics in declaration order."""
         out: dict[str, MetricValue] = {}
-        for score_name in sorted(self.metrics):
-            values = self.metrics[score_name]
+        metrics = self.metrics
+        for score_name in sorted(metrics) if len(metrics) > 1 else metrics:
+            values = metrics[score_name]
+            names = _names(score_name)
             for metric in _ORDER:
                 value = values.get(metric)
                 if value is not None:
-                    out[trait_name(score_name, metric)] = value
+                    out[names[metric]] = value
         return out
 
 
 _ORDER = tuple(Metric)
+
+
+@cache  # once per score profile, not once per object
+def _names(score_name: str) -> dict[Metric, str]:
+    return {metric: trait_name(score_name, metric) for metric in Metric}

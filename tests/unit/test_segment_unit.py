@@ -12,7 +12,7 @@ from pydantic import SecretStr
 from accoil_sync.config.models import SegmentDestination
 from accoil_sync.connectors import Change
 from accoil_sync.connectors.http import RetryPolicy
-from accoil_sync.connectors.segment import SegmentConnector, message_id
+from accoil_sync.connectors.segment import SegmentConnector, encode_message, message_id
 from accoil_sync.errors import DestinationUnavailable, RetryableError
 from accoil_sync.traits import ObjectKind
 
@@ -44,6 +44,19 @@ def test_message_ids_repeat_for_a_resend_and_move_on_with_the_version() -> None:
     assert message_id(change(1)) != message_id(change(1, version=1))
     assert message_id(change(1)) != message_id(change(1, Accoil_Default_Score=2))
     assert len(message_id(change(1))) < 100
+
+
+def test_message_ids_keep_their_documented_derivation() -> None:
+    """Ids already sent must stay stable across releases (a batch re-sent after an upgrade within the 24 h
+    window must still be de-duplicated): sha256 over [kind, key, version, fields] with sorted keys."""
+    import hashlib
+
+    c = change(7, version=3, Accoil_Default_Segments=["B", "A"], Accoil_Default_Score=7.5)
+    body = json.dumps(["user", "u7", 3, dict(sorted(c.fields.items()))], separators=(",", ":"))
+    assert message_id(c) == "accoil-" + hashlib.sha256(body.encode()).hexdigest()[:38]
+    sent = json.loads(encode_message(c, "2026-11-23T00:00:00Z"))
+    assert sent["messageId"] == message_id(c)
+    assert sent["traits"] == c.fields and sent["userId"] == "u7"
 
 
 @respx.mock

@@ -179,3 +179,33 @@ def test_missing_file_is_a_user_error(tmp_path: Path) -> None:
 
     with pytest.raises(SourceError, match="no file matches"):
         stage_for(tmp_path, users="nope/*.csv")
+
+
+def test_records_read_back_exact_values_through_the_staged_json_documents(tmp_path: Path) -> None:
+    """Records come back from DuckDB as one JSON document per object: every double must survive the trip
+    bit for bit, whole numbers must be ints, text must survive escaping, and the last row's attributes win
+    even when they are empty."""
+    import random
+
+    rng = random.Random(7)
+    values = [rng.uniform(0, 100) for _ in range(300)] + [0.1, 33.333333333333336, 99.99999999999999, 5e-324]
+    rows = "".join(f"f{n},,Default,{v!r},,,,,,\n" for n, v in enumerate(values))
+    odd = 'u"1,Q\\"x@y.io,Default,72.0,"Quote ""q"";Back\\\\slash;Ünï",,,,,\n'
+    write(tmp_path / "users.csv", HEADER + rows + odd + "u9,a@x.io,Default,1,,,,,,\nu9,,product usage,2,,,,,,\n")
+    profiles = [ProfileConfig(name="Default"), ProfileConfig(name="product usage")]
+    stage = stage_for(tmp_path, profiles, users="users.csv")
+    assert stage.errors() == []
+    records = stage.records(ObjectKind.USER, [f"f{n}" for n in range(len(values))] + ['u"1', "u9"])
+    for n, v in enumerate(values):
+        got = records[f"f{n}"].metrics["Default"][Metric.SCORE]
+        assert got == v and type(got) is float, (n, v, got)
+    odd_record = records['u"1']
+    assert odd_record.email == 'q\\"x@y.io'
+    score = odd_record.metrics["Default"][Metric.SCORE]
+    assert score == 72 and type(score) is int
+    assert odd_record.metrics["Default"][Metric.SEGMENTS] == ("Back\\\\slash", 'Quote "q"', "Ünï")
+    both = records["u9"]
+    assert both.metrics == {"Default": {Metric.SCORE: 1}, "ProductUsage": {Metric.SCORE: 2}}
+    assert all(type(m) is Metric for values_ in both.metrics.values() for m in values_)
+    assert both.email is None  # the later row (product usage) had no email: it wins
+    stage.close()
