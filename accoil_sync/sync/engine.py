@@ -12,7 +12,9 @@ import asyncio
 import logging
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from accoil_sync.connectors.base import Change, Connector, Outcome
 from accoil_sync.errors import DestinationUnavailable, PermanentError, RetryableError
@@ -45,6 +47,56 @@ class DeliveryReport:
         return self.counts["retryable"] + self.counts["rejected"]
 
 
+class Committer:
+    """Writes acknowledged batches to the state store and the sync log on one worker thread.
+
+    The thread has its own SQLite connection, so the database work of one batch -- and the fsyncs of WAL
+    checkpoints -- runs outside the GIL while the event loop plans and sends the next ones. One thread
+    keeps the writes in order and never contends with itself for SQLite's write lock.
+    """
+
+    def __init__(self, path: Path, synclog: SyncLog) -> None:
+        self._path = path
+        self._synclog = synclog
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="accoil-commit")
+        self._state: StateStore | None = None
+
+    async def commit(
+        self,
+        destination: str,
+        kind: str,
+        acknowledged: list[Acknowledged],
+        failed: list[Failed],
+        lines: list[tuple[object, ...]] | None = None,
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._pool, self._write, destination, kind, acknowledged, failed, lines)
+
+    def _write(
+        self,
+        destination: str,
+        kind: str,
+        acknowledged: list[Acknowledged],
+        failed: list[Failed],
+        lines: list[tuple[object, ...]] | None,
+    ) -> None:
+        if self._state is None:
+            self._state = StateStore(self._path)
+        if lines:
+            self._synclog.extend(lines)
+        self._state.commit_batch(destination, kind, acknowledged, failed)
+
+    def close(self) -> None:
+        """Waits for a write still running: a commit that began always ends, even when the run was
+        cancelled, and the sync log is never closed under it."""
+        self._pool.submit(self._close)
+        self._pool.shutdown(wait=True)
+
+    def _close(self) -> None:
+        if self._state is not None:
+            self._state.close()
+
+
 class Engine:
     def __init__(
         self,
@@ -58,8 +110,7 @@ class Engine:
         halt: asyncio.Event | None = None,
     ) -> None:
         self.connector = connector
-        self.state = state
-        self.synclog = synclog
+        self.committer = Committer(state.path, synclog)
         self.run_id = run_id
         self.limit = limit
         self.on_progress = on_progress
@@ -68,6 +119,12 @@ class Engine:
         self.halt = halt or asyncio.Event()
 
     async def run(self, changes: Iterable[Change]) -> DeliveryReport:
+        try:
+            return await self._run(changes)
+        finally:
+            self.committer.close()
+
+    async def _run(self, changes: Iterable[Change]) -> DeliveryReport:
         caps = self.connector.capabilities
         slots = asyncio.Semaphore(caps.max_concurrency)
         tasks: set[asyncio.Task[None]] = set()
@@ -90,7 +147,7 @@ class Engine:
             if change.op == "refresh":
                 refresh.append(change)
                 if len(refresh) >= 1000:
-                    self._commit_refresh(refresh)
+                    await self._commit_refresh(refresh)
                     refresh = []
                 continue
             if self.limit is not None and sent >= self.limit:
@@ -104,7 +161,7 @@ class Engine:
         if batch and not self._stop.is_set() and not self.halt.is_set():
             await launch(batch[0].kind, batch)
         if refresh:
-            self._commit_refresh(refresh)
+            await self._commit_refresh(refresh)
         if tasks:
             await asyncio.gather(*tasks)
         return self.report
@@ -125,11 +182,11 @@ class Engine:
                 outcomes = [Outcome.retry(c.key, str(exc)) for c in batch]
             except PermanentError as exc:
                 outcomes = [Outcome.reject(c.key, str(exc)) for c in batch]
-            self._commit(kind, batch, outcomes)
+            await self._commit(kind, batch, outcomes)
         finally:
             slots.release()
 
-    def _commit(self, kind: ObjectKind, batch: Sequence[Change], outcomes: Sequence[Outcome]) -> None:
+    async def _commit(self, kind: ObjectKind, batch: Sequence[Change], outcomes: Sequence[Outcome]) -> None:
         by_key = {o.key: o for o in outcomes}
         acked: list[Acknowledged] = []
         failed: list[Failed] = []
@@ -172,17 +229,16 @@ class Engine:
             statuses.update(f.status for f in failed)
         self.report.counts.update(statuses)
         self.report.by_kind.setdefault(kind_value, Counter()).update(statuses)
-        self.synclog.extend(lines)
-        self.state.commit_batch(name, kind_value, acked, failed)
+        await self.committer.commit(name, kind_value, acked, failed, lines)
         if self.on_progress:
             self.on_progress(len(batch))
 
-    def _commit_refresh(self, changes: list[Change]) -> None:
+    async def _commit_refresh(self, changes: list[Change]) -> None:
         """Source changed but nothing this destination holds did: record the new fingerprint, send nothing."""
         for kind in ObjectKind:
             items = [c for c in changes if c.kind is kind]
             if items:
-                self.state.commit_batch(
+                await self.committer.commit(
                     self.connector.name,
                     kind.value,
                     [Acknowledged(c.key, c.fingerprint, {}, None) for c in items],
