@@ -8,12 +8,12 @@ are visible in ``state()["dropped"]``, as Segment's debugger would show them.
 from __future__ import annotations
 
 import base64
-import json
 import time
 import uuid
 from collections import OrderedDict
 from typing import Any
 
+import orjson
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -95,7 +95,7 @@ class Segment(Vendor):
                 {"success": False, "message": f"payload larger than {limit // 1024}KB"}, status_code=400
             )
         try:
-            body = json.loads(raw)
+            body = orjson.loads(raw)  # strict, as Segment is: NaN and Infinity are not JSON
         except ValueError:
             return None, JSONResponse({"success": False, "message": "Invalid JSON"}, status_code=400)
         if not isinstance(body, dict):
@@ -122,7 +122,7 @@ class Segment(Vendor):
         if not isinstance(events, list):
             return JSONResponse({"success": False, "message": "batch must be an array"}, status_code=400)
         for event in events:
-            if len(json.dumps(event).encode()) > MAX_MESSAGE_BYTES:
+            if len(orjson.dumps(event)) > MAX_MESSAGE_BYTES:
                 return JSONResponse(
                     {"success": False, "message": "a message is larger than 32KB"}, status_code=400
                 )
