@@ -129,7 +129,8 @@ class Planner:
         planned = 0
         decoder = RecordDecoder(kind)
         while part := cur.fetchmany(RECORD_CHUNK):
-            stored = self.state.load(destination, kind.value, [row[0] for row in part])
+            # An object the state has never seen (c_new) has nothing to load: a first sync skips the reads.
+            stored = self.state.load(destination, kind.value, [row[0] for row in part if not row[3]])
             for key, fingerprint, is_gone, is_new, status, doc in part:
                 before = stored.get(key)
                 dest_id, version = (before.dest_id, before.version) if before else (None, 0)
