@@ -1,17 +1,18 @@
-"""Staged rows -> ``ObjectRecord``s, by way of one JSON document per object built inside DuckDB.
+"""Staged rows -> ``ObjectRecord``s, by way of one JSON document per staged row built inside DuckDB.
 
 Every planned object is read back from the stage, so this is the hottest path of a first sync. Handing
-Python one JSON text per object (decoded by orjson) costs about a fifth of fetching each value as its own
-Python object and assembling the record in a loop: DuckDB does the per-profile merge, the "last row wins"
-attributes and the canonical number form (a whole number is an int) in bulk.
+Python one JSON text per staged row (decoded by orjson) costs about a fifth of fetching each value as its own
+Python object and assembling the record in a loop: DuckDB does the canonical number form (a whole number
+is an int) and the JSON escaping in bulk.
 
-Document shape: ``{"m": {profile: {metric: value}}, "a": {attribute: value}}``; absent metrics are left out,
-absent attributes are null.
+Document shape, one per staged row: ``{"p": profile, "m": {metric: value}, "a": {attribute: value}}``;
+absent metrics are left out, absent attributes are null.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import orjson
 
@@ -40,48 +41,48 @@ def _json_value(metric: Metric, column: str) -> str:
 
 
 def document_sql(kind: ObjectKind, alias: str, columns: frozenset[str]) -> str:
-    """An aggregate over the staged rows of one object (``alias``, grouped by key): its JSON document.
+    """The JSON document of one staged row (``alias``): its profile, its metrics and its attributes.
 
-    ``columns`` are the staged table's columns (a kind with no source file has only the key columns).
-    NULL when the group has no staged row (an object that left the source).
+    ``columns`` are the staged table's columns (a kind with no source file has only the key columns). NULL
+    for a row the LEFT JOIN found no staged row for (an object that left the source). Built per row, not
+    aggregated per object: an object's rows arrive consecutively in ``ORDER BY key, _seq`` and are merged
+    in Python. (A string aggregate per object cannot spill to disk and ran out of DuckDB's memory limit at
+    a million objects; a sort can.)
     """
     metrics = [m for m in METRICS_FOR_KIND[kind] if m.value in columns]
     if not metrics:
         return "NULL::VARCHAR"
-    per_row = ", ".join(
+    values = ", ".join(
         f"CASE WHEN {alias}.{m.value} IS NOT NULL THEN '\"{m.value}\":' || {_json_value(m, f'{alias}.{m.value}')} END"
         for m in metrics
     )
     attributes = ", ".join(
         f"'{a}': {alias}.{a}" if a in columns else f"'{a}': NULL::VARCHAR" for a in ATTRIBUTES[kind]
     )
-    # No ORDER BY inside string_agg: profiles are keyed by name, so their order carries nothing, and an
-    # ordered aggregate doubles the query's time.
     return (
-        f"CASE WHEN count({alias}.key) > 0 THEN "
-        f"'{{\"m\":{{' || string_agg(to_json({alias}.profile) || ':{{' || concat_ws(',', {per_row}) || '}}', ',') "
-        f"|| '}},\"a\":' || to_json(arg_max({{{attributes}}}, {alias}._seq)) || '}}' END"
+        f"CASE WHEN {alias}.key IS NOT NULL THEN '{{\"p\":' || to_json({alias}.profile) || "
+        f"',\"m\":{{' || concat_ws(',', {values}) || '}},\"a\":' || to_json({{{attributes}}}) || '}}' END"
     )
 
 
 class RecordDecoder:
-    """One staged document -> one ``ObjectRecord`` with canonical Python values (segments as a tuple)."""
+    """An object's staged documents (one per profile, in ``_seq`` order) -> one ``ObjectRecord`` with
+    canonical Python values (segments as a tuple); the last row's attributes win."""
 
     def __init__(self, kind: ObjectKind) -> None:
         self.kind = kind
-        self.attributes = ATTRIBUTES[kind]
 
-    def record(self, key: str, document: str) -> ObjectRecord:
-        doc = orjson.loads(document)
+    def record(self, key: str, documents: Sequence[str]) -> ObjectRecord:
         metrics: dict[str, dict[Metric, MetricValue]] = {}
         by_name = _BY_NAME
-        for profile, values in doc["m"].items():
-            metrics[profile] = {
+        doc: dict[str, Any] = {}
+        for document in documents:
+            doc = orjson.loads(document)
+            metrics[doc["p"]] = {
                 by_name[name]: tuple(value) if type(value) is list else value
-                for name, value in values.items()
+                for name, value in doc["m"].items()
             }
-        attrs = doc["a"]
-        get = attrs.get
+        get = doc["a"].get
         return ObjectRecord(
             self.kind,
             key,

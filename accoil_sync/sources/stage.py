@@ -7,6 +7,7 @@ planner decides to send -- full ``ObjectRecord``s.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -236,12 +237,15 @@ class Stage:
         self.con.register("wanted", key_table)
         try:
             rows = self._do(
-                f"SELECT f.key, {doc} FROM final_{kind.value} f JOIN wanted USING (key) GROUP BY f.key"
+                f"SELECT f.key, {doc} FROM final_{kind.value} f JOIN wanted USING (key) ORDER BY f.key, f._seq"
             )
         finally:
             self.con.unregister("wanted")
         decoder = RecordDecoder(kind)
-        return {key: decoder.record(key, document) for key, document in sorted(rows)}
+        return {
+            key: decoder.record(key, [r[1] for r in group])
+            for key, group in itertools.groupby(rows, lambda r: r[0])
+        }
 
     def close(self) -> None:
         self.con.close()

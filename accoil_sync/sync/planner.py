@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import pyarrow as pa
 
@@ -123,15 +124,14 @@ class Planner:
             f"FROM desired_{kind.value} d FULL OUTER JOIN {st} s ON d.key = s.key "
             f"WHERE ({changed}) OR ({gone})) "
             f"SELECT c_key, c_want, c_gone, c_new, c_status, {document} "
-            f"FROM c LEFT JOIN final_{kind.value} f ON f.key = c.c_key "
-            f"GROUP BY c_key, c_want, c_gone, c_new, c_status ORDER BY c_key"
+            f"FROM c LEFT JOIN final_{kind.value} f ON f.key = c.c_key ORDER BY c_key, f._seq"
         )
         planned = 0
         decoder = RecordDecoder(kind)
-        while part := cur.fetchmany(RECORD_CHUNK):
+        for part in _objects(cur, RECORD_CHUNK):
             # An object the state has never seen (c_new) has nothing to load: a first sync skips the reads.
-            stored = self.state.load(destination, kind.value, [row[0] for row in part if not row[3]])
-            for key, fingerprint, is_gone, is_new, status, doc in part:
+            stored = self.state.load(destination, kind.value, [row[0] for row, _ in part if not row[3]])
+            for (key, fingerprint, is_gone, is_new, status, _), docs in part:
                 before = stored.get(key)
                 dest_id, version = (before.dest_id, before.version) if before else (None, 0)
                 planned += 1
@@ -152,7 +152,7 @@ class Planner:
                         version,
                     )
                     continue
-                record = decoder.record(key, doc)
+                record = decoder.record(key, docs)
                 encoded = encoder.encode(record)
                 first = before is None or before.fingerprint is None
                 delivered = {} if (before is None or self.full_refresh) else before.fields
@@ -187,3 +187,28 @@ class Planner:
         cur.close()
         counts.unchanged = counts.objects - (planned - counts.clear) - counts.still_rejected
         con.execute(f"DROP TABLE {st}").fetchall()
+
+
+Candidate = tuple[tuple[Any, ...], list[str]]
+
+
+def _objects(cur: Any, size: int) -> Iterator[list[Candidate]]:
+    """Chunks of up to ``size`` objects from a cursor ordered by key: (first row, [document per row]).
+    An object with several profiles has several consecutive rows, possibly across two fetches."""
+    chunk: list[Candidate] = []
+    current: Candidate | None = None
+    while rows := cur.fetchmany(size):
+        for row in rows:
+            if current is not None:
+                if row[0] == current[0][0]:
+                    current[1].append(row[5])
+                    continue
+                chunk.append(current)
+                if len(chunk) >= size:
+                    yield chunk
+                    chunk = []
+            current = (row, [row[5]])
+    if current is not None:
+        chunk.append(current)
+    if chunk:
+        yield chunk

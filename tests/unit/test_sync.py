@@ -278,3 +278,24 @@ def test_a_version_1_store_migrates_forward_and_keeps_its_records(tmp_path: Path
         assert store.get_fact("alert_open") == "run-1"
     finally:
         store.close()
+
+
+def test_an_objects_rows_stay_together_across_fetches_and_chunks() -> None:
+    """The planner reads one row per staged profile row; an object's rows must become one candidate even
+    when a fetch or a chunk boundary falls between them."""
+    from accoil_sync.sync.planner import _objects
+
+    class Cursor:
+        def __init__(self, rows: list[tuple[object, ...]]) -> None:
+            self.rows = rows
+
+        def fetchmany(self, size: int) -> list[tuple[object, ...]]:
+            out, self.rows = self.rows[:size], self.rows[size:]
+            return out
+
+    keys = ["a", "b", "b", "c", "d", "d", "d", "e"]
+    rows = [(k, "fp", False, True, None, f"{k}{n}") for n, k in enumerate(keys)]
+    chunks = list(_objects(Cursor(rows), 2))
+    assert [len(c) for c in chunks] == [2, 2, 1]
+    got = [(row[0], docs) for chunk in chunks for row, docs in chunk]
+    assert got == [("a", ["a0"]), ("b", ["b1", "b2"]), ("c", ["c3"]), ("d", ["d4", "d5", "d6"]), ("e", ["e7"])]
