@@ -191,7 +191,9 @@ def test_records_read_back_exact_values_through_the_staged_json_documents(tmp_pa
     values = [rng.uniform(0, 100) for _ in range(300)] + [0.1, 33.333333333333336, 99.99999999999999, 5e-324]
     rows = "".join(f"f{n},,Default,{v!r},,,,,,\n" for n, v in enumerate(values))
     odd = 'u"1,Q\\"x@y.io,Default,72.0,"Quote ""q"";Back\\\\slash;Ünï",,,,,\n'
-    write(tmp_path / "users.csv", HEADER + rows + odd + "u9,a@x.io,Default,1,,,,,,\nu9,,product usage,2,,,,,,\n")
+    write(
+        tmp_path / "users.csv", HEADER + rows + odd + "u9,a@x.io,Default,1,,,,,,\nu9,,product usage,2,,,,,,\n"
+    )
     profiles = [ProfileConfig(name="Default"), ProfileConfig(name="product usage")]
     stage = stage_for(tmp_path, profiles, users="users.csv")
     assert stage.errors() == []

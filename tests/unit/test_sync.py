@@ -298,4 +298,10 @@ def test_an_objects_rows_stay_together_across_fetches_and_chunks() -> None:
     chunks = list(_objects(Cursor(rows), 2))
     assert [len(c) for c in chunks] == [2, 2, 1]
     got = [(row[0], docs) for chunk in chunks for row, docs in chunk]
-    assert got == [("a", ["a0"]), ("b", ["b1", "b2"]), ("c", ["c3"]), ("d", ["d4", "d5", "d6"]), ("e", ["e7"])]
+    assert got == [
+        ("a", ["a0"]),
+        ("b", ["b1", "b2"]),
+        ("c", ["c3"]),
+        ("d", ["d4", "d5", "d6"]),
+        ("e", ["e7"]),
+    ]
