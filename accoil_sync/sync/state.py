@@ -218,26 +218,28 @@ class StateStore:
             yield "failing", rows
 
     def load(self, destination: str, kind: str, keys: Sequence[str]) -> dict[str, StoredRecord]:
-        out: dict[str, StoredRecord] = {}
-        for start in range(0, len(keys), 500):
-            part = keys[start : start + 500]
-            marks = ",".join("?" * len(part))
-            for row in self.db.execute(
-                "SELECT key, fingerprint, fields, dest_id, version, status, attempts FROM records "
-                f"WHERE destination = ? AND kind = ? AND key IN ({marks})",
-                (destination, kind, *part),
-            ):
-                out[row[0]] = StoredRecord(
-                    row[0], row[1], orjson.loads(row[2]), row[3], row[4], row[5], row[6]
-                )
-        return out
+        if not keys:
+            return {}
+        # The keys go in as one JSON parameter, not one statement per chunk of keys.
+        rows = self.db.execute(
+            "SELECT key, fingerprint, fields, dest_id, version, status, attempts FROM records "
+            "WHERE destination = ? AND kind = ? AND key IN (SELECT value FROM json_each(?))",
+            (destination, kind, orjson.dumps(keys)),
+        ).fetchall()
+        return {r[0]: StoredRecord(r[0], r[1], orjson.loads(r[2]), r[3], r[4], r[5], r[6]) for r in rows}
 
     def commit_batch(
         self, destination: str, kind: str, acknowledged: Iterable[Acknowledged], failed: Iterable[Failed]
     ) -> None:
-        """One transaction for one delivered batch: acknowledged writes and failures together."""
+        """One transaction for one delivered batch: acknowledged writes and failures together.
+
+        Each write is one statement over a JSON array of rows, not ``executemany``: that releases and
+        re-takes the GIL around every row, and on the commit thread each re-take can wait out the event
+        loop's switch interval (40 batches took 49 s instead of 1 s beside a busy thread, measured).
+        """
         stamp = now_iso()
         acknowledged = list(acknowledged)
+        failed = list(failed)
         with self.transaction() as db:
             if acknowledged:
                 stored = self.load(destination, kind, [a.key for a in acknowledged if not a.replace])
@@ -250,27 +252,32 @@ class StateStore:
                         merged.update(ack.fields)
                     if None in merged.values():  # a cleared field is not held any more
                         merged = {k: v for k, v in merged.items() if v is not None}
-                    rows.append(
-                        (destination, kind, ack.key, ack.fingerprint, _dumps(merged), ack.dest_id, stamp)
-                    )
-                db.executemany(
+                    rows.append((ack.key, ack.fingerprint, _dumps(merged), ack.dest_id))
+                db.execute(
                     "INSERT INTO records (destination, kind, key, fingerprint, fields, dest_id, version, status, "
                     "failed_fingerprint, last_error, attempts, updated_at) "
-                    "VALUES (?, ?, ?, ?, ?, ?, 1, 'ok', NULL, NULL, 0, ?) "
+                    f"SELECT ?, ?, {_elements(4)}, 1, 'ok', NULL, NULL, 0, ? FROM json_each(?) WHERE true "
                     "ON CONFLICT (destination, kind, key) DO UPDATE SET fingerprint = excluded.fingerprint, "
                     "fields = excluded.fields, dest_id = coalesce(excluded.dest_id, records.dest_id), "
                     "version = records.version + 1, status = 'ok', failed_fingerprint = NULL, last_error = NULL, "
                     "attempts = 0, updated_at = excluded.updated_at",
-                    rows,
+                    (destination, kind, stamp, orjson.dumps(rows)),
                 )
-            db.executemany(
-                "INSERT INTO records (destination, kind, key, fingerprint, fields, status, failed_fingerprint, "
-                "last_error, attempts, updated_at) VALUES (?, ?, ?, NULL, '{}', ?, ?, ?, 1, ?) "
-                "ON CONFLICT (destination, kind, key) DO UPDATE SET status = excluded.status, "
-                "failed_fingerprint = excluded.failed_fingerprint, last_error = excluded.last_error, "
-                "attempts = records.attempts + 1, updated_at = excluded.updated_at",
-                [(destination, kind, f.key, f.status, f.fingerprint, f.reason[:2000], stamp) for f in failed],
-            )
+            if failed:
+                db.execute(
+                    "INSERT INTO records (destination, kind, key, fingerprint, fields, status, failed_fingerprint, "
+                    "last_error, attempts, updated_at) SELECT ?, ?, json_extract(value, '$[0]'), NULL, '{}', "
+                    f"{_elements(3, start=1)}, 1, ? FROM json_each(?) WHERE true "
+                    "ON CONFLICT (destination, kind, key) DO UPDATE SET status = excluded.status, "
+                    "failed_fingerprint = excluded.failed_fingerprint, last_error = excluded.last_error, "
+                    "attempts = records.attempts + 1, updated_at = excluded.updated_at",
+                    (
+                        destination,
+                        kind,
+                        stamp,
+                        orjson.dumps([(f.key, f.status, f.fingerprint, f.reason[:2000]) for f in failed]),
+                    ),
+                )
 
     def failure_counts(self) -> list[tuple[str, str, int]]:
         return [
@@ -369,6 +376,12 @@ class StateStore:
 
     def close(self) -> None:
         self.db.close()
+
+
+def _elements(count: int, start: int = 0) -> str:
+    """The columns of a row passed inside a JSON array parameter (``json_each``), as SQL expressions.
+    (``json_extract``, not ``->>``: that operator needs SQLite 3.38.)"""
+    return ", ".join(f"json_extract(value, '$[{i}]')" for i in range(start, start + count))
 
 
 def _dumps(value: Any) -> str:
