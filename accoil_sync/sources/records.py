@@ -1,4 +1,5 @@
-"""Staged rows -> ``ObjectRecord``s, by way of one JSON document per staged row built inside DuckDB.
+"""Staged rows -> ``ObjectRecord``s, by way of one JSON document per staged row built inside DuckDB
+while the row is staged.
 
 Every planned object is read back from the stage, so this is the hottest path of a first sync. Handing
 Python one JSON text per staged row (decoded by orjson) costs about a fifth of fetching each value as its own
@@ -40,28 +41,22 @@ def _json_value(metric: Metric, column: str) -> str:
     return f"to_json({column})"
 
 
-def document_sql(kind: ObjectKind, alias: str, columns: frozenset[str]) -> str:
-    """The JSON document of one staged row (``alias``): its profile, its metrics and its attributes.
+def document_sql(kind: ObjectKind, alias: str) -> str:
+    """The JSON document of one validated row (``alias``, which has every canonical column): its profile,
+    its metrics and its attributes.
 
-    ``columns`` are the staged table's columns (a kind with no source file has only the key columns). NULL
-    for a row the LEFT JOIN found no staged row for (an object that left the source). Built per row, not
-    aggregated per object: an object's rows arrive consecutively in ``ORDER BY key, _seq`` and are merged
-    in Python. (A string aggregate per object cannot spill to disk and ran out of DuckDB's memory limit at
-    a million objects; a sort can.)
+    Built per row, not aggregated per object: an object's rows are read back in ``ORDER BY key, _seq`` and
+    merged in Python. (A string aggregate per object cannot spill to disk and ran out of DuckDB's memory
+    limit at a million objects; a sort can.)
     """
-    metrics = [m for m in METRICS_FOR_KIND[kind] if m.value in columns]
-    if not metrics:
-        return "NULL::VARCHAR"
     values = ", ".join(
         f"CASE WHEN {alias}.{m.value} IS NOT NULL THEN '\"{m.value}\":' || {_json_value(m, f'{alias}.{m.value}')} END"
-        for m in metrics
+        for m in METRICS_FOR_KIND[kind]
     )
-    attributes = ", ".join(
-        f"'{a}': {alias}.{a}" if a in columns else f"'{a}': NULL::VARCHAR" for a in ATTRIBUTES[kind]
-    )
+    attributes = ", ".join(f"'{a}': {alias}.{a}" for a in ATTRIBUTES[kind])
     return (
-        f"CASE WHEN {alias}.key IS NOT NULL THEN '{{\"p\":' || to_json({alias}.profile) || "
-        f"',\"m\":{{' || concat_ws(',', {values}) || '}},\"a\":' || to_json({{{attributes}}}) || '}}' END"
+        f"'{{\"p\":' || to_json({alias}.profile) || ',\"m\":{{' || concat_ws(',', {values}) || '}},\"a\":' "
+        f"|| to_json({{{attributes}}}) || '}}'"
     )
 
 
