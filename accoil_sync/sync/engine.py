@@ -126,15 +126,19 @@ class Engine:
 
     async def _run(self, changes: Iterable[Change]) -> DeliveryReport:
         caps = self.connector.capabilities
-        slots = asyncio.Semaphore(caps.max_concurrency)
+        slots = asyncio.Semaphore(caps.max_concurrency)  # requests in flight
+        # Batches answered but not yet committed: bounds memory when the state store is slower than the
+        # destination.
+        unsettled = asyncio.Semaphore(2 * caps.max_concurrency)
         tasks: set[asyncio.Task[None]] = set()
         batch: list[Change] = []
         refresh: list[Change] = []
         sent = 0
 
         async def launch(kind: ObjectKind, items: list[Change]) -> None:
+            await unsettled.acquire()
             await slots.acquire()
-            task = asyncio.create_task(self._deliver(kind, items, slots))
+            task = asyncio.create_task(self._deliver(kind, items, slots, unsettled))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
 
@@ -166,25 +170,36 @@ class Engine:
             await asyncio.gather(*tasks)
         return self.report
 
-    async def _deliver(self, kind: ObjectKind, batch: Sequence[Change], slots: asyncio.Semaphore) -> None:
+    async def _deliver(
+        self,
+        kind: ObjectKind,
+        batch: Sequence[Change],
+        slots: asyncio.Semaphore,
+        unsettled: asyncio.Semaphore,
+    ) -> None:
         try:
-            if self._stop.is_set() or self.halt.is_set():
-                return  # nothing of this batch was sent: it stays planned for the next run
+            # The request slot is given back once the destination answered, so the next batch is sent
+            # while this one's commit waits for the commit thread.
             try:
-                outcomes = await self.connector.deliver(kind, batch)
-            except DestinationUnavailable as exc:
-                if not self._stop.is_set():
-                    self.report.stopped = str(exc)
-                    log.error("%s stopped: %s", self.connector.name, exc)
-                self._stop.set()
-                return
-            except RetryableError as exc:
-                outcomes = [Outcome.retry(c.key, str(exc)) for c in batch]
-            except PermanentError as exc:
-                outcomes = [Outcome.reject(c.key, str(exc)) for c in batch]
+                if self._stop.is_set() or self.halt.is_set():
+                    return  # nothing of this batch was sent: it stays planned for the next run
+                try:
+                    outcomes = await self.connector.deliver(kind, batch)
+                except DestinationUnavailable as exc:
+                    if not self._stop.is_set():
+                        self.report.stopped = str(exc)
+                        log.error("%s stopped: %s", self.connector.name, exc)
+                    self._stop.set()
+                    return
+                except RetryableError as exc:
+                    outcomes = [Outcome.retry(c.key, str(exc)) for c in batch]
+                except PermanentError as exc:
+                    outcomes = [Outcome.reject(c.key, str(exc)) for c in batch]
+            finally:
+                slots.release()
             await self._commit(kind, batch, outcomes)
         finally:
-            slots.release()
+            unsettled.release()
 
     async def _commit(self, kind: ObjectKind, batch: Sequence[Change], outcomes: Sequence[Outcome]) -> None:
         by_key = {o.key: o for o in outcomes}

@@ -15,7 +15,7 @@ from accoil_sync.config.settings import Settings
 from accoil_sync.connectors import Capabilities, Change, Connector, Outcome
 from accoil_sync.errors import DestinationUnavailable
 from accoil_sync.sync.runner import RunResult, execute
-from accoil_sync.sync.state import MIGRATIONS, StateStore
+from accoil_sync.sync.state import MIGRATIONS, Acknowledged, Failed, StateStore
 from accoil_sync.traits import ObjectKind, TraitsEncoder
 from tests.conftest import WriteConfig, write
 
@@ -305,3 +305,58 @@ def test_an_objects_rows_stay_together_across_fetches_and_chunks() -> None:
         ("d", ["d4", "d5", "d6"]),
         ("e", ["e7"]),
     ]
+
+
+def test_engine_bounds_requests_in_flight_and_batches_awaiting_commit(tmp_path: Path) -> None:
+    """A request slot is freed once the destination answers, so sending goes on while commits wait -- but
+    never more than ``max_concurrency`` requests at once nor twice that many answered-but-uncommitted
+    batches, however slow the state store is; and every batch is committed before the run returns."""
+    from accoil_sync.sync.engine import Engine
+    from accoil_sync.sync.synclog import SyncLog
+
+    class Slow(FakeConnector):
+        def __init__(self) -> None:
+            super().__init__(max_batch=1)
+            self.capabilities = Capabilities(max_batch=1, max_concurrency=2)
+            self.in_flight = self.most_in_flight = 0
+
+        async def deliver(self, kind: ObjectKind, batch: Sequence[Change]) -> list[Outcome]:
+            self.in_flight += 1
+            self.most_in_flight = max(self.most_in_flight, self.in_flight)
+            await asyncio.sleep(0.001)
+            self.in_flight -= 1
+            return await super().deliver(kind, batch)
+
+    state = StateStore(tmp_path / "state.db")
+    engine = Engine(Slow(), state, SyncLog(tmp_path / "log", "r1"), "r1")
+    answered: list[str] = []
+    committed: list[str] = []
+    most_waiting = 0
+    real_commit = engine.committer.commit
+
+    async def slow_commit(
+        destination: str,
+        kind: str,
+        acked: list[Acknowledged],
+        failed: list[Failed],
+        lines: list[tuple[object, ...]] | None = None,
+    ) -> None:
+        nonlocal most_waiting
+        answered.extend(a.key for a in acked)
+        most_waiting = max(most_waiting, len(answered) - len(committed))
+        await asyncio.sleep(0.01)  # a state store ten times slower than the destination
+        await real_commit(destination, kind, acked, failed, lines)
+        committed.extend(a.key for a in acked)
+
+    engine.committer.commit = slow_commit  # type: ignore[method-assign,assignment]
+    changes = [
+        Change("jsonl", ObjectKind.USER, f"u{i:02d}", "upsert", {"a": i}, {}, None, f"fp{i}")
+        for i in range(30)
+    ]
+    report = asyncio.run(engine.run(changes))
+    connector = engine.connector
+    assert isinstance(connector, Slow)
+    assert connector.most_in_flight == 2
+    assert 2 < most_waiting <= 4  # commits did wait behind the answers, within the bound
+    assert sorted(committed) == [c.key for c in changes] and report.counts["ok"] == 30
+    assert len(state.load("jsonl", "user", [c.key for c in changes])) == 30
