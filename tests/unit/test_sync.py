@@ -257,6 +257,39 @@ def test_state_store_commit_is_all_or_nothing(tmp_path: Path) -> None:
     store.close()
 
 
+def test_state_store_keeps_values_exactly_and_records_failures(tmp_path: Path) -> None:
+    """A batch's rows reach SQLite as one JSON array: floats, big integers, escapes and non-BMP text come
+    back exactly, the stored text is sorted-key JSON, a cleared (None) field is dropped, and failures count
+    their attempts."""
+    import orjson
+
+    from accoil_sync.sync.state import Acknowledged, Failed
+
+    tricky = {
+        "z": 0.1,
+        "a": 1e-7,
+        "big": 12345678901234567,
+        "huge": 1.5e300,
+        "tiny": 5e-324,
+        "text": 'h\u00e9llo "q" \\ \n \u2028 \U0001f600',
+        "list": ["x", "y"],
+        "gone": None,
+    }
+    store = StateStore(tmp_path / "s.db")
+    store.commit_batch("d", "user", [Acknowledged("k1", "fp", tricky, None, replace=True)], [])
+    store.commit_batch("d", "user", [], [Failed("k2", "fp2", "retryable", "503")])
+    store.commit_batch("d", "user", [], [Failed("k2", "fp2", "rejected", "400 bad")])
+    kept = {k: v for k, v in tricky.items() if v is not None}
+    (text,) = store.db.execute("SELECT fields FROM records WHERE key = 'k1'").fetchone()
+    assert text == orjson.dumps(kept, option=orjson.OPT_SORT_KEYS).decode()
+    assert store.load("d", "user", ["k1"])["k1"].fields == kept
+    failed = store.db.execute(
+        "SELECT status, failed_fingerprint, last_error, attempts FROM records WHERE key = 'k2'"
+    ).fetchone()
+    assert failed == ("rejected", "fp2", "400 bad", 2)
+    store.close()
+
+
 def test_a_version_1_store_migrates_forward_and_keeps_its_records(tmp_path: Path) -> None:
     import sqlite3
 
