@@ -38,14 +38,15 @@ def message_id(change: Change) -> str:
     """Deterministic per (object, delivery version, values): a re-send of an acknowledged but uncommitted
     batch repeats its ids and Segment drops the copy; A -> B -> A within Segment's 24 h de-duplication
     window still delivers the second A, because the delivery version moved on. 45 characters (< 100)."""
-    return _message_id(change, orjson.dumps(change.fields, option=orjson.OPT_SORT_KEYS)).decode()
+    fields = orjson.dumps(change.fields, option=orjson.OPT_SORT_KEYS)
+    return _message_id(change, orjson.dumps(change.key), fields).decode()
 
 
-def _message_id(change: Change, traits: bytes) -> bytes:
-    # The bytes of orjson.dumps([kind, key, version, fields], OPT_SORT_KEYS), assembled from the traits
-    # already encoded for the message so the hot path serialises them once.
-    body = b"[%b,%b,%d,%b]" % (_KIND_JSON[change.kind], orjson.dumps(change.key), change.version, traits)
-    return b"accoil-" + hashlib.sha256(body).hexdigest()[:38].encode()
+def _message_id(change: Change, key: bytes, traits: bytes) -> bytes:
+    # The bytes of orjson.dumps([kind, key, version, fields], OPT_SORT_KEYS), assembled from the key and
+    # traits already encoded for the message so the hot path serialises them once.
+    body = b"[%b,%b,%d,%b]" % (_KIND_JSON[change.kind], key, change.version, traits)
+    return b"accoil-" + hashlib.sha256(body).digest()[:19].hex().encode()
 
 
 _KIND_JSON = {kind: orjson.dumps(kind.value) for kind in ObjectKind}
@@ -57,14 +58,19 @@ def encode_message(change: Change, now: str) -> bytes:
     Raises ``ValueError`` for a value Segment's JSON cannot carry: NaN and infinities are not numbers there
     (orjson would quietly write null).
     """
-    for value in change.fields.values():
-        if type(value) is float and not math.isfinite(value):
-            raise ValueError(f"{value} is not a JSON number")
     traits = orjson.dumps(change.fields, option=orjson.OPT_SORT_KEYS)
+    if b"null" in traits:  # a cleared trait, or a NaN that orjson wrote as null
+        for value in change.fields.values():
+            if type(value) is float and not math.isfinite(value):
+                raise ValueError(f"{value} is not a JSON number")
     record = change.record
-    stamp = orjson.dumps(record.computed_at if record and record.computed_at else now)
+    computed_at = record.computed_at if record is not None else None
     key = orjson.dumps(change.key)
-    tail = b',"messageId":"%b","timestamp":%b,"traits":%b}' % (_message_id(change, traits), stamp, traits)
+    tail = b',"messageId":"%b","timestamp":%b,"traits":%b}' % (
+        _message_id(change, key, traits),
+        orjson.dumps(computed_at or now),
+        traits,
+    )
     if change.kind is ObjectKind.USER:
         return b'{"type":"identify","userId":' + key + tail
     anonymous = orjson.dumps(anonymous_group_id(change.key))

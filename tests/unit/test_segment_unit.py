@@ -131,8 +131,20 @@ async def test_401_stops_at_once_without_leaking_the_key() -> None:
     await c.aclose()
 
 
-async def test_nan_is_rejected_before_sending() -> None:
+@respx.mock
+async def test_nan_and_infinity_are_rejected_before_sending_and_a_cleared_trait_is_not() -> None:
+    route = respx.post(URL).mock(return_value=httpx.Response(200, json={"success": True}))
     c = connector()
-    (outcome,) = await c.deliver(ObjectKind.USER, [change(1, Accoil_Default_Score=float("nan"))])
-    assert outcome.status == "rejected" and "JSON" in (outcome.reason or "")
+    outcomes = await c.deliver(
+        ObjectKind.USER,
+        [
+            change(1, Accoil_Default_Score=float("nan")),
+            change(2, Accoil_Default_Activation=float("-inf"), Accoil_Default_Segments=None),
+            change(3, Accoil_Default_Score=None),
+        ],
+    )
+    assert [o.status for o in outcomes] == ["rejected", "rejected", "ok"]
+    assert all("JSON" in (o.reason or "") for o in outcomes[:2])
+    (sent,) = json.loads(route.calls[0].request.content)["batch"]
+    assert (sent["userId"], sent["traits"]) == ("u3", {"Accoil_Default_Score": None})
     await c.aclose()
