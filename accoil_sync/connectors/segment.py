@@ -32,6 +32,7 @@ MAX_MESSAGE_BYTES = 32 * 1024
 REQUEST_BUDGET = 475 * 1024  # headroom under 500 KB for the envelope, as Segment's own SDKs keep
 MAX_EVENTS = 2500
 CONTEXT = {"library": {"name": "accoil-sync", "version": __version__}}
+_CONTEXT_JSON = orjson.dumps(CONTEXT)
 
 
 def message_id(change: Change) -> str:
@@ -119,54 +120,50 @@ class SegmentConnector:
 
     async def deliver(self, kind: ObjectKind, batch: Sequence[Change]) -> list[Outcome]:
         outcomes: list[Outcome] = []
-        pending: list[tuple[Change, bytes]] = []
-        now = _now()
+        # Requests within both the byte budget and the event cap, filled as the messages are encoded.
+        requests: list[tuple[list[Change], list[bytes]]] = []
+        changes: list[Change] = []
+        messages: list[bytes] = []
+        size = 0
+        budget, cap, now = self.request_budget, self.max_events, _now()
         for change in batch:
             try:
                 encoded = encode_message(change, now)
             except (ValueError, TypeError) as exc:
                 outcomes.append(Outcome.reject(change.key, f"not valid JSON for Segment: {exc}"))
                 continue
-            if len(encoded) > MAX_MESSAGE_BYTES:
+            length = len(encoded)
+            if length > MAX_MESSAGE_BYTES:
                 outcomes.append(
                     Outcome.reject(
                         change.key,
-                        f"message is {len(encoded):,} bytes, over Segment's "
+                        f"message is {length:,} bytes, over Segment's "
                         f"32 KB limit (Segment would drop it); nothing was sent",
                     )
                 )
                 continue
-            pending.append((change, encoded))
-        for request in self._requests(pending):
-            outcomes.extend(await self._send(request))
+            if messages and (size + length + 1 > budget or len(messages) >= cap):
+                requests.append((changes, messages))
+                changes, messages, size = [], [], 0
+            changes.append(change)
+            messages.append(encoded)
+            size += length + 1
+        if messages:
+            requests.append((changes, messages))
+        for changes, messages in requests:
+            outcomes.extend(await self._send(changes, messages))
         return outcomes
 
-    def _requests(self, pending: list[tuple[Change, bytes]]) -> list[list[tuple[Change, bytes]]]:
-        """Split into requests within both the byte budget and the event cap."""
-        out: list[list[tuple[Change, bytes]]] = []
-        current: list[tuple[Change, bytes]] = []
-        size = 0
-        for item in pending:
-            if current and (size + len(item[1]) + 1 > self.request_budget or len(current) >= self.max_events):
-                out.append(current)
-                current, size = [], 0
-            current.append(item)
-            size += len(item[1]) + 1
-        if current:
-            out.append(current)
-        return out
-
-    async def _send(self, items: list[tuple[Change, bytes]]) -> list[Outcome]:
-        context = orjson.dumps(CONTEXT)
-        body = b'{"batch":[' + b",".join(encoded for _, encoded in items) + b'],"context":' + context + b"}"
+    async def _send(self, changes: list[Change], messages: list[bytes]) -> list[Outcome]:
+        body = b'{"batch":[' + b",".join(messages) + b'],"context":' + _CONTEXT_JSON + b"}"
         try:
             await self.transport.request(
                 "POST", "/v1/batch", content=body, headers={"Content-Type": "application/json"}
             )
         except PermanentError as exc:
             # A 400 rejects the whole request; our own checks should have caught it, so say what Segment said.
-            return [Outcome.reject(change.key, str(exc)) for change, _ in items]
-        return [Outcome.ok(change.key) for change, _ in items]
+            return [Outcome.reject(change.key, str(exc)) for change in changes]
+        return [Outcome(change.key, "ok") for change in changes]
 
     async def aclose(self) -> None:
         await self.transport.aclose()

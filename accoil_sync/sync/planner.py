@@ -127,7 +127,8 @@ class Planner:
         )
         planned = 0
         decoder = RecordDecoder(kind)
-        for part in _objects(cur, RECORD_CHUNK):
+        single = len(self.stage.profiles) == 1
+        for part in _objects(cur, RECORD_CHUNK, single):
             # An object the state has never seen (c_new) has nothing to load: a first sync skips the reads.
             stored = self.state.load(destination, kind.value, [row[0] for row, _ in part if not row[3]])
             for (key, fingerprint, is_gone, is_new, status, _), docs in part:
@@ -191,9 +192,14 @@ class Planner:
 Candidate = tuple[tuple[Any, ...], list[str]]
 
 
-def _objects(cur: Any, size: int) -> Iterator[list[Candidate]]:
+def _objects(cur: Any, size: int, single: bool) -> Iterator[list[Candidate]]:
     """Chunks of up to ``size`` objects from a cursor ordered by key: (first row, [document per row]).
-    An object with several profiles has several consecutive rows, possibly across two fetches."""
+    An object with several profiles has several consecutive rows, possibly across two fetches. With a
+    single profile (``single``) the stage holds one row per key, so there is nothing to merge."""
+    if single:
+        while rows := cur.fetchmany(size):
+            yield [(row, [row[5]]) for row in rows]
+        return
     chunk: list[Candidate] = []
     current: Candidate | None = None
     while rows := cur.fetchmany(size):

@@ -108,6 +108,23 @@ def test_planner_emits_field_level_diffs(users: Path, make_settings: WriteConfig
     assert result.plans["jsonl"].counts[ObjectKind.USER].changed == 2
 
 
+def test_an_object_with_several_profiles_is_planned_once_with_every_profiles_traits(
+    tmp_path: Path, make_settings: WriteConfig
+) -> None:
+    write(
+        tmp_path / "users.csv",
+        "user_id,score_name,score\nu1,Default,10\nu2,Default,20\nu1,product usage,33\nu3,product usage,5\n",
+    )
+    profiles = '[[profiles]]\nname = "Default"\n[[profiles]]\nname = "product usage"\n'
+    settings = make_settings(extra=profiles)
+    fake = FakeConnector(max_batch=10)
+    run(settings, fake)
+    sent = {c.key: c.fields for c in fake.sent}
+    assert len(fake.sent) == 3
+    assert sent["u1"] == {"Accoil_Default_Score": 10, "Accoil_ProductUsage_Score": 33}
+    assert sent["u2"] == {"Accoil_Default_Score": 20} and sent["u3"] == {"Accoil_ProductUsage_Score": 5}
+
+
 def test_removed_metric_is_cleared_and_removal_policy(users: Path, make_settings: WriteConfig) -> None:
     settings = make_settings(extra='removal = "clear"\n')
     run(settings, FakeConnector())
@@ -328,7 +345,7 @@ def test_an_objects_rows_stay_together_across_fetches_and_chunks() -> None:
 
     keys = ["a", "b", "b", "c", "d", "d", "d", "e"]
     rows = [(k, "fp", False, True, None, f"{k}{n}") for n, k in enumerate(keys)]
-    chunks = list(_objects(Cursor(rows), 2))
+    chunks = list(_objects(Cursor(rows), 2, single=False))
     assert [len(c) for c in chunks] == [2, 2, 1]
     got = [(row[0], docs) for chunk in chunks for row, docs in chunk]
     assert got == [
@@ -338,6 +355,11 @@ def test_an_objects_rows_stay_together_across_fetches_and_chunks() -> None:
         ("d", ["d4", "d5", "d6"]),
         ("e", ["e7"]),
     ]
+    # One profile: one staged row per key, taken as it comes (and the same as merging would give).
+    unique = [(k, "fp", False, True, None, f"{k}0") for k in "abcde"]
+    fast = [(row[0], docs) for chunk in _objects(Cursor(unique), 2, single=True) for row, docs in chunk]
+    merged = [(row[0], docs) for chunk in _objects(Cursor(unique), 2, single=False) for row, docs in chunk]
+    assert fast == merged == [(k, [f"{k}0"]) for k in "abcde"]
 
 
 def test_engine_bounds_requests_in_flight_and_batches_awaiting_commit(tmp_path: Path) -> None:
