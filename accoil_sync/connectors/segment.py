@@ -47,14 +47,15 @@ def _message_id(change: Change, key: bytes, traits: bytes) -> bytes:
     # The bytes of orjson.dumps([kind, key, version, fields], OPT_SORT_KEYS), assembled from the key and
     # traits already encoded for the message so the hot path serialises them once.
     body = b"[%b,%b,%d,%b]" % (_KIND_JSON[change.kind], key, change.version, traits)
-    return b"accoil-" + hashlib.sha256(body).digest()[:19].hex().encode()
+    return b"accoil-" + hashlib.sha256(body).hexdigest()[:38].encode()
 
 
 _KIND_JSON = {kind: orjson.dumps(kind.value) for kind in ObjectKind}
 
 
-def encode_message(change: Change, now: str) -> bytes:
-    """The identify (user) or group (account) message as Segment's JSON.
+def encode_message(change: Change, now: bytes) -> bytes:
+    """The identify (user) or group (account) message as Segment's JSON; ``now`` is the JSON string of the
+    timestamp for messages whose record has no computed-at time.
 
     Raises ``ValueError`` for a value Segment's JSON cannot carry: NaN and infinities are not numbers there
     (orjson would quietly write null).
@@ -67,15 +68,15 @@ def encode_message(change: Change, now: str) -> bytes:
     record = change.record
     computed_at = record.computed_at if record is not None else None
     key = orjson.dumps(change.key)
-    tail = b',"messageId":"%b","timestamp":%b,"traits":%b}' % (
+    tail = b'"messageId":"%b","timestamp":%b,"traits":%b}' % (
         _message_id(change, key, traits),
-        orjson.dumps(computed_at or now),
+        orjson.dumps(computed_at) if computed_at else now,
         traits,
     )
     if change.kind is ObjectKind.USER:
-        return b'{"type":"identify","userId":' + key + tail
+        return b'{"type":"identify","userId":%b,%b' % (key, tail)
     anonymous = orjson.dumps(anonymous_group_id(change.key))
-    return b'{"type":"group","groupId":' + key + b',"anonymousId":' + anonymous + tail
+    return b'{"type":"group","groupId":%b,"anonymousId":%b,%b' % (key, anonymous, tail)
 
 
 def _now() -> str:
@@ -125,7 +126,7 @@ class SegmentConnector:
         changes: list[Change] = []
         messages: list[bytes] = []
         size = 0
-        budget, cap, now = self.request_budget, self.max_events, _now()
+        budget, cap, now = self.request_budget, self.max_events, orjson.dumps(_now())
         for change in batch:
             try:
                 encoded = encode_message(change, now)

@@ -126,7 +126,8 @@ class Planner:
             f"FROM c LEFT JOIN final_{kind.value} f ON f.key = c.c_key ORDER BY c_key, f._seq"
         )
         planned = 0
-        decoder = RecordDecoder(kind)
+        decode, encode = RecordDecoder(kind).record, encoder.encode  # bound once: this loop is hot
+        full_refresh = self.full_refresh
         single = len(self.stage.profiles) == 1
         for part in _objects(cur, RECORD_CHUNK, single):
             # An object the state has never seen (c_new) has nothing to load: a first sync skips the reads.
@@ -152,10 +153,10 @@ class Planner:
                         version,
                     )
                     continue
-                record = decoder.record(key, docs)
-                encoded = encoder.encode(record)
+                record = decode(key, docs)
+                encoded = encode(record)
                 first = before is None or before.fingerprint is None
-                delivered = {} if (before is None or self.full_refresh) else before.fields
+                delivered = {} if (before is None or full_refresh) else before.fields
                 # Nothing delivered yet: every encoded field is a change (the common case of a first sync).
                 fields = diff_fields(encoded, delivered, encoder) if delivered else encoded
                 if status == "retryable":

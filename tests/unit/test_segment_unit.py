@@ -54,7 +54,7 @@ def test_message_ids_keep_their_documented_derivation() -> None:
     c = change(7, version=3, Accoil_Default_Segments=["B", "A"], Accoil_Default_Score=7.5)
     body = json.dumps(["user", "u7", 3, dict(sorted(c.fields.items()))], separators=(",", ":"))
     assert message_id(c) == "accoil-" + hashlib.sha256(body.encode()).hexdigest()[:38]
-    sent = json.loads(encode_message(c, "2026-11-23T00:00:00Z"))
+    sent = json.loads(encode_message(c, b'"2026-11-23T00:00:00Z"'))
     assert sent["messageId"] == message_id(c)
     assert sent["traits"] == c.fields and sent["userId"] == "u7"
 
