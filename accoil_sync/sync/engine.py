@@ -234,7 +234,7 @@ class Engine:
                     kind_value,
                     change.key,
                     change.op,
-                    sorted(change.fields),
+                    tuple(change.fields),
                     status,
                     outcome.reason,
                 )

@@ -254,6 +254,12 @@ def test_jsonl_destination_and_sync_log(users: Path, make_settings: WriteConfig)
         "Accoil_Default_Score",
         "Accoil_Default_Segments",
     ]
+    # Records changing different sets of fields each keep their own, sorted.
+    logged = dict(
+        zip(table.column("key").to_pylist(), table.column("changed_fields").to_pylist(), strict=True)
+    )
+    assert logged == {line["key"]: sorted(line["fields"]) for line in lines}
+    assert len({tuple(v) for v in logged.values()}) == 2
 
 
 def test_state_store_commit_is_all_or_nothing(tmp_path: Path) -> None:
