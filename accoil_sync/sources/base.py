@@ -38,5 +38,5 @@ class RawChunk:
 
 
 def with_position(table: pa.Table, file: str, rows: list[int] | pa.Array) -> pa.Table:
-    table = table.append_column(FILE_COLUMN, pa.repeat(pa.scalar(file, pa.string()), table.num_rows))
+    table = table.append_column(FILE_COLUMN, pa.array([file] * table.num_rows, pa.string()))
     return table.append_column(ROW_COLUMN, pa.array(rows, pa.int64()))

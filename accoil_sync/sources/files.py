@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
@@ -149,16 +148,11 @@ def _read_csv(
             # read the rest line by line, report the lines that do not decode, keep the others.
             yield from _read_csv_lines(path, kind, cfg, columns, header, after=line)
             break
-        numbers: list[int] | pa.Array
-        if skipped:  # some lines were dropped: number the kept ones one by one
-            numbers = []
-            while len(numbers) < batch.num_rows:
-                line += 1
-                if line not in skipped:
-                    numbers.append(line)
-        else:  # consecutive lines, numbered without a Python loop
-            numbers = pc.add(pc.cumulative_sum(pa.repeat(pa.scalar(1, pa.int64()), batch.num_rows)), line)
-            line += batch.num_rows
+        numbers: list[int] = []
+        while len(numbers) < batch.num_rows:
+            line += 1
+            if line not in skipped:
+                numbers.append(line)
         table = pa.Table.from_batches([batch]).rename_columns([columns[c] for c in batch.schema.names])
         errors = [e for n, e in skipped.items() if n not in reported and (n <= line or n < 0)]
         reported.update(n for n, _ in skipped.items() if n <= line or n < 0)

@@ -1,5 +1,4 @@
-"""Staged rows -> ``ObjectRecord``s, by way of one JSON document per staged row built inside DuckDB
-while the row is staged.
+"""Staged rows -> ``ObjectRecord``s, by way of one JSON document per staged row built inside DuckDB.
 
 Every planned object is read back from the stage, so this is the hottest path of a first sync. Handing
 Python one JSON text per staged row (decoded by orjson) costs about a fifth of fetching each value as its own
@@ -40,18 +39,26 @@ def _json_value(metric: Metric, column: str) -> str:
     return f"to_json({column})"
 
 
-def document_sql(kind: ObjectKind, alias: str) -> str:
-    """The JSON document of one validated row (``alias``, which has every canonical column).
+def document_sql(kind: ObjectKind, alias: str, columns: frozenset[str]) -> str:
+    """The JSON document of one staged row (``alias``); ``columns`` are the staged table's columns (a kind
+    with no source file has only its key columns, so everything else is null).
 
     Built per row, not aggregated per object: an object's rows are read back in ``ORDER BY key, _seq`` and
     merged in Python. (A string aggregate per object cannot spill to disk and ran out of DuckDB's memory
     limit at a million objects; a sort can.)
     """
+
+    def value(name: str, sql: str) -> str:
+        return f"coalesce({sql}, 'null')" if name in columns else "'null'"
+
     values = " || ',' || ".join(
-        f"coalesce({_json_value(m, f'{alias}.{m.value}')}, 'null')" for m in METRICS_FOR_KIND[kind]
+        value(m.value, _json_value(m, f"{alias}.{m.value}")) for m in METRICS_FOR_KIND[kind]
     )
-    attributes = " || ',' || ".join(f"coalesce(to_json({alias}.{a}), 'null')" for a in ATTRIBUTES[kind])
-    return f"'[' || to_json({alias}.profile) || ',[' || {values} || '],' || {attributes} || ']'"
+    attributes = " || ',' || ".join(value(a, f"to_json({alias}.{a})") for a in ATTRIBUTES[kind])
+    return (
+        f"CASE WHEN {alias}.key IS NOT NULL THEN "
+        f"'[' || to_json({alias}.profile) || ',[' || {values} || '],' || {attributes} || ']' END"
+    )
 
 
 class RecordDecoder:

@@ -26,7 +26,6 @@ from accoil_sync.traits.names import ObjectKind
 
 # Bump when the fingerprint's input changes: every object is then compared field by field once.
 FINGERPRINT_VERSION = "2"
-SCAN_BATCH_ROWS = 16_384  # measured at 100k rows on 2 cores: validation 0.39 s as one batch, 0.23 s in these
 _NULL = "\u2205"
 
 
@@ -48,10 +47,12 @@ class SourceStats:
         return sum(s.invalid for s in self.by_kind.values())
 
 
-def _row_fingerprint_sql(kind: ObjectKind) -> str:
-    """The 128-bit md5 of one validated row's canonical text. An object's fingerprint is the XOR of its
-    rows' (one per profile): XOR is order-independent, so no sorted string aggregation is needed (3x
-    cheaper at 1M rows); each row's text includes its profile name, so two profiles never cancel out."""
+def _fingerprint_sql(kind: ObjectKind) -> str:
+    """One 128-bit fingerprint per object: the XOR of each profile row's md5.
+
+    XOR is order-independent, so no sorted string aggregation is needed (3x cheaper at 1M rows); each row's
+    text includes its profile name, so two profiles never cancel out.
+    """
     metrics = [
         "score",
         "array_to_string(segments, chr(29))",
@@ -67,17 +68,9 @@ def _row_fingerprint_sql(kind: ObjectKind) -> str:
     canon = " || chr(31) || ".join(
         f"coalesce(CAST({m} AS VARCHAR), '{_NULL}')" for m in ["profile", *metrics]
     )
-    return f"md5_number('{FINGERPRINT_VERSION}' || chr(30) || {canon})"
-
-
-def _staged_sql(validated: str, kind: ObjectKind) -> str:
-    """The validated rows plus, for the valid ones, their fingerprint (``_fp``) and record document
-    (``_doc``). Both are computed here, while DuckDB scans the chunk in parallel, rather than over the
-    staged table later: a table under 122,880 rows is one row group, which DuckDB scans on one thread."""
-    valid = "len(v._errors) = 0"
     return (
-        f"SELECT v.*, CASE WHEN {valid} THEN {_row_fingerprint_sql(kind)} END AS _fp, "
-        f"CASE WHEN {valid} THEN {document_sql(kind, 'v')} END AS _doc FROM ({validated}) v"
+        f"SELECT key, bit_xor(md5_number('{FINGERPRINT_VERSION}' || chr(30) || {canon})) AS fp "
+        f"FROM final_{kind.value} GROUP BY key"
     )
 
 
@@ -137,20 +130,14 @@ class Stage:
             chunk = raw.table.append_column(
                 "_seq", pa.array(range(self._seq, self._seq + raw.table.num_rows), pa.int64())
             )
-            # DuckDB scans an Arrow table in parallel by record batch: a file read as one batch would
-            # validate on one core. Slicing is zero-copy.
-            chunk = pa.Table.from_batches(chunk.to_batches(max_chunksize=SCAN_BATCH_ROWS), chunk.schema)
             self._seq += raw.table.num_rows
-            sql = _staged_sql(
-                validation_sql(
-                    chunk.schema,
-                    kind,
-                    source_names,
-                    self.profiles[0].name,
-                    self.now_iso,
-                    cfg.max_future_skew_hours,
-                ),
+            sql = validation_sql(
+                chunk.schema,
                 kind,
+                source_names,
+                self.profiles[0].name,
+                self.now_iso,
+                cfg.max_future_skew_hours,
             )
             self.con.register("chunk", chunk)
             try:
@@ -172,7 +159,7 @@ class Stage:
     def _finish(self, kind: ObjectKind) -> None:
         k = kind.value
         if kind not in self._created:
-            cols = ", ".join(f"NULL::VARCHAR AS {c}" for c in ("key", "profile", "_doc"))
+            cols = ", ".join(f"NULL::VARCHAR AS {c}" for c in ("key", "profile"))
             self._do(f"CREATE TABLE final_{k} AS SELECT {cols}, NULL::BIGINT AS _seq LIMIT 0")
             self._do(f"CREATE TABLE desired_{k} (key VARCHAR, fp UHUGEINT)")
             return
@@ -204,7 +191,7 @@ class Stage:
             self._do(f"DROP TABLE stage_{k}")
         else:
             self._do(f"ALTER TABLE stage_{k} RENAME TO final_{k}")
-        self._do(f"CREATE TABLE desired_{k} AS SELECT key, bit_xor(_fp) AS fp FROM final_{k} GROUP BY key")
+        self._do(f"CREATE TABLE desired_{k} AS {_fingerprint_sql(kind)}")
         stats.duplicates = int(self._do(f"SELECT coalesce(sum(n - 1), 0) FROM dups_{k}")[0][0])
         stats.objects = int(self._do(f"SELECT count(*) FROM desired_{k}")[0][0])
 
@@ -234,15 +221,23 @@ class Stage:
         ).fetchall()
         return [(r[0], int(r[1])) for r in rows]
 
+    def columns(self, kind: ObjectKind) -> frozenset[str]:
+        """The staged table's columns: what ``document_sql`` may read for this kind."""
+        rows = self._do(
+            "SELECT column_name FROM duckdb_columns() WHERE table_name = ?", [f"final_{kind.value}"]
+        )
+        return frozenset(r[0] for r in rows)
+
     def records(self, kind: ObjectKind, keys: Sequence[str]) -> dict[str, ObjectRecord]:
         """Full records for ``keys`` (profiles merged), in one query."""
         if not keys:
             return {}
         key_table = pa.table({"key": pa.array(list(keys), pa.string())})
+        doc = document_sql(kind, "f", self.columns(kind))
         self.con.register("wanted", key_table)
         try:
             rows = self._do(
-                f"SELECT f.key, f._doc FROM final_{kind.value} f JOIN wanted USING (key) ORDER BY f.key, f._seq"
+                f"SELECT f.key, {doc} FROM final_{kind.value} f JOIN wanted USING (key) ORDER BY f.key, f._seq"
             )
         finally:
             self.con.unregister("wanted")

@@ -15,7 +15,7 @@ from typing import Any
 import pyarrow as pa
 
 from accoil_sync.connectors.base import Change
-from accoil_sync.sources.records import RecordDecoder
+from accoil_sync.sources.records import RecordDecoder, document_sql
 from accoil_sync.sources.stage import Stage
 from accoil_sync.sync.state import CLEARED, STATUS_REJECTED, StateStore
 from accoil_sync.traits.encoders import Encoder, diff_fields
@@ -113,16 +113,18 @@ class Planner:
                 f"SELECT count(*) FROM desired_{kind.value} d JOIN {st} s USING (key) WHERE {rejected}"
             ).fetchall()[0][0]
         )
-        # One streaming pass: candidates joined with their staged rows' JSON documents, in key order.
+        # One streaming pass: candidates joined with their staged rows, one JSON document per row, in key
+        # order; documents are built only for the objects planned.
         # (Fetching records per chunk of keys would rescan the staged table once per chunk: quadratic at a
         # million rows.)
+        document = document_sql(kind, "f", self.stage.columns(kind))
         cur = con.cursor()
         cur.execute(
             f"WITH c AS (SELECT coalesce(d.key, s.key) AS c_key, {want} AS c_want, d.key IS NULL AS c_gone, "
             f"s.key IS NULL AS c_new, s.status AS c_status "
             f"FROM desired_{kind.value} d FULL OUTER JOIN {st} s ON d.key = s.key "
             f"WHERE ({changed}) OR ({gone})) "
-            "SELECT c_key, c_want, c_gone, c_new, c_status, f._doc "
+            f"SELECT c_key, c_want, c_gone, c_new, c_status, {document} "
             f"FROM c LEFT JOIN final_{kind.value} f ON f.key = c.c_key ORDER BY c_key, f._seq"
         )
         planned = 0
