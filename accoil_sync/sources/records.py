@@ -41,7 +41,8 @@ def _json_value(metric: Metric, column: str) -> str:
 
 def document_sql(kind: ObjectKind, alias: str, columns: frozenset[str]) -> str:
     """The JSON document of one staged row (``alias``); ``columns`` are the staged table's columns (a kind
-    with no source file has only its key columns, so everything else is null).
+    with no source file has only its key columns, so everything else is null). NULL for a row the LEFT JOIN
+    found no staged row for (an object that left the source).
 
     Built per row, not aggregated per object: an object's rows are read back in ``ORDER BY key, _seq`` and
     merged in Python. (A string aggregate per object cannot spill to disk and ran out of DuckDB's memory
