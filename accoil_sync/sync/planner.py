@@ -113,10 +113,9 @@ class Planner:
                 f"SELECT count(*) FROM desired_{kind.value} d JOIN {st} s USING (key) WHERE {rejected}"
             ).fetchall()[0][0]
         )
-        # One streaming pass: candidates joined with their staged rows, one JSON document per row, in key
-        # order; documents are built only for the objects planned.
-        # (Fetching records per chunk of keys would rescan the staged table once per chunk: quadratic at a
-        # million rows.)
+        # One streaming pass: candidates joined with their staged rows, one JSON document per row (built only
+        # for the objects planned), in key order. Fetching records per chunk of keys instead would rescan
+        # the staged table once per chunk: quadratic at a million rows.
         document = document_sql(kind, "f", self.stage.columns(kind))
         cur = con.cursor()
         cur.execute(

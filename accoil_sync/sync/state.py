@@ -268,7 +268,7 @@ class StateStore:
             if failed:
                 db.execute(
                     "INSERT INTO records (destination, kind, key, fingerprint, fields, status, failed_fingerprint, "
-                    "last_error, attempts, updated_at) SELECT ?, ?, json_extract(value, '$[0]'), NULL, '{}', "
+                    f"last_error, attempts, updated_at) SELECT ?, ?, {_elements(1)}, NULL, '{{}}', "
                     f"{_elements(3, start=1)}, 1, ? FROM json_each(?) WHERE true "
                     "ON CONFLICT (destination, kind, key) DO UPDATE SET status = excluded.status, "
                     "failed_fingerprint = excluded.failed_fingerprint, last_error = excluded.last_error, "
