@@ -6,6 +6,7 @@ from accoil_sync.config.settings import Settings
 from accoil_sync.connectors.base import Capabilities, Change, Connector, Outcome
 from accoil_sync.connectors.jsonl import JsonlConnector
 from accoil_sync.errors import ConfigError
+from accoil_sync.sync.identity import Ownership
 
 AVAILABLE = ("jsonl", "card", "segment", "intercom", "hubspot")
 
@@ -24,11 +25,20 @@ def build_connector(name: str, settings: Settings, run_id: str) -> Connector:
     if name == "intercom":
         from accoil_sync.connectors.intercom import IntercomConnector
 
-        return IntercomConnector(settings.destinations.intercom, settings.profiles, settings.state.directory)
+        return IntercomConnector(
+            settings.destinations.intercom,
+            settings.profiles,
+            settings.state.directory,
+            ownership=Ownership("intercom", settings.state.path),
+        )
     if name == "hubspot":
         from accoil_sync.connectors.hubspot import HubSpotConnector
 
-        return HubSpotConnector(settings.destinations.hubspot, settings.profiles)
+        return HubSpotConnector(
+            settings.destinations.hubspot,
+            settings.profiles,
+            ownership=Ownership("hubspot", settings.state.path),
+        )
     raise ConfigError(
         [
             (

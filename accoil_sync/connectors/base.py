@@ -16,6 +16,18 @@ from accoil_sync.traits.names import ObjectKind
 
 Operation = Literal["upsert", "clear", "refresh"]
 
+# Why a record failed, as a stable class (the reason text carries the details: keys, the vendor's words).
+# ``HEALABLE`` classes can turn into a success without the source changing (the record gets created in the
+# CRM, a duplicate gets merged), so they are worth checking again on later runs.
+ReasonClass = Literal[
+    "invalid",  # the vendor refused the values (a validation error)
+    "not_found",  # no vendor record to write to, and creating is off or impossible
+    "conflict",  # the vendor record belongs to another source key (docs/IDENTITY.md)
+    "ambiguous",  # more than one vendor record matches; we do not guess
+    "vendor_error",  # retries exhausted, or an answer we could not read
+]
+HEALABLE: frozenset[str] = frozenset({"not_found", "conflict", "ambiguous"})
+
 
 @dataclass(slots=True)  # not frozen: one per planned object, and a frozen init costs twice as much
 class Change:
@@ -43,6 +55,7 @@ class Outcome:
     dest_id: str | None = None
     reason: str | None = None
     fields: dict[str, FieldValue] | None = None  # what was actually written, when it differs from the plan
+    reason_class: ReasonClass | None = None
 
     @classmethod
     def ok(cls, key: str, dest_id: str | None = None) -> Outcome:
@@ -50,11 +63,21 @@ class Outcome:
 
     @classmethod
     def retry(cls, key: str, reason: str) -> Outcome:
-        return cls(key, "retryable", reason=reason)
+        return cls(key, "retryable", reason=reason, reason_class="vendor_error")
 
     @classmethod
-    def reject(cls, key: str, reason: str) -> Outcome:
-        return cls(key, "rejected", reason=reason)
+    def reject(cls, key: str, reason: str, reason_class: ReasonClass = "invalid") -> Outcome:
+        return cls(key, "rejected", reason=reason, reason_class=reason_class)
+
+    @classmethod
+    def conflict(cls, key: str, owner: str, dest_id: str, vendor: str) -> Outcome:
+        """The record ``key`` resolved to already belongs to ``owner``: reported, never written."""
+        return cls.reject(
+            key,
+            f"conflict: the {vendor} record {dest_id} this key matches belongs to key {owner!r}; "
+            "nothing was written (see docs/IDENTITY.md)",
+            "conflict",
+        )
 
 
 @dataclass(frozen=True, slots=True)

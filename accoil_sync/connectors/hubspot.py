@@ -25,6 +25,7 @@ from accoil_sync.connectors.base import Capabilities, Change, Outcome
 from accoil_sync.connectors.http import RateLimiter, RetryPolicy, Transport
 from accoil_sync.connectors.hubspot_schema import OBJECT_TYPES, HubSpotSchema
 from accoil_sync.errors import DestinationUnavailable, PermanentError
+from accoil_sync.sync.identity import Ownership
 from accoil_sync.traits.encoders import Encoder, HubSpotEncoder, hubspot_option_value, hubspot_property
 from accoil_sync.traits.names import Metric, ObjectKind
 
@@ -110,9 +111,11 @@ class HubSpotConnector:
         profiles: Sequence[ProfileConfig],
         *,
         policy: RetryPolicy | None = None,
+        ownership: Ownership | None = None,
         client: httpx.AsyncClient | None = None,
     ) -> None:
         self.cfg = cfg
+        self.ownership = ownership or Ownership("hubspot")  # who owns which record (docs/IDENTITY.md)
         self.capabilities = Capabilities(max_batch=MAX_BATCH, max_concurrency=cfg.max_concurrency)
         self.encoder: Encoder = HubSpotEncoder()
         self.daily: dict[str, int] = {}
@@ -328,6 +331,7 @@ class HubSpotConnector:
         return outcomes
 
     async def aclose(self) -> None:
+        self.ownership.close()
         await self.transport.aclose()
 
 

@@ -45,6 +45,7 @@ from accoil_sync.connectors.base import Capabilities, Change, Outcome
 from accoil_sync.connectors.http import RateLimiter, RetryPolicy, Transport
 from accoil_sync.connectors.intercom_schema import IntercomSchema
 from accoil_sync.errors import PermanentError
+from accoil_sync.sync.identity import Ownership
 from accoil_sync.traits.encoders import Encoder, IntercomEncoder
 from accoil_sync.traits.names import ObjectKind
 
@@ -76,10 +77,12 @@ class IntercomConnector:
         cache_dir: Path,
         *,
         policy: RetryPolicy | None = None,
+        ownership: Ownership | None = None,
     ) -> None:
         assert cfg.access_token is not None
         token = cfg.access_token.get_secret_value()
         self.cfg = cfg
+        self.ownership = ownership or Ownership("intercom")  # who owns which record (docs/IDENTITY.md)
         self.capabilities = Capabilities(max_batch=BATCH, max_concurrency=cfg.max_concurrency)
         self.encoder: Encoder = IntercomEncoder(cfg.tag_prefix, cfg.attach_users_to_companies)
         limiter = RateLimiter(cfg.requests_per_10s, 10.0)
@@ -269,4 +272,5 @@ class IntercomConnector:
                 await self.transport.call(partial(tags.create, request=untag))
 
     async def aclose(self) -> None:
+        self.ownership.close()
         await self.transport.aclose()

@@ -224,7 +224,15 @@ class Engine:
                 )
             else:
                 state = STATUS_RETRYABLE if status == "retryable" else STATUS_REJECTED
-                failed.append(Failed(change.key, change.fingerprint, state, outcome.reason or "unknown"))
+                failed.append(
+                    Failed(
+                        change.key,
+                        change.fingerprint,
+                        state,
+                        outcome.reason or "unknown",
+                        outcome.reason_class,
+                    )
+                )
                 self.report.reasons[outcome.reason or "unknown"] += 1
             lines.append(
                 (

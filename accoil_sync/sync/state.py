@@ -97,6 +97,17 @@ MIGRATIONS: list[str] = [
         value TEXT NOT NULL
     );
     """,
+    # 3: ownership (docs/IDENTITY.md): a vendor record belongs to at most one key per destination and kind.
+    # Stores written before this rule may hold one id under two keys; neither can be trusted, so both are
+    # forgotten and resolved again. The failure's stable class sits beside its text.
+    """
+    ALTER TABLE records ADD COLUMN reason_class TEXT;
+    DROP INDEX records_dest_id;
+    UPDATE records SET dest_id = NULL WHERE dest_id IS NOT NULL AND (destination, kind, dest_id) IN (
+        SELECT destination, kind, dest_id FROM records WHERE dest_id IS NOT NULL
+        GROUP BY destination, kind, dest_id HAVING count(*) > 1);
+    CREATE UNIQUE INDEX records_dest_id ON records (destination, kind, dest_id) WHERE dest_id IS NOT NULL;
+    """,
 ]
 
 STATUS_OK = "ok"
@@ -135,6 +146,7 @@ class Failed:
     fingerprint: str
     status: str  # retryable | rejected
     reason: str
+    reason_class: str | None = None  # connectors.base.ReasonClass
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,6 +253,8 @@ class StateStore:
         acknowledged = list(acknowledged)
         failed = list(failed)
         with self.transaction() as db:
+            acknowledged, refused = self._owned_elsewhere(destination, kind, acknowledged)
+            failed += refused
             if acknowledged:
                 stored = self.load(destination, kind, [a.key for a in acknowledged if not a.replace])
                 rows = []
@@ -268,18 +282,61 @@ class StateStore:
             if failed:
                 db.execute(
                     "INSERT INTO records (destination, kind, key, fingerprint, fields, status, failed_fingerprint, "
-                    f"last_error, attempts, updated_at) SELECT ?, ?, {_elements(1)}, NULL, '{{}}', "
-                    f"{_elements(3, start=1)}, 1, ? FROM json_each(?) WHERE true "
+                    f"last_error, reason_class, attempts, updated_at) SELECT ?, ?, {_elements(1)}, NULL, '{{}}', "
+                    f"{_elements(4, start=1)}, 1, ? FROM json_each(?) WHERE true "
                     "ON CONFLICT (destination, kind, key) DO UPDATE SET status = excluded.status, "
                     "failed_fingerprint = excluded.failed_fingerprint, last_error = excluded.last_error, "
-                    "attempts = records.attempts + 1, updated_at = excluded.updated_at",
+                    "reason_class = excluded.reason_class, attempts = records.attempts + 1, "
+                    "updated_at = excluded.updated_at",
                     (
                         destination,
                         kind,
                         stamp,
-                        orjson.dumps([(f.key, f.status, f.fingerprint, f.reason[:2000]) for f in failed]),
+                        orjson.dumps(
+                            [
+                                (f.key, f.status, f.fingerprint, f.reason[:2000], f.reason_class)
+                                for f in failed
+                            ]
+                        ),
                     ),
                 )
+
+    def _owned_elsewhere(
+        self, destination: str, kind: str, acknowledged: list[Acknowledged]
+    ) -> tuple[list[Acknowledged], list[Failed]]:
+        """The unique index's rule, kept without failing the batch: an acknowledgement naming a vendor id
+        that another key owns is stored as a conflict, not as ownership (connectors claim before writing,
+        through ``sync.identity.Ownership``, so this only catches a connector that did not)."""
+        ids = {a.dest_id: a.key for a in acknowledged if a.dest_id is not None}
+        if not ids:
+            return acknowledged, []
+        owners = dict(
+            self.db.execute(
+                "SELECT dest_id, key FROM records WHERE destination = ? AND kind = ? "
+                "AND dest_id IN (SELECT value FROM json_each(?))",
+                (destination, kind, orjson.dumps(list(ids))),
+            ).fetchall()
+        )
+        keep: list[Acknowledged] = []
+        refused: list[Failed] = []
+        seen: dict[str, str] = {}
+        for ack in acknowledged:
+            owner = owners.get(ack.dest_id) if ack.dest_id is not None else None
+            if ack.dest_id is not None and owner is None:
+                owner = seen.setdefault(ack.dest_id, ack.key)
+            if owner is None or owner == ack.key:
+                keep.append(ack)
+            else:
+                refused.append(
+                    Failed(
+                        ack.key,
+                        ack.fingerprint,
+                        STATUS_REJECTED,
+                        f"conflict: {destination} record {ack.dest_id} belongs to key {owner!r}",
+                        "conflict",
+                    )
+                )
+        return keep, refused
 
     def failure_counts(self) -> list[tuple[str, str, int]]:
         return [
