@@ -5,6 +5,7 @@
 /hubspot/crm/v3/...    HubSpot CRM v3              (base_url = http://host:port/hubspot)
 GET  /_emulator/state              what each vendor now holds, and request counters
 POST /_emulator/reset              forget everything
+POST /_emulator/messy              a portal that already holds data, made from source rows (see seed_messy)
 GET|POST /_emulator/faults/{vendor}  read or replace a vendor's injected faults (JSON)
 """
 
@@ -132,6 +133,19 @@ class Emulator:
             if name in self.vendors:
                 self.vendors[name].restore(json.loads(data))
 
+    def seed_messy(self, users: list[dict[str, Any]], accounts: list[dict[str, Any]]) -> dict[str, Any]:
+        """Make the CRM vendors look like real portals before a first sync: from the source's own rows, each
+        vendor that has a ``seed_messy(users, accounts)`` pre-creates records without our keys, with the
+        traps its documentation describes (case-variant and additional emails, two companies on one
+        domain, merged and deleted records). Returns each vendor's manifest of what it made, so a test can
+        check every object's record afterwards."""
+        made: dict[str, Any] = {}
+        for name, vendor in self.vendors.items():
+            seed = getattr(vendor, "seed_messy", None)
+            if seed is not None:
+                made[name] = seed(users, accounts)
+        return made
+
     def set_faults(self, vendor: str, faults: Faults) -> None:
         self.vendors[vendor].faults = faults
 
@@ -154,6 +168,14 @@ class Emulator:
                     return JSONResponse({"error": str(exc)}, status_code=400)
             return JSONResponse(self.vendors[name].faults_dict())
 
+        async def messy(request: Request) -> Response:
+            body = await request.json()
+            if not isinstance(body, dict):
+                return JSONResponse(
+                    {"error": 'expected {"users": [...], "accounts": [...]}'}, status_code=400
+                )
+            return JSONResponse(self.seed_messy(list(body.get("users", [])), list(body.get("accounts", []))))
+
         async def save(request: Request) -> Response:
             if self.persist is None:
                 return JSONResponse({"error": "started without --persist"}, status_code=400)
@@ -171,6 +193,7 @@ class Emulator:
                 Route("/_emulator/state", state, methods=["GET"]),
                 Route("/_emulator/reset", reset, methods=["POST"]),
                 Route("/_emulator/save", save, methods=["POST"]),
+                Route("/_emulator/messy", messy, methods=["POST"]),
                 Route("/_emulator/faults/{vendor}", faults, methods=["GET", "POST"]),
                 Route("/healthz", healthz, methods=["GET"]),
             ]
