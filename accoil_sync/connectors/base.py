@@ -80,11 +80,27 @@ class Outcome:
         )
 
 
+Verdict = Literal["update", "create", "not_found", "ambiguous", "conflict"]
+
+
+@dataclass(frozen=True, slots=True)
+class Resolution:
+    """What a read-only lookup (``plan --resolve``) says a key's delivery would do, before anything is
+    written: update an existing record, create one, or be reported (not found, ambiguous, conflict)."""
+
+    key: str
+    verdict: Verdict
+    dest_id: str | None = None
+    detail: str | None = None  # e.g. the other key of a conflict, the candidate ids of an ambiguity
+
+
 @dataclass(frozen=True, slots=True)
 class Capabilities:
     max_batch: int
     max_concurrency: int
     kinds: frozenset[ObjectKind] = field(default_factory=lambda: frozenset(ObjectKind))
+    # The connector has ``async resolve(kind, batch) -> list[Resolution]``: read-only identity lookups.
+    resolves: bool = False
 
 
 class Connector(Protocol):
