@@ -26,6 +26,7 @@ from accoil_sync.config.models import (
     DestinationsConfig,
     LogConfig,
     ProfileConfig,
+    SafetyConfig,
     ServeConfig,
     SourceConfig,
     StateConfig,
@@ -56,6 +57,7 @@ class Settings(BaseSettings):
     destinations: DestinationsConfig = DestinationsConfig()
     log: LogConfig = LogConfig()
     serve: ServeConfig = ServeConfig()
+    safety: SafetyConfig = SafetyConfig()
 
     @model_validator(mode="after")
     def _profiles_distinct(self) -> Settings:

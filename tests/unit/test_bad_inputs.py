@@ -18,7 +18,7 @@ BAD = ROOT / "tests" / "data" / "bad"
 # file -> ({row: (column or None, words in the reason)}, keys that must still be there)
 CASES: dict[str, tuple[dict[int | None, tuple[str | None, str]], set[str]]] = {
     "wrong_delimiter.csv": ({None: ("user_id", "';'-delimited")}, set()),
-    "missing_header.csv": ({None: ("user_id", "not in the header")}, set()),
+    "missing_header.csv": ({None: ("user_id", "(the key column) is missing")}, set()),
     "ragged.csv": (
         {3: (None, "expected 3 fields, found 2"), 4: (None, "expected 3 fields, found 4")},
         {"u1", "u4"},
