@@ -51,7 +51,7 @@ def read_duckdb(
             rows = pa.array(range(start, start + batch.num_rows), pa.int64())
             start += batch.num_rows
             yield RawChunk(with_position(table, label, rows))
-    except (duckdb.Error, pa.ArrowException) as exc:
+    except (duckdb.Error, pa.ArrowException, OSError) as exc:  # the Arrow stream raises OSError
         # A query that fails midway: the rows already read stay, the rest is one file-level error.
         yield _problem(
             kind, label, start, f"the query failed after {start - 1} rows: {exc}"[:500], scope="rest"

@@ -138,8 +138,8 @@ class Hold:
         return (
             f"{self.destination} held: {self.count} of the {self.known} {self.kind.value}s it holds would be "
             f"{self.verb} ({over}, destinations.{self.destination}.{self.setting})"
-            f"{f'; e.g. {sample}' if sample else ''}; nothing was sent to {self.destination}. "
-            f"Check the source; if the change is real, {ALLOW_HINT}"
+            f"{f'; e.g. {sample}' if sample else ''}. Nothing is sent to {self.destination} while held: "
+            f"check the source; if the change is real, {ALLOW_HINT}"
         )
 
     def to_json(self) -> dict[str, object]:
