@@ -204,6 +204,8 @@ def _problems(exc: ValidationError) -> list[tuple[str, str]]:
             if len(shown) > 80:
                 shown = shown[:77] + "..."
             message = f"{message} (got {shown})"
+        if empty := re.match(r"^(\w+) is set but empty", message):
+            field = f"{field}.{empty.group(1)}"  # raised by the section's validator: name the field itself
         if error["type"] == "extra_forbidden":
             message = "unknown setting (check the spelling against docs/CONFIG.md)"
         if error["type"] == "missing" and field == "source":
