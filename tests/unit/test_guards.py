@@ -241,3 +241,77 @@ def test_invalid_rows_can_be_configured_not_to_fail_the_run(users: Path, make_se
     assert run(make_settings(), FakeConnector()).exit_code == EXIT_INVALID_ROWS
     relaxed = make_settings(extra="[safety]\nfail_on_invalid_rows = false\n")
     assert run(relaxed, FakeConnector()).exit_code == EXIT_OK
+
+
+async def test_serve_alerts_say_why_a_destination_was_held(users: Path, make_settings: WriteConfig) -> None:
+    import json
+
+    import httpx
+
+    from accoil_sync.serve.alerts import Alerter
+    from accoil_sync.serve.scheduler import Scheduler
+    from accoil_sync.sync.state import StateStore
+
+    settings = make_settings(extra=CLEAR)
+    posts: list[str] = []
+
+    def webhook(request: httpx.Request) -> httpx.Response:
+        posts.append(json.loads(request.content)["text"])
+        return httpx.Response(200, text="ok")
+
+    async def scheduled() -> FakeConnector:
+        fake = FakeConnector(max_batch=50)
+        store = StateStore(settings.state.path)
+        alerter = Alerter(
+            "https://hooks.example.com/T0/B0/x",
+            0.05,
+            store,
+            client=httpx.AsyncClient(transport=httpx.MockTransport(webhook)),
+        )
+        scheduler = Scheduler(settings, alerter=alerter, connector_factory=lambda *_: fake)  # type: ignore[arg-type,return-value]
+        scheduler.trigger("schedule")
+        assert scheduler.current is not None
+        await asyncio.wait_for(asyncio.shield(scheduler.current), 30)
+        await scheduler.shutdown(0)
+        store.close()
+        return fake
+
+    assert len((await scheduled()).sent) == 6 and posts == []
+    await asyncio.to_thread(users.write_text, HEADER)  # the export came out empty
+    assert (await scheduled()).sent == []
+    (alert,) = posts
+    assert "held by a safety guard" in alert and "the users source read as empty" in alert
+    assert "6 object(s) absent from the source not removed" in alert
+
+
+def test_sigterm_during_a_cli_sync_stops_between_batches_and_is_recorded_as_interrupted(
+    users: Path, make_settings: WriteConfig
+) -> None:
+    import os
+    import signal
+    from collections.abc import Sequence
+
+    from accoil_sync import cli
+    from accoil_sync.connectors import Change, Outcome
+    from accoil_sync.sync.state import StateStore
+
+    class Terminated(FakeConnector):
+        async def deliver(self, kind: ObjectKind, batch: Sequence[Change]) -> list[Outcome]:
+            if not self.batches:
+                os.kill(os.getpid(), signal.SIGTERM)  # as a scheduler's kill would
+                await asyncio.sleep(0.05)
+            return await super().deliver(kind, batch)
+
+    fake = Terminated(max_batch=2)
+    settings = make_settings()
+    result = cli._run(settings, deliver=True, connector_factory=lambda *_: fake)
+    assert result.halted and result.exit_code == EXIT_INTERRUPTED
+    assert 0 < len(fake.sent) < 6  # the batch in flight finished, the rest was left
+    assert result.to_json()["status"] == "interrupted"
+    store = StateStore(settings.state.path)
+    (last,) = store.runs(1)
+    store.close()
+    assert (last.status, last.exit_code) == ("interrupted", EXIT_INTERRUPTED)
+    rest = FakeConnector(max_batch=50)
+    run(settings, rest)
+    assert len(rest.sent) == 6 - len(fake.sent)
