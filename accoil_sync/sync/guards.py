@@ -22,6 +22,9 @@ from accoil_sync.config.models import DestinationBase, SafetyConfig
 from accoil_sync.sources.stage import KindStats
 from accoil_sync.traits.names import ObjectKind
 
+# The stored fingerprint of an object planned while it had an invalid row: never equal to a real one, so the
+# object is planned again next run; a connector that replaces whole records keeps the missing profiles.
+HELD_PREFIX = "held:"
 ALLOW_HINT = "allow it once with --allow-mass-change (or ACCOIL_SYNC_SAFETY__ALLOW_MASS_CHANGE=true)"
 
 

@@ -17,7 +17,7 @@ import pyarrow as pa
 from accoil_sync.connectors.base import Change
 from accoil_sync.sources.records import RecordDecoder, document_sql
 from accoil_sync.sources.stage import Stage
-from accoil_sync.sync.guards import Preview
+from accoil_sync.sync.guards import HELD_PREFIX, Preview
 from accoil_sync.sync.state import CLEARED, STATUS_REJECTED, StateStore
 from accoil_sync.traits.encoders import Encoder, FieldValue, diff_fields
 from accoil_sync.traits.names import ObjectKind
@@ -52,11 +52,6 @@ class DestinationPlan:
     @property
     def writes(self) -> int:
         return sum(c.writes for c in self.counts.values())
-
-
-HELD_PREFIX = (
-    "held:"  # stored fingerprint of an object planned while it had an invalid row: re-planned next run
-)
 
 
 class Planner:

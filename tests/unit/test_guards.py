@@ -315,3 +315,26 @@ def test_sigterm_during_a_cli_sync_stops_between_batches_and_is_recorded_as_inte
     rest = FakeConnector(max_batch=50)
     run(settings, rest)
     assert len(rest.sent) == 6 - len(fake.sent)
+
+
+def test_the_card_keeps_a_held_profile_it_showed(tmp_path: Path, make_settings: WriteConfig) -> None:
+    """The card stores whole records: an invalid row must not drop its profile from what the card shows."""
+    import sqlite3
+
+    import orjson
+
+    profiles = '[[profiles]]\nname = "Default"\n[[profiles]]\nname = "product usage"\n'
+    source = write(tmp_path / "users.csv", "user_id,score_name,score\nu1,Default,10\nu1,product usage,33\n")
+    settings = make_settings(extra="[destinations.card]\nenabled = true\n" + profiles)
+
+    def card() -> dict[str, object]:
+        db = sqlite3.connect(settings.state.path)
+        (body,) = db.execute("SELECT record FROM card_objects WHERE key = 'u1'").fetchone()
+        db.close()
+        return dict(orjson.loads(body)["metrics"])
+
+    sync = execute(settings, deliver=True, destinations=["card"])
+    assert asyncio.run(sync).exit_code == EXIT_OK
+    write(source, "user_id,score_name,score\nu1,Default,11\nu1,product usage,930\n")
+    assert asyncio.run(execute(settings, deliver=True, destinations=["card"])).exit_code == EXIT_INVALID_ROWS
+    assert card() == {"Default": {"score": 11}, "ProductUsage": {"score": 33}}
