@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import signal
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -13,6 +14,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -56,6 +58,14 @@ FullRefresh = Annotated[
     bool, typer.Option("--full-refresh", help="Ignore state: send every field of every object.")
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
+AllowMassChange = Annotated[
+    bool,
+    typer.Option(
+        "--allow-mass-change",
+        help="This run only: let destinations take changes or removals over their safety thresholds, and "
+        "remove objects missing from a source that is empty or much smaller than last time.",
+    ),
+]
 LogFormat = Annotated[str, typer.Option("--log-format", help="auto, human or json.")]
 LogLevel = Annotated[str | None, typer.Option("--log-level", help="DEBUG, INFO, WARNING or ERROR.")]
 
@@ -115,8 +125,40 @@ def _run(settings: Settings, **kwargs: Any) -> RunResult:
     progress, factory = _progress_factory() if kwargs.get("deliver") else (None, None)
     if progress is not None:
         with progress:
-            return asyncio.run(execute(settings, progress=factory, **kwargs))
-    return asyncio.run(execute(settings, **kwargs))
+            return asyncio.run(_interruptible(settings, progress=factory, **kwargs))
+    return asyncio.run(_interruptible(settings, **kwargs))
+
+
+async def _interruptible(settings: Settings, **kwargs: Any) -> RunResult:
+    """The run, with Ctrl-C and SIGTERM asking it to stop between batches: acknowledged writes are
+    committed, the run is recorded as interrupted (exit 130) and the result still printed. A second
+    signal stops at once."""
+    halt = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+
+    def stop(signum: int) -> None:
+        if halt.is_set():
+            if task is not None:
+                task.cancel()
+            return
+        err.print(f"{signal.Signals(signum).name}: stopping after the batches in flight (again to stop now)")
+        halt.set()
+
+    installed = []
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(signum, stop, signum)
+            installed.append(signum)
+        except (NotImplementedError, RuntimeError, ValueError):  # not the main thread, or no such signal
+            pass
+    try:
+        result = await execute(settings, halt=halt, **kwargs)
+        result.halted = result.halted or halt.is_set()
+        return result
+    finally:
+        for signum in installed:
+            loop.remove_signal_handler(signum)
 
 
 @app.command()
@@ -124,14 +166,22 @@ def plan(
     config: ConfigOption = None,
     destination: DestinationOption = None,
     full_refresh: FullRefresh = False,
+    allow_mass_change: AllowMassChange = False,
     as_json: JsonOption = False,
     log_format: LogFormat = "auto",
     log_level: LogLevel = None,
 ) -> None:
-    """Dry run: what a sync would send, per destination, with a sample of field-level changes."""
+    """Dry run: what a sync would send, per destination, with a sample of field-level changes and the
+    safety verdict (exit codes as for sync)."""
     with _user_errors():
         settings = _load(config, log_format, log_level or ("WARNING" if as_json else None))
-        result = _run(settings, deliver=False, destinations=destination, full_refresh=full_refresh)
+        result = _run(
+            settings,
+            deliver=False,
+            destinations=destination,
+            full_refresh=full_refresh,
+            allow_mass_change=allow_mass_change,
+        )
     if as_json:
         print(json.dumps(result.to_json(), indent=2, ensure_ascii=False, default=str))
     else:
@@ -147,16 +197,23 @@ def sync(
     limit: Annotated[
         int | None, typer.Option("--limit", min=1, help="Send at most N changes per destination.")
     ] = None,
+    allow_mass_change: AllowMassChange = False,
     as_json: JsonOption = False,
     log_format: LogFormat = "auto",
     log_level: LogLevel = None,
 ) -> None:
     """Send what changed since the last acknowledged delivery. Exit 0 all delivered, 1 some records failed,
-    2 usage or config error, 3 a destination was unreachable or refused auth."""
+    2 usage or config error, 3 a destination was unreachable or refused auth, 4 all delivered but the
+    source had invalid rows, 5 a destination held by a safety threshold, 130 interrupted."""
     with _user_errors():
         settings = _load(config, log_format, log_level)
         result = _run(
-            settings, deliver=True, destinations=destination, full_refresh=full_refresh, limit=limit
+            settings,
+            deliver=True,
+            destinations=destination,
+            full_refresh=full_refresh,
+            limit=limit,
+            allow_mass_change=allow_mass_change,
         )
     if as_json:
         print(json.dumps(result.to_json(), indent=2, ensure_ascii=False, default=str))
@@ -257,6 +314,10 @@ def _print_result(result: RunResult, delivered: bool) -> None:
             out.print(f"  {e}", highlight=False, markup=False)
         if result.source.invalid > len(shown):
             out.print(f"  ... and {result.source.invalid - len(shown)} more (plan --json lists them)")
+    for warning in result.warnings:
+        out.print(f"[yellow]warning:[/yellow] {escape(warning)}")
+    for kind, reason in result.withheld.items():
+        out.print(f"[yellow]no {kind} is removed this run:[/yellow] {escape(reason)}")
     for kind, key, profile, n, rows in result.duplicates[:10]:
         out.print(
             f"  duplicate {kind} {key!r} (profile {profile}) x{n} at {', '.join(rows)}: the last row wins",
@@ -302,6 +363,13 @@ def _print_result(result: RunResult, delivered: bool) -> None:
                 f"  {name} {s['kind']} {s['key']} {s['op']}: {changes}{f' (+{more} more)' if more > 0 else ''}",
                 highlight=False,
                 markup=False,
+            )
+        for hold in dest["held"]:
+            verb = "held" if delivered else "would be held"
+            out.print(f"[red]{verb}:[/red] {escape(hold['message'])}")
+        if dest["removals_withheld"]:
+            out.print(
+                f"  {name}: {dest['removals_withheld']} object(s) absent from the source kept (removals withheld)"
             )
         delivery = dest.get("delivery", {})
         if delivery.get("stopped"):

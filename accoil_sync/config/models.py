@@ -14,6 +14,17 @@ class _Section(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+def _refuse_empty_secrets(section: BaseModel) -> None:
+    """``WRITE_KEY=`` in an environment sets an empty secret: every request would then fail at the vendor
+    with a 401 that looks like a revoked key. Say so at load time instead."""
+    for name in type(section).model_fields:
+        value = getattr(section, name)
+        if isinstance(value, SecretStr) and not value.get_secret_value().strip():
+            raise ValueError(
+                f"{name} is set but empty (an empty environment variable?); unset it or give a value"
+            )
+
+
 class ColumnMap(_Section):
     """Canonical column -> column name in the source (CSV header, JSON key, Parquet field, SQL alias)."""
 
@@ -52,6 +63,7 @@ class SourceConfig(_Section):
 
     @model_validator(mode="after")
     def _needs_input(self) -> SourceConfig:
+        _refuse_empty_secrets(self)
         if not self.users and not self.accounts:
             raise ValueError("set source.users and/or source.accounts")
         if self.kind == "sqlalchemy" and self.url is None:
@@ -63,9 +75,41 @@ class StateConfig(_Section):
     path: Path = Path(".accoil-sync/state.db")
     synclog_retention_days: int = Field(30, ge=0, description="0 keeps sync logs forever")
 
+    @field_validator("path")
+    @classmethod
+    def _a_file(cls, value: Path) -> Path:
+        if value.is_dir():
+            raise ValueError(
+                f"{str(value)!r} is a directory; give a file path such as '{value / 'state.db'}'"
+            )
+        if value.exists() and not value.is_file():
+            raise ValueError(f"{str(value)!r} is not a regular file (a device?); give a file path")
+        return value
+
     @property
     def directory(self) -> Path:
         return self.path.parent
+
+
+class SafetyConfig(_Section):
+    """Guards against a broken export wiping what the vendors hold (README "Safety")."""
+
+    allow_mass_change: bool = Field(
+        False,
+        description="let every destination take changes over its thresholds, and removals from a source that "
+        "is empty or much smaller than last time (same as --allow-mass-change; meant for one run)",
+    )
+    min_source_share: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="a source with fewer objects than this share of the last accepted run removes nothing",
+    )
+    fail_on_invalid_rows: bool = Field(
+        True,
+        description="exit 4 when the source had invalid rows and every delivery succeeded (false: exit 0)",
+    )
+    warnings: bool = Field(True, description="sanity warnings on data that looks unlike what it claims")
 
 
 class ProfileConfig(_Section):
@@ -91,9 +135,33 @@ class DestinationBase(_Section):
     max_concurrency: int = Field(4, ge=1, le=64)
     timeout_seconds: float = Field(30, gt=0, le=600)
     max_attempts: int = Field(6, ge=1, le=20, description="tries per request, the first included")
+    max_removed_share: float = Field(
+        0.2,
+        ge=0,
+        le=1,
+        description="hold this destination when one run would clear more than this share of the objects "
+        "it holds for being absent from the source",
+    )
+    max_removed_count: int | None = Field(
+        None, ge=0, description="hold when one run would clear more than this many objects (unset: no cap)"
+    )
+    max_changed_share: float = Field(
+        0.9,
+        ge=0,
+        le=1,
+        description="hold when one run would change the values of more than this share of the objects it holds",
+    )
+    max_changed_count: int | None = Field(
+        None, ge=0, description="hold when one run would change more than this many objects (unset: no cap)"
+    )
 
     def secret_fields(self) -> tuple[str, ...]:
         return ()
+
+    @model_validator(mode="after")
+    def _no_empty_secret(self) -> DestinationBase:
+        _refuse_empty_secrets(self)
+        return self
 
 
 class JsonlDestination(DestinationBase):
@@ -246,6 +314,11 @@ class ServeConfig(_Section):
             if not croniter.is_valid(value):
                 raise ValueError(f"{value!r} is not a cron expression (five fields, e.g. '*/15 * * * *')")
         return value
+
+    @model_validator(mode="after")
+    def _no_empty_secret(self) -> ServeConfig:
+        _refuse_empty_secrets(self)
+        return self
 
 
 class LogConfig(_Section):

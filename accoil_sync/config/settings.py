@@ -7,6 +7,7 @@ Secrets are refused in the TOML file: a config file gets committed and shared, a
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Iterator, Mapping
 from contextvars import ContextVar
@@ -20,12 +21,14 @@ from pydantic_settings import (
     NestedSecretsSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
 )
 
 from accoil_sync.config.models import (
     DestinationsConfig,
     LogConfig,
     ProfileConfig,
+    SafetyConfig,
     ServeConfig,
     SourceConfig,
     StateConfig,
@@ -56,6 +59,7 @@ class Settings(BaseSettings):
     destinations: DestinationsConfig = DestinationsConfig()
     log: LogConfig = LogConfig()
     serve: ServeConfig = ServeConfig()
+    safety: SafetyConfig = SafetyConfig()
 
     @model_validator(mode="after")
     def _profiles_distinct(self) -> Settings:
@@ -111,6 +115,14 @@ def load_settings(path: Path | None = None, *, secrets_dir: Path | None = None) 
             data = tomllib.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise ConfigError([("--config", f"file {str(path)!r} does not exist")]) from None
+        except IsADirectoryError:
+            raise ConfigError([("--config", f"{str(path)!r} is a directory, not a TOML file")]) from None
+        except OSError as exc:
+            raise ConfigError([("--config", f"cannot read {str(path)!r}: {exc.strerror or exc}")]) from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(
+                [(str(path), f"not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start})")]
+            ) from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError([(str(path), f"not valid TOML: {exc}")]) from None
         _refuse_secrets_in_file(data, path)
@@ -122,6 +134,10 @@ def load_settings(path: Path | None = None, *, secrets_dir: Path | None = None) 
         return Settings(_secrets_dir=secrets_dir)
     except ValidationError as exc:
         raise ConfigError(_problems(exc)) from None
+    except SettingsError as exc:
+        # pydantic-settings could not even parse a value, e.g. a list or table given in an environment
+        # variable that is not JSON (ACCOIL_SYNC_PROFILES=Default).
+        raise ConfigError([_settings_problem(exc)]) from None
     finally:
         _toml_data.reset(token)
 
@@ -163,6 +179,19 @@ def _refuse_secrets_in_file(data: dict[str, Any], path: Path) -> None:
         raise ConfigError(problems)
 
 
+def _settings_problem(exc: SettingsError) -> tuple[str, str]:
+    match = re.search(r'field "([^"]+)" from source "(\w+)"', str(exc))
+    if match is None:
+        return ("(settings)", str(exc).splitlines()[0])
+    field, source = match.groups()
+    where = f"env {env_name((field,))}" if source.startswith("Env") else source
+    return (
+        field,
+        f"cannot parse the value from {where}: a list or table there must be JSON, "
+        f'e.g. {env_name(("profiles",))}=\'[{{"name": "Default"}}]\'',
+    )
+
+
 def _problems(exc: ValidationError) -> list[tuple[str, str]]:
     secrets = {".".join(p) for p in secret_paths()}
     out = []
@@ -175,6 +204,8 @@ def _problems(exc: ValidationError) -> list[tuple[str, str]]:
             if len(shown) > 80:
                 shown = shown[:77] + "..."
             message = f"{message} (got {shown})"
+        if empty := re.match(r"^(\w+) is set but empty", message):
+            field = f"{field}.{empty.group(1)}"  # raised by the section's validator: name the field itself
         if error["type"] == "extra_forbidden":
             message = "unknown setting (check the spelling against docs/CONFIG.md)"
         if error["type"] == "missing" and field == "source":

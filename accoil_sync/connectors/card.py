@@ -17,6 +17,7 @@ import orjson
 from accoil_sync.card.store import bare_domain
 from accoil_sync.config.models import CardDestination
 from accoil_sync.connectors.base import Capabilities, Change, Outcome
+from accoil_sync.sync.guards import HELD_PREFIX
 from accoil_sync.sync.state import StateStore, now_iso
 from accoil_sync.traits.encoders import Encoder, FieldValue, TraitsEncoder
 from accoil_sync.traits.model import ObjectRecord
@@ -79,7 +80,10 @@ class CardStoreConnector:
                 history.append((kind.value, change.key, version, self.run_id, stamp, None))
                 continue
             record = change.record
-            body = orjson.dumps(card_record(record)).decode()
+            document = card_record(record)
+            if change.fingerprint.startswith(HELD_PREFIX):
+                document = self._keep_missing_profiles(kind, change.key, document)
+            body = orjson.dumps(document).decode()
             email = record.email.lower() if record.email else None
             domain = bare_domain(record.domain) if record.domain else None
             upserts.append((kind.value, change.key, email, domain, body, version, stamp))
@@ -93,6 +97,16 @@ class CardStoreConnector:
             )
             db.executemany("DELETE FROM card_objects WHERE kind = ? AND key = ?", deletes)
             db.executemany("INSERT OR REPLACE INTO card_history VALUES (?, ?, ?, ?, ?, ?)", history)
+
+    def _keep_missing_profiles(self, kind: ObjectKind, key: str, document: dict[str, Any]) -> dict[str, Any]:
+        """An object with an invalid row lacks that row's profile: the card keeps what it showed for it."""
+        row = self.state.db.execute(
+            "SELECT record FROM card_objects WHERE kind = ? AND key = ?", (kind.value, key)
+        ).fetchone()
+        if row is None:
+            return document
+        before = orjson.loads(row[0]).get("metrics", {})
+        return {**document, "metrics": {**before, **document["metrics"]}}
 
     async def aclose(self) -> None:
         self.state.close()

@@ -29,6 +29,13 @@ def assess(result: RunResult | None, error: str | None, rejected_share: float) -
     stopped = [f"{name}: {d.stopped}" for name, d in result.deliveries.items() if d.stopped]
     if stopped:
         return Assessment("destination stopped: " + "; ".join(stopped))
+    held = [str(hold) for holds in result.holds.values() for hold in holds]
+    held += [
+        f"{name}: {n} object(s) absent from the source not removed ({'; '.join(result.withheld.values())})"
+        for name, n in result.kept.items()
+    ]
+    if held:
+        return Assessment("held by a safety guard: " + "; ".join(held))
     sent = sum(
         d.counts["ok"] + d.counts["rejected"] + d.counts["retryable"] for d in result.deliveries.values()
     )

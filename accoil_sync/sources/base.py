@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 import pyarrow as pa
 
@@ -10,6 +11,7 @@ from accoil_sync.traits.names import ObjectKind
 
 FILE_COLUMN = "_file"
 ROW_COLUMN = "_row"
+Scope = Literal["row", "file", "rest"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,11 +24,19 @@ class RowError:
     column: str | None
     reason: str
     key: str | None = None
+    # "row": this row only. "file": nothing of the file was used (its rows already read are dropped).
+    # "rest": the file broke midway; the rows read before stay. Both file scopes mean the source was not
+    # read completely, so no object is removed on its evidence.
+    scope: Scope = "row"
 
     def __str__(self) -> str:
         where = f"{self.file}:{self.row}" if self.row is not None else self.file
         column = f" [{self.column}]" if self.column else ""
         return f"{where}{column} {self.reason}"
+
+    @property
+    def file_level(self) -> bool:
+        return self.scope != "row"
 
 
 @dataclass(slots=True)

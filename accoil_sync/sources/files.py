@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import glob
 import io
 import json
@@ -17,7 +18,8 @@ import pyarrow.parquet as pq
 
 from accoil_sync.config.models import SourceConfig
 from accoil_sync.errors import SourceError
-from accoil_sync.sources.base import RawChunk, RowError, with_position
+from accoil_sync.sources.base import RawChunk, RowError, Scope, with_position
+from accoil_sync.sources.columns import missing_column_error
 from accoil_sync.traits.names import ObjectKind
 
 _FORMATS = {
@@ -53,34 +55,35 @@ def file_format(path: Path, configured: str) -> str:
 
 
 def read_files(
-    pattern: str, kind: ObjectKind, cfg: SourceConfig, columns: Mapping[str, str]
+    pattern: str,
+    kind: ObjectKind,
+    cfg: SourceConfig,
+    columns: Mapping[str, str],
+    required: Mapping[str, str] | None = None,
 ) -> Iterator[RawChunk]:
-    """``columns`` maps source column -> canonical name; only those columns are read."""
+    """``columns`` maps source column -> canonical name; only those columns are read. ``required`` (source
+    column -> why) are the columns a file must have to be used at all (``columns.required_columns``)."""
+    required = required if required is not None else {_key_source(kind, columns): "the key column"}
     for path in expand(pattern):
+        if path.is_dir():
+            yield _file_problem(
+                kind, path, "is a directory, not a file; give a file or a glob such as 'dir/*.csv'"
+            )
+            continue
         fmt = file_format(path, cfg.format)
-        if fmt == "csv":
-            yield from _read_csv(path, kind, cfg, columns)
-        elif fmt == "jsonl":
-            yield from _read_jsonl(path, kind, cfg, columns)
-        else:
-            yield from _read_parquet(path, kind, cfg, columns)
-
-
-def _missing_key(
-    path: Path, kind: ObjectKind, header: list[str], key_source: str, hint: str = ""
-) -> RowError:
-    return RowError(
-        kind,
-        str(path),
-        None,
-        key_source,
-        f"the key column {key_source!r} is not in the header {header[:12]}{hint}; "
-        "the whole file was skipped (map it with [source.columns])",
-    )
+        try:
+            if fmt == "csv":
+                yield from _read_csv(path, kind, cfg, columns, required)
+            elif fmt == "jsonl":
+                yield from _read_jsonl(path, kind, cfg, columns, required)
+            else:
+                yield from _read_parquet(path, kind, cfg, columns, required)
+        except OSError as exc:  # unreadable (permissions, a vanished file, an I/O error midway)
+            yield _file_problem(kind, path, f"cannot be read: {exc.strerror or exc}", scope="rest")
 
 
 def _read_csv(
-    path: Path, kind: ObjectKind, cfg: SourceConfig, columns: Mapping[str, str]
+    path: Path, kind: ObjectKind, cfg: SourceConfig, columns: Mapping[str, str], required: Mapping[str, str]
 ) -> Iterator[RawChunk]:
     try:
         with path.open("rb") as fh:  # only the header line: a bad byte further down is a row's problem
@@ -89,17 +92,31 @@ def _read_csv(
         yield _file_problem(kind, path, f"not {cfg.encoding} text ({exc.reason}); set source.encoding", row=1)
         return
     header = next(csv.reader(io.StringIO(first.removeprefix("\ufeff")), delimiter=cfg.csv_delimiter), [])
-    key_source = _key_source(kind, columns)
-    if key_source not in header:
-        hint = ""
+    missing = missing_column_error(kind, str(path), header, required)
+    if missing is not None:
         if len(header) == 1:
             try:
                 sniffed = csv.Sniffer().sniff(first, delimiters=",;\t|").delimiter
                 if sniffed != cfg.csv_delimiter:
-                    hint = f" -- the file looks {sniffed!r}-delimited: set source.csv_delimiter"
+                    missing = dataclasses.replace(
+                        missing,
+                        reason=missing.reason
+                        + f" -- the file looks {sniffed!r}-delimited: set source.csv_delimiter",
+                    )
             except csv.Error:
                 pass
-        yield RawChunk(_empty(), [_missing_key(path, kind, header, key_source, hint)])
+        yield RawChunk(_empty(), [missing])
+        return
+    repeated = sorted({c for c in header if c in columns and header.count(c) > 1})
+    if repeated:
+        positions = [n + 1 for n, c in enumerate(header) if c == repeated[0]]
+        yield _file_problem(
+            kind,
+            path,
+            f"the header repeats the column {repeated[0]!r} (columns {positions}): which one holds the "
+            "value is ambiguous; nothing of this file was used",
+            column=repeated[0],
+        )
         return
     wanted = [c for c in header if c in columns]
     skipped: dict[int, RowError] = {}
@@ -142,7 +159,9 @@ def _read_csv(
             break
         except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
             if "utf8" not in str(exc).lower().replace("-", "") and not isinstance(exc, UnicodeDecodeError):
-                yield _file_problem(kind, path, f"unreadable after line {line}: {exc}; rest of file skipped")
+                yield _file_problem(
+                    kind, path, f"unreadable after line {line}: {exc}; rest of file skipped", scope="rest"
+                )
                 break
             # A row that is not valid text (a stray Latin-1 byte, say) must not take its neighbours down:
             # read the rest line by line, report the lines that do not decode, keep the others.
@@ -219,10 +238,16 @@ def _empty() -> pa.Table:
 
 
 def _file_problem(
-    kind: ObjectKind, path: Path, reason: str, *, column: str | None = None, row: int | None = None
+    kind: ObjectKind,
+    path: Path,
+    reason: str,
+    *,
+    column: str | None = None,
+    row: int | None = None,
+    scope: Scope = "file",
 ) -> RawChunk:
     """A problem with the file as a whole (or its rest): reported like a row, and the run goes on."""
-    return RawChunk(_empty(), [RowError(kind, str(path), row, column, reason)])
+    return RawChunk(_empty(), [RowError(kind, str(path), row, column, reason, scope=scope)])
 
 
 def _json_cell(canon: str, value: Any) -> str | None:
@@ -243,16 +268,17 @@ def _json_cell(canon: str, value: Any) -> str | None:
 
 
 def _read_jsonl(
-    path: Path, kind: ObjectKind, cfg: SourceConfig, columns: Mapping[str, str]
+    path: Path, kind: ObjectKind, cfg: SourceConfig, columns: Mapping[str, str], required: Mapping[str, str]
 ) -> Iterator[RawChunk]:
-    """Line by line, so that a broken line is one reported row, not a failed file."""
+    """Line by line, so that a broken line is one reported row, not a failed file. A required column that
+    no line has makes the whole file an error (the stage drops the rows already passed on)."""
     canon_cols = list(dict.fromkeys(columns.values()))
     key_source = _key_source(kind, columns)
     with path.open("rb") as fh:
         data: dict[str, list[str | None]] = {c: [] for c in canon_cols}
         lines: list[int] = []
         errors: list[RowError] = []
-        saw_key = False
+        seen: dict[str, None] = {}  # every key any line has, in first-seen order, for the error message
         for number, raw in enumerate(fh, start=1):
             if not raw.strip():
                 continue
@@ -261,10 +287,14 @@ def _read_jsonl(
             except (UnicodeDecodeError, ValueError) as exc:
                 errors.append(RowError(kind, str(path), number, None, f"not a JSON object: {exc}"[:300]))
                 continue
+            except RecursionError:
+                errors.append(RowError(kind, str(path), number, None, "not a JSON object: nested too deeply"))
+                continue
             if not isinstance(obj, dict):
                 errors.append(RowError(kind, str(path), number, None, "not a JSON object"))
                 continue
-            saw_key = saw_key or key_source in obj
+            if len(seen) < 1000:
+                seen.update(dict.fromkeys(k for k in obj if isinstance(k, str)))
             row: dict[str, str | None] = {}
             bad = False
             for source, canon in columns.items():
@@ -272,7 +302,9 @@ def _read_jsonl(
                 try:
                     row[canon] = _json_cell(canon, value)
                 except TypeError as exc:
-                    errors.append(RowError(kind, str(path), number, source, str(exc)))
+                    key = obj.get(key_source)
+                    key = str(key).strip() or None if isinstance(key, str | int) else None
+                    errors.append(RowError(kind, str(path), number, source, str(exc), key=key))
                     bad = True
             if bad:
                 continue
@@ -280,29 +312,36 @@ def _read_jsonl(
                 data[c].append(row.get(c))
             lines.append(number)
             if len(lines) >= cfg.chunk_size:
-                yield _text_chunk(data, path, lines, errors)
+                yield _text_chunk(data, path, lines, errors, _seen(seen, columns))
                 data = {c: [] for c in canon_cols}
                 lines, errors = [], []
         if lines or errors:
-            yield _text_chunk(data, path, lines, errors)
-        if not saw_key and lines:
-            yield _file_problem(
-                kind,
-                path,
-                f"no line has the key {key_source!r}; map it with [source.columns]",
-                column=key_source,
-            )
+            yield _text_chunk(data, path, lines, errors, _seen(seen, columns))
+        if seen:
+            missing = missing_column_error(kind, str(path), list(seen), required)
+            if missing is not None:
+                yield RawChunk(_empty(), [missing])
+
+
+def _seen(keys: Mapping[str, None], columns: Mapping[str, str]) -> set[str]:
+    return {columns[k] for k in keys if k in columns}
 
 
 def _text_chunk(
-    data: dict[str, list[str | None]], path: Path, lines: list[int], errors: list[RowError]
+    data: dict[str, list[str | None]],
+    path: Path,
+    lines: list[int],
+    errors: list[RowError],
+    only: set[str] | None = None,
 ) -> RawChunk:
-    table = pa.table({c: pa.array(v, pa.string()) for c, v in data.items()})
+    """``only``: the canonical columns the file has (JSON Lines: the keys seen so far); the stage records
+    which columns a source had, and an absent one must not look present."""
+    table = pa.table({c: pa.array(v, pa.string()) for c, v in data.items() if only is None or c in only})
     return RawChunk(with_position(table, str(path), lines), errors)
 
 
 def _read_parquet(
-    path: Path, kind: ObjectKind, cfg: SourceConfig, columns: Mapping[str, str]
+    path: Path, kind: ObjectKind, cfg: SourceConfig, columns: Mapping[str, str], required: Mapping[str, str]
 ) -> Iterator[RawChunk]:
     try:
         pf = pq.ParquetFile(path)
@@ -310,14 +349,19 @@ def _read_parquet(
         yield _file_problem(kind, path, f"not a readable Parquet file: {exc}")
         return
     names = pf.schema_arrow.names
-    key_source = _key_source(kind, columns)
-    if key_source not in names:
-        yield RawChunk(_empty(), [_missing_key(path, kind, names, key_source)])
+    missing = missing_column_error(kind, str(path), names, required)
+    if missing is not None:
+        yield RawChunk(_empty(), [missing])
         return
     wanted = [c for c in names if c in columns]
     start = 1
-    for batch in pf.iter_batches(batch_size=cfg.chunk_size, columns=wanted):
-        table = pa.Table.from_batches([batch]).rename_columns([columns[c] for c in batch.schema.names])
-        rows = pa.array(range(start, start + batch.num_rows), pa.int64())
-        start += batch.num_rows
-        yield RawChunk(with_position(table, str(path), rows))
+    try:
+        for batch in pf.iter_batches(batch_size=cfg.chunk_size, columns=wanted):
+            table = pa.Table.from_batches([batch]).rename_columns([columns[c] for c in batch.schema.names])
+            rows = pa.array(range(start, start + batch.num_rows), pa.int64())
+            start += batch.num_rows
+            yield RawChunk(with_position(table, str(path), rows))
+    except (pa.ArrowException, OSError) as exc:
+        yield _file_problem(
+            kind, path, f"unreadable after record {start - 1}: {exc}; rest of file skipped", scope="rest"
+        )

@@ -11,24 +11,26 @@ import pyarrow as pa
 
 from accoil_sync.config.models import SourceConfig
 from accoil_sync.errors import SourceError
-from accoil_sync.sources.base import RawChunk, RowError, with_position
+from accoil_sync.sources.base import RawChunk, RowError, Scope, with_position
+from accoil_sync.sources.columns import missing_column_error
 from accoil_sync.traits.names import ObjectKind
 
 
-def _select(table: pa.Table, columns: Mapping[str, str], kind: ObjectKind, label: str) -> pa.Table:
+def _select(table: pa.Table, columns: Mapping[str, str]) -> pa.Table:
     present = [c for c in table.column_names if c in columns]
-    key = "user_id" if kind is ObjectKind.USER else "account_id"
-    if not any(columns[c] == key for c in present):
-        key_source = next(src for src, canon in columns.items() if canon == key)
-        raise SourceError(
-            f"{label} returns no column {key_source!r} for the {kind.value} key "
-            f"(columns: {table.column_names[:12]}); alias it in the query or map it with [source.columns]"
-        )
     return table.select(present).rename_columns([columns[c] for c in present])
 
 
+def _problem(kind: ObjectKind, label: str, row: int | None, reason: str, scope: Scope) -> RawChunk:
+    return RawChunk(pa.table({}), [RowError(kind, label, row, None, reason, scope=scope)])
+
+
 def read_duckdb(
-    query: str, kind: ObjectKind, cfg: SourceConfig, columns: Mapping[str, str]
+    query: str,
+    kind: ObjectKind,
+    cfg: SourceConfig,
+    columns: Mapping[str, str],
+    required: Mapping[str, str],
 ) -> Iterator[RawChunk]:
     label = f"duckdb:{kind.value}s"
     try:
@@ -40,13 +42,20 @@ def read_duckdb(
         raise SourceError(f"the {kind.value}s query returned no result set")
     start = 1
     try:
+        missing = missing_column_error(kind, label, list(reader.schema.names), required)
+        if missing is not None:
+            yield RawChunk(pa.table({}), [missing])
+            return
         for batch in reader:
-            table = _select(pa.Table.from_batches([batch]), columns, kind, label)
+            table = _select(pa.Table.from_batches([batch]), columns)
             rows = pa.array(range(start, start + batch.num_rows), pa.int64())
             start += batch.num_rows
             yield RawChunk(with_position(table, label, rows))
-    except duckdb.Error as exc:
-        raise SourceError(f"the {kind.value}s query failed in DuckDB: {exc}") from None
+    except (duckdb.Error, pa.ArrowException, OSError) as exc:  # the Arrow stream raises OSError
+        # A query that fails midway: the rows already read stay, the rest is one file-level error.
+        yield _problem(
+            kind, label, start, f"the query failed after {start - 1} rows: {exc}"[:500], scope="rest"
+        )
     finally:
         con.close()
 
@@ -56,8 +65,21 @@ def _plain(value: Any) -> Any:
     return float(value) if isinstance(value, Decimal) else value
 
 
+def _column(values: list[Any]) -> pa.Array:
+    """One column of a result chunk. A column whose values Arrow cannot put in one type (a text value among
+    numbers, an int beyond 64 bits) goes in as text: the validator then judges each value on its own row."""
+    try:
+        return pa.array(values)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+        return pa.array([None if v is None else str(v) for v in values], pa.string())
+
+
 def read_sqlalchemy(
-    query: str, kind: ObjectKind, cfg: SourceConfig, columns: Mapping[str, str]
+    query: str,
+    kind: ObjectKind,
+    cfg: SourceConfig,
+    columns: Mapping[str, str],
+    required: Mapping[str, str],
 ) -> Iterator[RawChunk]:
     import sqlalchemy as sa
 
@@ -68,29 +90,30 @@ def read_sqlalchemy(
     except (sa.exc.ArgumentError, ImportError) as exc:
         raise SourceError(f"source.url is not usable: {type(exc).__name__}: {exc}".split("://")[0]) from None
     start = 1
+    checked = False
     try:
         with engine.connect() as conn:
             result = conn.execution_options(stream_results=True, yield_per=cfg.chunk_size).execute(
                 sa.text(query)
             )
             names = list(result.keys())
+            missing = missing_column_error(kind, label, names, required)
+            if missing is not None:
+                yield RawChunk(pa.table({}), [missing])
+                return
+            checked = True
             for part in result.partitions(cfg.chunk_size):
-                data = {n: [_plain(row[i]) for row in part] for i, n in enumerate(names)}
-                try:
-                    table = pa.table(data)
-                except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-                    yield RawChunk(
-                        pa.table({}), [RowError(kind, label, start, None, f"mixed column types: {exc}")]
-                    )
-                    start += len(part)
-                    continue
-                table = _select(table, columns, kind, label)
+                table = pa.table({n: _column([_plain(row[i]) for row in part]) for i, n in enumerate(names)})
+                table = _select(table, columns)
                 rows = pa.array(range(start, start + len(part)), pa.int64())
                 start += len(part)
                 yield RawChunk(with_position(table, label, rows))
     except sa.exc.SQLAlchemyError as exc:
         # str(exc) of a connection error can quote the URL; keep only the driver's first line.
         detail = str(getattr(exc, "orig", None) or exc).splitlines()[0]
-        raise SourceError(f"the {kind.value}s query failed: {type(exc).__name__}: {detail}") from None
+        message = f"the {kind.value}s query failed: {type(exc).__name__}: {detail}"
+        if not checked:
+            raise SourceError(message) from None
+        yield _problem(kind, label, start, f"{message} (after {start - 1} rows)", scope="rest")
     finally:
         engine.dispose()

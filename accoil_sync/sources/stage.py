@@ -18,7 +18,7 @@ import duckdb
 import pyarrow as pa
 
 from accoil_sync.config.models import ProfileConfig, SourceConfig
-from accoil_sync.sources.base import RawChunk, RowError
+from accoil_sync.sources.base import FILE_COLUMN, ROW_COLUMN, RawChunk, RowError
 from accoil_sync.sources.records import RecordDecoder, document_sql
 from accoil_sync.sources.validate import canonical_columns, validation_sql
 from accoil_sync.traits.model import ObjectRecord
@@ -36,6 +36,11 @@ class KindStats:
     invalid: int = 0
     duplicates: int = 0
     objects: int = 0
+    file_errors: int = 0  # problems with a whole file or its rest: the source was not read completely
+    skipped: int = 0  # rows read from a file that was then rejected whole (a required column missing)
+    unkeyed: int = 0  # invalid rows without a usable key: any object could be the one they describe
+    held: int = 0  # objects with an invalid row: they keep their last acknowledged values
+    columns: frozenset[str] = frozenset()  # canonical columns every used file of this kind had
 
 
 @dataclass(slots=True)
@@ -94,7 +99,7 @@ class Stage:
         self._created: set[ObjectKind] = set()
         self._do(
             "CREATE TABLE invalid (kind VARCHAR, file VARCHAR, row BIGINT, col VARCHAR, "
-            "reason VARCHAR, key VARCHAR)"
+            "reason VARCHAR, key VARCHAR, scope VARCHAR)"
         )
         profile_table = pa.table(
             {
@@ -121,12 +126,22 @@ class Stage:
     def load(self, kind: ObjectKind, chunks: Iterable[RawChunk], cfg: SourceConfig) -> None:
         source_names = _source_names(cfg)
         stats = self.stats.by_kind[kind]
+        rejected: set[str] = set()
+        file_columns: dict[str, set[str]] = {}
         for raw in chunks:
             self._record_errors(raw.errors)
             stats.invalid += len(raw.errors)
             stats.rows += len(raw.errors)
+            for error in raw.errors:
+                if error.file_level:
+                    stats.file_errors += 1
+                if error.scope == "file":
+                    rejected.add(error.file)
             if raw.table.num_rows == 0:
                 continue
+            file_columns.setdefault(raw.table.column(FILE_COLUMN)[0].as_py(), set()).update(
+                c for c in raw.table.column_names if c not in (FILE_COLUMN, ROW_COLUMN)
+            )
             chunk = raw.table.append_column(
                 "_seq", pa.array(range(self._seq, self._seq + raw.table.num_rows), pa.int64())
             )
@@ -149,12 +164,28 @@ class Stage:
             finally:
                 self.con.unregister("chunk")
             stats.rows += chunk.num_rows
+        if rejected and kind in self._created:
+            # A file rejected whole after some of its rows were passed on (JSON Lines learns its columns
+            # only at the end): nothing of it may be planned.
+            files = pa.table({"file": pa.array(sorted(rejected), pa.string())})
+            self.con.register("rejected_files", files)
+            try:
+                dropped = self._do(
+                    f"DELETE FROM stage_{kind.value} WHERE _file IN (SELECT file FROM rejected_files) "
+                    "RETURNING 1"
+                )
+            finally:
+                self.con.unregister("rejected_files")
+            stats.rows -= len(dropped)
+            stats.skipped += len(dropped)
+        used = [cols for file, cols in file_columns.items() if file not in rejected]
+        stats.columns = frozenset(set.intersection(*used)) if used else frozenset()
         self._finish(kind)
 
     def _record_errors(self, errors: Iterable[RowError]) -> None:
-        rows = [(e.kind.value, e.file, e.row, e.column, e.reason, e.key) for e in errors]
+        rows = [(e.kind.value, e.file, e.row, e.column, e.reason, e.key, e.scope) for e in errors]
         if rows:
-            self.con.executemany("INSERT INTO invalid VALUES (?, ?, ?, ?, ?, ?)", rows)
+            self.con.executemany("INSERT INTO invalid VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
 
     def _finish(self, kind: ObjectKind) -> None:
         k = kind.value
@@ -162,6 +193,7 @@ class Stage:
             cols = ", ".join(f"NULL::VARCHAR AS {c}" for c in ("key", "profile"))
             self._do(f"CREATE TABLE final_{k} AS SELECT {cols}, NULL::BIGINT AS _seq LIMIT 0")
             self._do(f"CREATE TABLE desired_{k} (key VARCHAR, fp UHUGEINT)")
+            self._held(kind)
             return
         stats = self.stats.by_kind[kind]
         bad = self._do(f"SELECT _file, _row, key, _errors FROM stage_{k} WHERE len(_errors) > 0")
@@ -194,6 +226,24 @@ class Stage:
         self._do(f"CREATE TABLE desired_{k} AS {_fingerprint_sql(kind)}")
         stats.duplicates = int(self._do(f"SELECT coalesce(sum(n - 1), 0) FROM dups_{k}")[0][0])
         stats.objects = int(self._do(f"SELECT count(*) FROM desired_{k}")[0][0])
+        self._held(kind)
+
+    def _held(self, kind: ObjectKind) -> None:
+        """``held_<kind>``: keys with an invalid row. The planner neither clears nor removes anything of
+        theirs: a bad value is not evidence that the old one is gone."""
+        k = kind.value
+        self._do(
+            f"CREATE TABLE held_{k} AS SELECT DISTINCT key FROM invalid "
+            "WHERE kind = ? AND scope = 'row' AND key IS NOT NULL",
+            [k],
+        )
+        stats = self.stats.by_kind[kind]
+        stats.held = int(self._do(f"SELECT count(*) FROM held_{k}")[0][0])
+        stats.unkeyed = int(
+            self._do("SELECT count(*) FROM invalid WHERE kind = ? AND scope = 'row' AND key IS NULL", [k])[0][
+                0
+            ]
+        )
 
     # -------------------------------------------------------------------------------------------- read
 
@@ -206,11 +256,16 @@ class Stage:
         return [(r[0], r[1], int(r[2]), list(r[3])) for r in rows]
 
     def errors(self, limit: int | None = None) -> list[RowError]:
-        sql = "SELECT kind, file, row, col, reason, key FROM invalid ORDER BY kind, file, row"
+        # File-level problems first: they say why a whole file's objects are missing from the plan.
+        sql = (
+            "SELECT kind, file, row, col, reason, key, scope FROM invalid "
+            "ORDER BY scope = 'row', kind, file, row"
+        )
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
         return [
-            RowError(ObjectKind(r[0]), r[1], r[2], r[3], r[4], r[5]) for r in self.con.execute(sql).fetchall()
+            RowError(ObjectKind(r[0]), r[1], r[2], r[3], r[4], r[5], r[6])
+            for r in self.con.execute(sql).fetchall()
         ]
 
     def error_summary(self, limit: int = 10) -> list[tuple[str, int]]:

@@ -17,6 +17,8 @@ COUNTS = ("frequency", "active_users", "total_users")
 MAX_KEY_LENGTH = 255
 MAX_SEGMENT_NAME = 255
 MAX_SEGMENTS = 200
+MAX_COUNT = 2**53
+TEXT_COLUMNS = ("email", "account_id", "domain", "name")  # identity text: a NUL byte is a broken export
 
 USER_COLUMNS = (
     "user_id",
@@ -172,6 +174,8 @@ def validation_sql(
             checks.append(f"WHEN {col} > {high} THEN {label} || {col} || ' is above ' || {high}")
         if whole:
             checks.append(f"WHEN {col} <> floor({col}) THEN {label} || {col} || ' is not a whole number'")
+            # A count past 2^53 is no engagement metric, and past 2^63 it would not fit the staged BIGINT.
+            checks.append(f"WHEN {col} > {MAX_COUNT} THEN {label} || {col} || ' is too large'")
         return "CASE " + " ".join(checks) + " END"
 
     def bad_time(col: str) -> str:
@@ -198,7 +202,13 @@ def validation_sql(
         f"THEN {seg} || 'a segment name is longer than {MAX_SEGMENT_NAME} characters' END",
         bad_time("last_active"),
         bad_time("computed_at"),
+        f"CASE WHEN contains(key, chr(0)) THEN {_lit(name(key, key) + ': contains a NUL byte')} END",
     ]
+    for col in TEXT_COLUMNS:
+        if col != key and col in (("email", "account_id") if kind is ObjectKind.USER else ("domain", "name")):
+            errors.append(
+                f"CASE WHEN contains({col}, chr(0)) THEN {_lit(name(col, col) + ': contains a NUL byte')} END"
+            )
     for col in NUMBERS_0_100:
         errors.append(bad_number(col, "0", "100", whole=False))
     errors.append(
@@ -216,7 +226,7 @@ def validation_sql(
         "adoption_ever",
         "segments",
         "strftime(p_last_active, '%Y-%m-%dT%H:%M:%SZ') AS last_active",
-        "CAST(r.frequency AS BIGINT) AS frequency",
+        "TRY_CAST(r.frequency AS BIGINT) AS frequency",
     ]
     if kind is ObjectKind.USER:
         out += ["email", "account_id"]
@@ -224,8 +234,8 @@ def validation_sql(
         out += [
             "domain",
             "name",
-            "CAST(r.active_users AS BIGINT) AS active_users",
-            "CAST(r.total_users AS BIGINT) AS total_users",
+            "TRY_CAST(r.active_users AS BIGINT) AS active_users",
+            "TRY_CAST(r.total_users AS BIGINT) AS total_users",
         ]
         for col in ("active_users", "total_users"):
             errors.append(bad_number(col, "0", None, whole=True))

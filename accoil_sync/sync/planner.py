@@ -8,7 +8,7 @@ Second, only for objects whose fingerprint differs, records are built, encoded a
 
 from __future__ import annotations
 
-from collections.abc import Generator, Iterator
+from collections.abc import Generator, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,8 +17,9 @@ import pyarrow as pa
 from accoil_sync.connectors.base import Change
 from accoil_sync.sources.records import RecordDecoder, document_sql
 from accoil_sync.sources.stage import Stage
+from accoil_sync.sync.guards import HELD_PREFIX, Preview
 from accoil_sync.sync.state import CLEARED, STATUS_REJECTED, StateStore
-from accoil_sync.traits.encoders import Encoder, diff_fields
+from accoil_sync.traits.encoders import Encoder, FieldValue, diff_fields
 from accoil_sync.traits.names import ObjectKind
 
 RECORD_CHUNK = 2_000
@@ -34,6 +35,7 @@ class PlanCounts:
     clear: int = 0
     still_rejected: int = 0  # rejected before with these same values: not re-sent until they change
     retrying: int = 0  # failed retryably before, planned again
+    held: int = 0  # had an invalid row: only values present now are sent, nothing of theirs is cleared
 
     @property
     def writes(self) -> int:
@@ -53,10 +55,78 @@ class DestinationPlan:
 
 
 class Planner:
-    def __init__(self, stage: Stage, state: StateStore, *, full_refresh: bool = False) -> None:
+    def __init__(
+        self,
+        stage: Stage,
+        state: StateStore,
+        *,
+        full_refresh: bool = False,
+        removable: Mapping[ObjectKind, bool] | None = None,
+    ) -> None:
+        """``removable``: per kind, whether objects absent from the source may be cleared at all (the
+        guards' removal verdict); a kind not named may not."""
         self.stage = stage
         self.state = state
         self.full_refresh = full_refresh
+        self.removable = dict(removable) if removable is not None else dict.fromkeys(ObjectKind, True)
+        self._state_tables: set[str] = set()
+
+    def _conditions(self, kind: ObjectKind, encoder: Encoder, removal: str, salt: str | None = None) -> _Sql:
+        """SQL over ``desired_<kind> d FULL OUTER JOIN <state> s LEFT JOIN held_<kind> h``."""
+        salt = (salt if salt is not None else encoder.signature).replace("'", "''")
+        # The encoder signature salts the fingerprint: a new encoding re-plans every object once.
+        want = f"hex(xor(d.fp, md5_number('{salt}')))"  # hex: CAST(UHUGEINT AS VARCHAR) is slow in DuckDB 2
+        rejected = f"s.status = '{STATUS_REJECTED}' AND s.failed = {want}"
+        changed = (
+            f"d.key IS NOT NULL AND s.fingerprint IS DISTINCT FROM {want} AND NOT coalesce({rejected}, false)"
+        )
+        gone = (
+            f"d.key IS NULL AND h.key IS NULL AND s.fingerprint IS NOT NULL AND s.fingerprint <> '{CLEARED}'"
+            if removal == "clear" and self.removable.get(kind, False)
+            else "false"
+        )
+        return _Sql(want, rejected, changed, gone)
+
+    def preview(
+        self,
+        destination: str,
+        encoder: Encoder,
+        removal: str,
+        kinds: frozenset[ObjectKind],
+        previous_signature: str | None = None,
+        sample: int = 5,
+    ) -> dict[ObjectKind, Preview]:
+        """Counts for the guards' thresholds, in SQL, before anything is planned: objects the destination
+        holds, those that would be removed, those whose source values changed. ``previous_signature`` is
+        the encoder signature of the last run: a new encoding alone is not a change of values."""
+        out: dict[ObjectKind, Preview] = {}
+        con = self.stage.con
+        for kind in kinds:
+            st = self._load_state(destination, kind)
+            sql = self._conditions(kind, encoder, removal, previous_signature)
+            held = f"coalesce(s.fingerprint, '') LIKE '{HELD_PREFIX}%'"
+            values = f"(d.key IS NOT NULL AND s.fingerprint IS NOT NULL AND NOT {held} AND h.key IS NULL AND {sql.changed})"
+            known = f"(s.fingerprint IS NOT NULL AND s.fingerprint <> '{CLEARED}')"
+            source = (
+                f"FROM desired_{kind.value} d FULL OUTER JOIN {st} s ON d.key = s.key "
+                f"LEFT JOIN held_{kind.value} h ON h.key = coalesce(d.key, s.key)"
+            )
+            absent = f"(d.key IS NULL AND h.key IS NULL AND {known})"
+            row = con.execute(
+                f"SELECT count(*) FILTER (WHERE {known}), count(*) FILTER (WHERE {sql.gone}), "
+                f"count(*) FILTER (WHERE {values}), count(*) FILTER (WHERE {absent}) {source}"
+            ).fetchall()[0]
+            p = Preview(int(row[0]), int(row[1]), int(row[2]), int(row[3]))
+            if p.removed:
+                p.removed_sample = _keys(
+                    con, f"SELECT s.key {source} WHERE {sql.gone} ORDER BY 1 LIMIT {sample}"
+                )
+            if p.changed:
+                p.changed_sample = _keys(
+                    con, f"SELECT d.key {source} WHERE {values} ORDER BY 1 LIMIT {sample}"
+                )
+            out[kind] = p
+        return out
 
     def plan(
         self,
@@ -73,6 +143,9 @@ class Planner:
 
     def _load_state(self, destination: str, kind: ObjectKind) -> str:
         table = f"st_{destination}_{kind.value}"
+        if table in self._state_tables:  # loaded by preview() for this destination already
+            return table
+        self._state_tables.add(table)
         con = self.stage.con
         con.execute(
             f"CREATE OR REPLACE TABLE {table} (key VARCHAR, fingerprint VARCHAR, status VARCHAR, "
@@ -93,21 +166,12 @@ class Planner:
     ) -> Iterator[Change]:
         st = self._load_state(destination, kind)
         con = self.stage.con
-        salt = encoder.signature.replace("'", "''")
-        # The encoder signature salts the fingerprint: a new encoding re-plans every object once.
-        want = f"hex(xor(d.fp, md5_number('{salt}')))"  # hex: CAST(UHUGEINT AS VARCHAR) is slow in DuckDB 2
+        sql = self._conditions(kind, encoder, removal)
+        want, rejected, changed, gone = sql.want, sql.rejected, sql.changed, sql.gone
         counts.objects = int(con.execute(f"SELECT count(*) FROM desired_{kind.value}").fetchall()[0][0])
         if self.full_refresh:
             changed = "d.key IS NOT NULL"
             rejected = "false"
-        else:
-            rejected = f"s.status = '{STATUS_REJECTED}' AND s.failed = {want}"
-            changed = f"d.key IS NOT NULL AND s.fingerprint IS DISTINCT FROM {want} AND NOT coalesce({rejected}, false)"
-        gone = (
-            f"d.key IS NULL AND s.fingerprint IS NOT NULL AND s.fingerprint <> '{CLEARED}'"
-            if removal == "clear"
-            else "false"
-        )
         counts.still_rejected = int(
             con.execute(
                 f"SELECT count(*) FROM desired_{kind.value} d JOIN {st} s USING (key) WHERE {rejected}"
@@ -120,10 +184,11 @@ class Planner:
         cur = con.cursor()
         cur.execute(
             f"WITH c AS (SELECT coalesce(d.key, s.key) AS c_key, {want} AS c_want, d.key IS NULL AS c_gone, "
-            f"s.key IS NULL AS c_new, s.status AS c_status "
+            f"s.key IS NULL AS c_new, s.status AS c_status, h.key IS NOT NULL AS c_held "
             f"FROM desired_{kind.value} d FULL OUTER JOIN {st} s ON d.key = s.key "
+            f"LEFT JOIN held_{kind.value} h ON h.key = coalesce(d.key, s.key) "
             f"WHERE ({changed}) OR ({gone})) "
-            f"SELECT c_key, c_want, c_gone, c_new, c_status, {document} "
+            f"SELECT c_key, c_want, c_gone, c_new, c_status, {document}, c_held "
             f"FROM c LEFT JOIN final_{kind.value} f ON f.key = c.c_key ORDER BY c_key, f._seq"
         )
         planned = 0
@@ -133,7 +198,7 @@ class Planner:
         for part in _objects(cur, RECORD_CHUNK, single):
             # An object the state has never seen (c_new) has nothing to load: a first sync skips the reads.
             stored = self.state.load(destination, kind.value, [row[0] for row, _ in part if not row[3]])
-            for (key, fingerprint, is_gone, is_new, status, _), docs in part:
+            for (key, fingerprint, is_gone, is_new, status, _, held), docs in part:
                 before = stored.get(key)
                 dest_id, version = (before.dest_id, before.version) if before else (None, 0)
                 planned += 1
@@ -157,9 +222,18 @@ class Planner:
                 record = decode(key, docs)
                 encoded = encode(record)
                 first = before is None or before.fingerprint is None
-                delivered = {} if (before is None or full_refresh) else before.fields
-                # Nothing delivered yet: every encoded field is a change (the common case of a first sync).
-                fields = diff_fields(encoded, delivered, encoder) if delivered else encoded
+                delivered = {} if before is None else before.fields
+                if held:
+                    # An invalid row is no evidence that a value is gone: send only what is present now.
+                    counts.held += 1
+                    fingerprint = HELD_PREFIX + fingerprint
+                    fields = _without_removals(encoded, delivered, encoder)
+                elif full_refresh:
+                    # "Make the vendor equal the source": every present field, and every emptied one cleared.
+                    fields = {**encoded, **_emptied(encoded, delivered, encoder)}
+                else:
+                    # Nothing delivered yet: every encoded field is a change (the common case of a first sync).
+                    fields = diff_fields(encoded, delivered, encoder) if delivered else encoded
                 if status == "retryable":
                     counts.retrying += 1
                 if not fields:
@@ -189,9 +263,52 @@ class Planner:
         cur.close()
         counts.unchanged = counts.objects - (planned - counts.clear) - counts.still_rejected
         con.execute(f"DROP TABLE {st}").fetchall()
+        self._state_tables.discard(st)
 
 
 Candidate = tuple[tuple[Any, ...], list[str]]
+
+
+@dataclass(frozen=True, slots=True)
+class _Sql:
+    want: str
+    rejected: str
+    changed: str
+    gone: str
+
+
+def _keys(con: Any, sql: str) -> list[str]:
+    return [str(r[0]) for r in con.execute(sql).fetchall()]
+
+
+def _emptied(
+    encoded: Mapping[str, FieldValue], delivered: Mapping[str, FieldValue], encoder: Encoder
+) -> dict[str, FieldValue]:
+    """Fields delivered before, absent now and not already cleared: their cleared values."""
+    return {
+        k: encoder.cleared(k) for k, v in delivered.items() if k not in encoded and v != encoder.cleared(k)
+    }
+
+
+def _without_removals(
+    encoded: Mapping[str, FieldValue], delivered: Mapping[str, FieldValue], encoder: Encoder
+) -> dict[str, FieldValue]:
+    """The diff of an object with an invalid row: present values that changed, nothing cleared, and a list
+    (tags) only grown, never shrunk -- the invalid row's profile keeps what it had."""
+    if not delivered:
+        return dict(encoded)
+    fields = diff_fields(encoded, delivered, encoder)
+    out: dict[str, FieldValue] = {}
+    for name, value in fields.items():
+        if name not in encoded:
+            continue
+        old = delivered.get(name)
+        if isinstance(value, list) and isinstance(old, list):
+            value = sorted(set(value) | set(old))
+            if value == sorted(old):
+                continue
+        out[name] = value
+    return out
 
 
 def _objects(cur: Any, size: int, single: bool) -> Iterator[list[Candidate]]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -19,13 +20,33 @@ from accoil_sync.sources import Stage, load_stage
 from accoil_sync.sources.base import RowError
 from accoil_sync.sources.stage import SourceStats
 from accoil_sync.sync.engine import DeliveryReport, Engine
+from accoil_sync.sync.guards import (
+    Baseline,
+    Hold,
+    columns_fact,
+    objects_fact,
+    removal_verdict,
+    signature_fact,
+    thresholds,
+)
 from accoil_sync.sync.planner import DestinationPlan, Planner
+from accoil_sync.sync.sanity import sanity_warnings
 from accoil_sync.sync.state import StateStore, new_run_id
 from accoil_sync.sync.synclog import SyncLog, prune
+from accoil_sync.traits.names import ObjectKind
 
 log = logging.getLogger("accoil_sync.run")
 
-EXIT_OK, EXIT_FAILED_RECORDS, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3
+# Exit codes (README "Exit codes"): the one place they are defined.
+EXIT_OK = 0  # every delivery succeeded and the source was clean
+EXIT_FAILED_RECORDS = 1  # some records failed at a destination (rejected, or retryable and left for later)
+EXIT_USAGE = 2  # usage or configuration error, or the source cannot be read at all
+EXIT_UNAVAILABLE = 3  # a destination was unreachable, refused the credentials or was stopped
+EXIT_INVALID_ROWS = (
+    4  # deliveries all succeeded, but the source had invalid rows (safety.fail_on_invalid_rows)
+)
+EXIT_HELD = 5  # a destination was held by a safety threshold: nothing was sent to it
+EXIT_INTERRUPTED = 130  # Ctrl-C / SIGTERM: stopped between batches, acknowledged writes kept
 SAMPLE_SIZE = 5
 
 ConnectorFactory = Callable[[str, Settings, str], Connector]
@@ -42,28 +63,48 @@ class RunResult:
     errors: list[RowError] = field(default_factory=list)
     error_summary: list[tuple[str, int]] = field(default_factory=list)
     duplicates: list[tuple[str, str, str, int, list[str]]] = field(default_factory=list)
+    holds: dict[str, list[Hold]] = field(default_factory=dict)  # destinations held by a threshold
+    withheld: dict[str, str] = field(default_factory=dict)  # kind -> why no object was removed
+    # destination -> objects a destination with removal = "clear" kept only because removals were withheld
+    kept: dict[str, int] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)  # sanity warnings on the source data
+    fail_on_invalid_rows: bool = True
 
     halted: bool = False  # stopped early by a shutdown
 
     @property
     def status(self) -> str:
-        """The run ledger's word for this result: ok, partial, interrupted or failed."""
+        """The run ledger's word for this result: ok, partial, held, interrupted or failed."""
         if self.halted:
             return "interrupted"
-        return {EXIT_OK: "ok", EXIT_FAILED_RECORDS: "partial"}.get(self.exit_code, "failed")
+        return {
+            EXIT_OK: "ok",
+            EXIT_FAILED_RECORDS: "partial",
+            EXIT_INVALID_ROWS: "partial",
+            EXIT_HELD: "held",
+        }.get(self.exit_code, "failed")
 
     @property
     def exit_code(self) -> int:
-        if self.halted or any(d.stopped for d in self.deliveries.values()):
+        """The most serious outcome wins: interrupted, a destination stopped, held, records failed,
+        invalid source rows."""
+        if self.halted:
+            return EXIT_INTERRUPTED
+        if any(d.stopped for d in self.deliveries.values()):
             return EXIT_UNAVAILABLE
-        if self.source.invalid or any(d.failed for d in self.deliveries.values()):
+        if any(self.holds.values()) or any(self.kept.values()):
+            return EXIT_HELD
+        if any(d.failed for d in self.deliveries.values()):
             return EXIT_FAILED_RECORDS
+        if self.source.invalid and self.fail_on_invalid_rows:
+            return EXIT_INVALID_ROWS
         return EXIT_OK
 
     def to_json(self) -> dict[str, Any]:
         return {
             "run_id": self.run_id,
             "exit_code": self.exit_code,
+            "status": self.status,
             "source": {
                 kind.value: {
                     "rows": s.rows,
@@ -71,9 +112,13 @@ class RunResult:
                     "invalid": s.invalid,
                     "duplicates": s.duplicates,
                     "objects": s.objects,
+                    "file_errors": s.file_errors,
+                    "held_objects": s.held,
+                    "removals_withheld": self.withheld.get(kind.value),
                 }
                 for kind, s in self.source.by_kind.items()
             },
+            "warnings": list(self.warnings),
             "invalid_rows": [
                 {
                     "kind": e.kind.value,
@@ -82,6 +127,7 @@ class RunResult:
                     "column": e.column,
                     "reason": e.reason,
                     "key": e.key,
+                    "scope": e.scope,
                 }
                 for e in self.errors
             ],
@@ -92,6 +138,8 @@ class RunResult:
             "destinations": {
                 name: {
                     "plan": {kind.value: _counts(c) for kind, c in plan.counts.items()},
+                    "held": [h.to_json() for h in self.holds.get(name, [])],
+                    "removals_withheld": self.kept.get(name, 0),
                     "sample": [
                         {
                             "kind": ch.kind.value,
@@ -125,7 +173,17 @@ class RunResult:
 def _counts(c: Any) -> dict[str, int]:
     return {
         k: getattr(c, k)
-        for k in ("objects", "new", "changed", "unchanged", "refresh", "clear", "still_rejected", "retrying")
+        for k in (
+            "objects",
+            "new",
+            "changed",
+            "unchanged",
+            "refresh",
+            "clear",
+            "still_rejected",
+            "retrying",
+            "held",
+        )
     }
 
 
@@ -140,6 +198,14 @@ def _bulk_allocation() -> Iterator[None]:
         yield
     finally:
         gc.set_threshold(*old)
+
+
+def _configured(settings: Settings, kind: ObjectKind) -> bool:
+    return bool(settings.source.users if kind is ObjectKind.USER else settings.source.accounts)
+
+
+def _removal_configured(settings: Settings, names: Sequence[str]) -> bool:
+    return any(getattr(settings.destinations, name).removal == "clear" for name in names)
 
 
 def select_destinations(settings: Settings, requested: Sequence[str] | None) -> list[str]:
@@ -171,8 +237,10 @@ async def execute(
     sample_size: int = SAMPLE_SIZE,
     error_limit: int = 1000,
     halt: asyncio.Event | None = None,
+    allow_mass_change: bool = False,
 ) -> RunResult:
-    """Plan (``deliver=False``) or sync. The state store is only written when delivering."""
+    """Plan (``deliver=False``) or sync. The state store is only written when delivering.
+    ``allow_mass_change`` lets this run past the safety thresholds (as ``safety.allow_mass_change``)."""
     with _bulk_allocation():
         return await _execute(
             settings,
@@ -186,6 +254,7 @@ async def execute(
             sample_size=sample_size,
             error_limit=error_limit,
             halt=halt,
+            allow_mass_change=allow_mass_change or settings.safety.allow_mass_change,
         )
 
 
@@ -202,6 +271,7 @@ async def _execute(
     sample_size: int,
     error_limit: int,
     halt: asyncio.Event | None,
+    allow_mass_change: bool,
 ) -> RunResult:
     names = select_destinations(settings, destinations)
     run_id = run_id or new_run_id()
@@ -223,8 +293,28 @@ async def _execute(
             prune(state_dir / "synclog", settings.state.synclog_retention_days)
             synclog = SyncLog(state_dir / "synclog", run_id)
         stage = Stage(state_dir / "tmp", settings.profiles, run_id)
-        load_stage(stage, settings.source)
-        result = RunResult(run_id, stage.stats)
+        baselines = {
+            kind: Baseline.parse(state.get_fact(objects_fact(kind)), state.get_fact(columns_fact(kind)))
+            for kind in ObjectKind
+        }
+        # A column the source had at the last accepted run is required again, unless this run is allowed
+        # to drop it (its values are then cleared like any emptied field).
+        expected = {kind: () if allow_mass_change else b.columns for kind, b in baselines.items()}
+        load_stage(stage, settings.source, expected)
+        result = RunResult(run_id, stage.stats, fail_on_invalid_rows=settings.safety.fail_on_invalid_rows)
+        verdicts = {
+            kind: removal_verdict(kind, stats, baselines[kind], settings.safety, allow=allow_mass_change)
+            for kind, stats in stage.stats.by_kind.items()
+            if _configured(settings, kind)
+        }
+        for kind, verdict in verdicts.items():
+            if verdict.reason and _removal_configured(settings, names):
+                result.withheld[kind.value] = verdict.reason
+                log.warning("no %s is removed this run: %s", kind.value, verdict.reason)
+        if settings.safety.warnings:
+            result.warnings = sanity_warnings(stage, settings.profiles)
+            for warning in result.warnings:
+                log.warning("%s", warning)
         result.errors = stage.errors(limit=error_limit)
         result.error_summary = stage.error_summary()
         result.duplicates = [
@@ -240,7 +330,12 @@ async def _execute(
                 s.duplicates,
                 s.objects,
             )
-        planner = Planner(stage, state, full_refresh=full_refresh)
+        planner = Planner(
+            stage,
+            state,
+            full_refresh=full_refresh,
+            removable={kind: v.allowed for kind, v in verdicts.items()},
+        )
         for name in names:
             if halt is not None and halt.is_set():
                 result.halted = True
@@ -248,8 +343,26 @@ async def _execute(
             connector = connector_factory(name, settings, run_id)
             plan = DestinationPlan(name)
             result.plans[name] = plan
-            removal = getattr(settings.destinations, name).removal
-            changes = planner.plan(name, connector.encoder, removal, connector.capabilities.kinds, plan)
+            dest_cfg = getattr(settings.destinations, name)
+            removal = dest_cfg.removal
+            kinds = connector.capabilities.kinds
+            previous = state.get_fact(signature_fact(name))
+            previews = planner.preview(name, connector.encoder, removal, kinds, previous)
+            holds = [] if allow_mass_change else thresholds(name, dest_cfg, previews)
+            if removal == "clear":
+                kept = sum(p.absent for kind, p in previews.items() if kind.value in result.withheld)
+                if kept:
+                    result.kept[name] = kept
+                    log.error(
+                        "%s: %d object(s) absent from the source were not removed (removals withheld)",
+                        name,
+                        kept,
+                    )
+            if holds:
+                result.holds[name] = holds
+                for hold in holds:
+                    log.error("%s", hold)
+            changes = planner.plan(name, connector.encoder, removal, kinds, plan)
             try:
                 if not deliver:
                     samples: list[Change] = []
@@ -257,6 +370,9 @@ async def _execute(
                         if change.op != "refresh" and len(samples) < sample_size:
                             samples.append(change)
                     result.samples[name] = samples
+                    continue
+                if holds:
+                    state.add_counts(run_id, name, {}, {})
                     continue
                 try:
                     await connector.ensure_schema()
@@ -280,6 +396,8 @@ async def _execute(
                 report = await engine.run(changes)
                 result.deliveries[name] = report
                 result.halted = result.halted or report.halted
+                if not report.stopped and not report.halted:
+                    state.set_fact(signature_fact(name), connector.encoder.signature)
                 state.add_counts(run_id, name, dict(report.counts), dict(report.reasons))
                 log.info(
                     "%s: %s%s",
@@ -290,6 +408,12 @@ async def _execute(
             finally:
                 changes.close()
                 await connector.aclose()
+        if deliver and not result.halted:
+            for kind, verdict in verdicts.items():
+                if verdict.accept:
+                    stats = stage.stats.by_kind[kind]
+                    state.set_fact(objects_fact(kind), str(stats.objects))
+                    state.set_fact(columns_fact(kind), json.dumps(sorted(stats.columns)))
         completed = True
         return result
     finally:

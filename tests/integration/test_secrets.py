@@ -61,7 +61,7 @@ def test_sentinels_never_appear(examples: Path, served: str, tmp_path: Path) -> 
         cli("status", "-c", "c.toml", "--json"),
         cli("sync", "-c", "c.toml", "--log-format", "human", "--log-level", "DEBUG"),
     ]
-    assert [o.returncode for o in outputs] == [0, 1, 1, 0, 1]  # the example ships three bad rows
+    assert [o.returncode for o in outputs] == [0, 4, 4, 0, 4]  # the example ships three bad rows
     outputs.append(cli("serve", "--help"))
     text = "".join(o.stdout + o.stderr for o in outputs) + serve_session(served)
     assert "DEBUG" in text or '"level": "debug"' in text

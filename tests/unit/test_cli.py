@@ -37,16 +37,17 @@ def test_demo_second_run_reports_zero_changes(examples: Path, capsys: pytest.Cap
 
 def test_plan_json_and_sync_exit_codes(examples: Path) -> None:
     planned = cli("plan", "-c", "examples/accoil-sync.toml", "--json")
-    assert planned.returncode == 1  # the example ships three bad rows on purpose
+    assert planned.returncode == 4  # the example ships three bad rows on purpose
     data = json.loads(planned.stdout)
-    assert data["source"]["user"] == {"rows": 10, "valid": 7, "invalid": 3, "duplicates": 0, "objects": 7}
+    counts = {k: data["source"]["user"][k] for k in ("rows", "valid", "invalid", "duplicates", "objects")}
+    assert counts == {"rows": 10, "valid": 7, "invalid": 3, "duplicates": 0, "objects": 7}
     assert {e["row"] for e in data["invalid_rows"]} == {9, 10, 11}
     plan = data["destinations"]["jsonl"]["plan"]
     assert plan["user"]["new"] == 7 and plan["account"]["new"] == 4
     sample = data["destinations"]["jsonl"]["sample"][0]
     assert sample["changes"]["Accoil_Default_Score"] == {"from": None, "to": 88}
     synced = cli("sync", "-c", "examples/accoil-sync.toml", "--log-format", "json")
-    assert synced.returncode == 1
+    assert synced.returncode == 4  # every delivery succeeded; the source had invalid rows
     status = cli("status", "-c", "examples/accoil-sync.toml", "--json")
     assert json.loads(status.stdout)["runs"][0]["counts"] == {"jsonl": {"ok": 11}}
 

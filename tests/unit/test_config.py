@@ -139,6 +139,22 @@ def test_secret_in_toml_is_refused_and_not_echoed(tmp_path: Path) -> None:
             "'SUCCESS'",
         ),
         ('[source]\nusers = "u.csv"\n', {"ACCOIL_SYNC_SERVE__PORT": "80000"}, "serve.port", "65535"),
+        # issue 15: input that crashed or slipped through
+        ('[source]\nusers = "u.csv"\n', {"ACCOIL_SYNC_PROFILES": "Default"}, "profiles", "must be JSON"),
+        (
+            '[source]\nusers = "u.csv"\n',
+            {"ACCOIL_SYNC_DESTINATIONS__SEGMENT__WRITE_KEY": ""},
+            "destinations.segment.write_key",
+            "set but empty",
+        ),
+        ('[source]\nusers = "u.csv"\n[state]\npath = "."\n', {}, "state.path", "is a directory"),
+        ('[source]\nusers = "u.csv"\n[state]\npath = "/dev/null"\n', {}, "state.path", "not a regular file"),
+        (
+            '[source]\nusers = "u.csv"\n[destinations.hubspot]\nmax_removed_share = 2\n',
+            {},
+            "destinations.hubspot.max_removed_share",
+            "less than or equal to 1",
+        ),
     ],
 )
 def test_bad_config_names_the_field(
@@ -185,3 +201,14 @@ def test_help_shows_no_secret(monkeypatch: pytest.MonkeyPatch) -> None:
         result = runner.invoke(app, args)
         assert result.exit_code == 0
         assert SENTINEL not in result.output
+
+
+def test_a_config_path_that_is_a_directory_or_not_utf8_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(tmp_path)
+    assert "is a directory" in str(info.value)
+    binary = tmp_path / "c.toml"
+    binary.write_bytes(b"[source]\nusers = '\xff.csv'\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings(binary)
+    assert "not UTF-8 text (byte 0xff" in str(info.value)

@@ -129,10 +129,17 @@ def test_removed_metric_is_cleared_and_removal_policy(users: Path, make_settings
     settings = make_settings(extra='removal = "clear"\n')
     run(settings, FakeConnector())
     write(users, HEADER + "u1,10,A;B,\nu2,20,A,60\n")
+    # Three of five gone is a source much smaller than last time: nothing is removed until allowed.
+    guarded = FakeConnector()
+    held = run(settings, guarded)
+    assert [(c.key, c.op, c.fields) for c in guarded.sent] == [
+        ("u1", "upsert", {"Accoil_Default_Activation": None})  # an emptied field is still cleared
+    ]
+    assert "40% of the 5 at the last accepted run" in held.withheld["user"]
+    assert held.exit_code == 5 and held.kept == {"jsonl": 3} and not held.holds
     fake = FakeConnector()
-    run(settings, fake)
+    run(settings, fake, allow_mass_change=True)
     by_key = {c.key: c for c in fake.sent}
-    assert by_key["u1"].fields == {"Accoil_Default_Activation": None}
     assert {k for k, c in by_key.items() if c.op == "clear"} == {"u3", "u4", "u5"}
     assert by_key["u3"].fields == {"Accoil_Default_Score": None, "Accoil_Default_Activation": None}
     quiet = FakeConnector()
