@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from accoil_sync.connectors.hubspot_identity import normalise_domain
+
 if TYPE_CHECKING:
     from accoil_sync.emulator.hubspot import HubSpot
 
@@ -38,11 +40,13 @@ def seed(hub: HubSpot, users: list[dict[str, Any]], accounts: list[dict[str, Any
         "ambiguous_domain": {},  # key -> the two company ids on its domain (neither may be written)
     }
     seen_users: set[str] = set()
+    emails: set[str] = set()  # one pre-existing record per email: a second user on it is the source's doing
     for n, row in enumerate(users):
         key, email = _text(row, "user_id", "key", "id"), _text(row, "email")
-        if not key or "@" not in email or key in seen_users:
+        if not key or "@" not in email or key in seen_users or email.lower() in emails:
             continue
         seen_users.add(key)
+        emails.add(email.lower())
         case = len(seen_users) - 1
         local, domain = email.rsplit("@", 1)
         if case % 4 == 0:
@@ -59,11 +63,13 @@ def seed(hub: HubSpot, users: list[dict[str, Any]], accounts: list[dict[str, Any
             hub.archive("contacts", obj["id"])
             manifest["deleted_contacts"][key] = obj["id"]
     seen_accounts: set[str] = set()
+    domains: set[str] = set()
     for row in accounts:
-        key, domain = _text(row, "account_id", "key", "id"), _text(row, "domain").lower()
-        if not key or not domain or key in seen_accounts:
+        key, domain = _text(row, "account_id", "key", "id"), normalise_domain(_text(row, "domain")) or ""
+        if not key or not domain or key in seen_accounts or domain in domains:
             continue
         seen_accounts.add(key)
+        domains.add(domain)
         case = len(seen_accounts) - 1
         name = _text(row, "name") or domain
         if case % 4 == 0:

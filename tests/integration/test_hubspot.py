@@ -16,6 +16,7 @@ from accoil_sync.connectors import Connector
 from accoil_sync.connectors.http import RetryPolicy
 from accoil_sync.connectors.hubspot import HubSpotConnector
 from accoil_sync.emulator import Emulator, Faults
+from accoil_sync.sync.identity import Ownership
 from accoil_sync.sync.runner import RunResult, execute
 from tests.conftest import WriteConfig, write
 from tests.integration.conftest import call, destination_section
@@ -49,6 +50,7 @@ class Recorder:
             settings.destinations.hubspot,
             settings.profiles,
             policy=RetryPolicy(initial_wait=0.05, max_wait=0.2, max_attempts=8),
+            ownership=Ownership("hubspot", settings.state.path),
         )
 
         async def record(request: httpx.Request) -> None:
