@@ -17,10 +17,11 @@ whole is split in halves until the bad record stands alone.
 
 from __future__ import annotations
 
-import asyncio
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -135,6 +136,7 @@ class HubSpotConnector:
         policy: RetryPolicy | None = None,
         ownership: Ownership | None = None,
         client: httpx.AsyncClient | None = None,
+        schema_cache: Path | None = None,
     ) -> None:
         self.cfg = cfg
         self.ownership = ownership or Ownership("hubspot")  # who owns which record (docs/IDENTITY.md)
@@ -169,11 +171,9 @@ class HubSpotConnector:
             client=client,
             observe=_headers_observer(limiter, self.daily),
         )
-        self.schema = HubSpotSchema(cfg, self.transport, profiles)
+        self.schema = HubSpotSchema(cfg, self.transport, profiles, schema_cache)
         self.identity = HubSpotIdentity(cfg, self.transport)
         self._email_owner: dict[str, str] = {}  # email -> the key that creates its contact in this run
-        self._schema_lock = asyncio.Lock()
-        self._schema_rechecked = False
 
     async def ensure_schema(self) -> None:
         await self.schema.ensure(OBJECT_TYPES)
@@ -201,7 +201,18 @@ class HubSpotConnector:
         creates: list[_Write] = []
         if unknown:
             await self._place(kind, unknown, updates, creates, outcomes)
-        for outcome in await self._update(kind, updates) + await self._send(kind, "upsert", creates):
+        seen = self.schema.rechecks
+        results = await self._update(kind, updates) + await self._send(kind, "upsert", creates)
+        drifted = {o.key for o in results if _drifted(o)}
+        if drifted:
+            # Our property or option was archived in HubSpot after the schema was cached: check the schema
+            # again and send the affected records once more, in this run.
+            await self.schema.recheck(OBJECT_TYPES, seen)
+            await self._ensure_options(OBJECT_TYPES[kind], [c for c in batch if c.key in drifted])
+            results = [o for o in results if o.key not in drifted]
+            results += await self._update(kind, [w for w in updates if w.change.key in drifted])
+            results += await self._send(kind, "upsert", [w for w in creates if w.change.key in drifted])
+        for outcome in results:
             outcomes[outcome.key] = outcome
         return [outcomes[c.key] for c in batch]
 
@@ -337,9 +348,10 @@ class HubSpotConnector:
                 "POST", f"/crm/v3/objects/{object_type}/batch/{mode}", json={"inputs": inputs}
             )
         except PermanentError as exc:
-            if len(items) == 1:
-                reason = _reason(exc)
-                return [Outcome.reject(items[0].change.key, reason, _reason_class(reason, mode))]
+            reason = _reason(exc)
+            if len(items) == 1 or _DRIFT.search(reason):
+                # One record, or a property every record carries is gone (halving would not isolate it).
+                return [Outcome.reject(w.change.key, reason, _reason_class(reason, mode)) for w in items]
             # The whole batch failed for something in it: halve until the bad record stands alone.
             half = len(items) // 2
             return await self._send(kind, mode, items[:half]) + await self._send(kind, mode, items[half:])
@@ -455,6 +467,14 @@ def _reported(key: str, match: Match, create_missing: bool) -> Outcome:
 def _verdict(outcome: Outcome | None) -> Any:
     cls = outcome.reason_class if outcome else None
     return cls if cls in ("conflict", "ambiguous") else "not_found"
+
+
+_DRIFT = re.compile(r"PROPERTY_DOESNT_EXIST|does not exist|INVALID_OPTION|was not one of the allowed options")
+
+
+def _drifted(outcome: Outcome) -> bool:
+    """HubSpot refused a write because a property or option accoil-sync knew of is gone."""
+    return outcome.reason_class == "invalid" and bool(_DRIFT.search(outcome.reason or ""))
 
 
 def _reason_class(text: str, mode: str) -> Any:

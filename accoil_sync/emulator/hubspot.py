@@ -192,6 +192,14 @@ class HubSpot(Vendor):
                 True,
                 True,
             ),
+            (
+                "DELETE",
+                "/crm/v3/properties/{type}/{name}",
+                "properties/delete",
+                self.archive_property,
+                True,
+                True,
+            ),
         ]
         routes = [Route("/oauth/v1/token", self.oauth_token, methods=["POST"])]  # no bearer token needed
         for method, path, name, handler, write, schema in table:
@@ -958,6 +966,17 @@ class HubSpot(Vendor):
             ]
         prop["updatedAt"] = iso_now()
         return self._reply(request, prop)
+
+    async def archive_property(self, request: Request, kind: str) -> Response:
+        """Archive a property (204): writes naming it fail with PROPERTY_DOESNT_EXIST from now on."""
+        prop = self.properties[kind].get(request.path_params["name"])
+        if prop is None or not prop["modificationMetadata"].get("archivable"):
+            return self._reply(request, error_body(404, "OBJECT_NOT_FOUND", "property not found"), 404)
+        del self.properties[kind][prop["name"]]
+        for obj in self.objects[kind].values():
+            obj["properties"].pop(prop["name"], None)
+        self.index[kind].pop(prop["name"], None)
+        return Response(status_code=204, headers=getattr(request.state, "rate_headers", {}))
 
     async def list_groups(self, request: Request, kind: str) -> Response:
         return self._reply(request, {"results": list(self.groups[kind].values())})

@@ -51,6 +51,7 @@ class Recorder:
             settings.profiles,
             policy=RetryPolicy(initial_wait=0.05, max_wait=0.2, max_attempts=8),
             ownership=Ownership("hubspot", settings.state.path),
+            schema_cache=settings.state.directory / "hubspot-schema.json",
         )
 
         async def record(request: httpx.Request) -> None:
