@@ -20,6 +20,7 @@ from accoil_sync.sources.base import RowError
 from accoil_sync.sources.stage import SourceStats
 from accoil_sync.sync.engine import DeliveryReport, Engine
 from accoil_sync.sync.planner import DestinationPlan, Planner
+from accoil_sync.sync.resolve import Resolver, ResolveReport
 from accoil_sync.sync.state import StateStore, new_run_id
 from accoil_sync.sync.synclog import SyncLog, prune
 
@@ -42,6 +43,7 @@ class RunResult:
     errors: list[RowError] = field(default_factory=list)
     error_summary: list[tuple[str, int]] = field(default_factory=list)
     duplicates: list[tuple[str, str, str, int, list[str]]] = field(default_factory=list)
+    resolutions: dict[str, ResolveReport] = field(default_factory=dict)  # plan --resolve, per destination
 
     halted: bool = False  # stopped early by a shutdown
 
@@ -116,6 +118,7 @@ class RunResult:
                         if (d := self.deliveries.get(name))
                         else {}
                     ),
+                    **({"resolve": r.to_json()} if (r := self.resolutions.get(name)) else {}),
                 }
                 for name, plan in self.plans.items()
             },
@@ -171,8 +174,10 @@ async def execute(
     sample_size: int = SAMPLE_SIZE,
     error_limit: int = 1000,
     halt: asyncio.Event | None = None,
+    resolve: bool = False,
 ) -> RunResult:
-    """Plan (``deliver=False``) or sync. The state store is only written when delivering."""
+    """Plan (``deliver=False``) or sync. The state store is only written when delivering. ``resolve``
+    (plan only): look the planned records up in each CRM that can, read-only."""
     with _bulk_allocation():
         return await _execute(
             settings,
@@ -186,6 +191,7 @@ async def execute(
             sample_size=sample_size,
             error_limit=error_limit,
             halt=halt,
+            resolve=resolve,
         )
 
 
@@ -202,6 +208,7 @@ async def _execute(
     sample_size: int,
     error_limit: int,
     halt: asyncio.Event | None,
+    resolve: bool = False,
 ) -> RunResult:
     names = select_destinations(settings, destinations)
     run_id = run_id or new_run_id()
@@ -253,10 +260,15 @@ async def _execute(
             try:
                 if not deliver:
                     samples: list[Change] = []
+                    resolver = Resolver(connector) if resolve and connector.capabilities.resolves else None
                     for change in changes:
                         if change.op != "refresh" and len(samples) < sample_size:
                             samples.append(change)
+                        if resolver is not None:
+                            await resolver.add(change)
                     result.samples[name] = samples
+                    if resolver is not None:
+                        result.resolutions[name] = await resolver.finish()
                     continue
                 try:
                     await connector.ensure_schema()

@@ -257,3 +257,54 @@ def test_a_merged_record_is_followed_to_its_survivor_and_a_deleted_one_reported(
         ["batch", "read"],
         ["batch", "update"],
     ]
+
+
+def test_plan_resolve_counts_verdicts_before_anything_is_written(
+    served: str,
+    make_settings: WriteConfig,
+    emulator: Emulator,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("ACCOIL_SYNC_DESTINATIONS__HUBSPOT__ACCESS_TOKEN", "pat-test")
+    emulator.seed_messy(rows(USERS), rows(ACCOUNTS))
+    before = emulator.hubspot.state()
+    write(tmp_path / "users.csv", USERS)
+    write(tmp_path / "accounts.csv", ACCOUNTS)
+    settings = make_settings(
+        "users.csv", "accounts.csv", destination_section(served, "hubspot", create_missing=True)
+    )
+    rec = Recorder()
+
+    def plan() -> dict[str, Any]:
+        result = asyncio.run(
+            execute(
+                settings, deliver=False, destinations=["hubspot"], connector_factory=rec.factory, resolve=True
+            )
+        )
+        return result.to_json()["destinations"]["hubspot"]["resolve"]  # type: ignore[no-any-return]
+
+    resolved = plan()
+    assert resolved["counts"] == {
+        "account": {"update": 3, "create": 2, "not_found": 1, "ambiguous": 1, "conflict": 1},
+        "user": {"update": 4, "create": 3, "not_found": 1, "ambiguous": 0, "conflict": 1},
+    }
+    details = {r["key"]: r["detail"] for r in resolved["reported"]}
+    assert "u05" in details["u06"] and "acc_f" in details["acc_g"]
+    assert all(m == "POST" and p.endswith(("/batch/read", "/search")) for m, p, _ in rec.requests)
+    assert emulator.hubspot.state()["contacts"] == before["contacts"]  # read-only
+    # After the sync, a changed run resolves from the stored ids: one read per kind, everything "update"
+    # except the reported ones.
+    run(settings, Recorder())
+    write(tmp_path / "users.csv", bump(USERS, 1))
+    write(tmp_path / "accounts.csv", bump(ACCOUNTS, 1))
+    rec.requests.clear()
+    resolved = plan()
+    assert resolved["counts"]["user"] == {
+        "update": 7,
+        "create": 0,
+        "not_found": 1,
+        "ambiguous": 0,
+        "conflict": 1,
+    }
+    assert resolved["counts"]["account"]["update"] == 5
