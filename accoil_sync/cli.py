@@ -167,6 +167,14 @@ def plan(
     destination: DestinationOption = None,
     full_refresh: FullRefresh = False,
     allow_mass_change: AllowMassChange = False,
+    resolve: Annotated[
+        bool,
+        typer.Option(
+            "--resolve",
+            help="Also look each planned record up in the CRMs (read-only): how many would update an existing "
+            "record, be created, not found, ambiguous or in conflict.",
+        ),
+    ] = False,
     as_json: JsonOption = False,
     log_format: LogFormat = "auto",
     log_level: LogLevel = None,
@@ -181,6 +189,7 @@ def plan(
             destinations=destination,
             full_refresh=full_refresh,
             allow_mass_change=allow_mass_change,
+            resolve=resolve,
         )
     if as_json:
         print(json.dumps(result.to_json(), indent=2, ensure_ascii=False, default=str))
@@ -292,6 +301,31 @@ def config_check(config: ConfigOption = None) -> None:
     )
 
 
+def _print_resolutions(data: dict[str, Any]) -> None:
+    """``plan --resolve``: verdicts per destination and kind, then the reported records with their reasons."""
+    resolved = {name: dest["resolve"] for name, dest in data["destinations"].items() if "resolve" in dest}
+    if not resolved:
+        return
+    table = Table(title="Resolve (read-only lookups)")
+    for col in ("destination", "kind", "update", "create", "not found", "ambiguous", "conflict"):
+        table.add_column(col)
+    for name, r in resolved.items():
+        for kind, c in r["counts"].items():
+            table.add_row(
+                name, kind, *(str(c[v]) for v in ("update", "create", "not_found", "ambiguous", "conflict"))
+            )
+    out.print(table)
+    for name, r in resolved.items():
+        if r["stopped"]:
+            out.print(f"[yellow]{name}: resolving stopped: {r['stopped']}[/yellow]", highlight=False)
+        for item in r["reported"]:
+            out.print(
+                f"  {name} {item['kind']} {item['key']!r}: {item['verdict']}: {item['detail']}",
+                highlight=False,
+                markup=False,
+            )
+
+
 def _print_result(result: RunResult, delivered: bool) -> None:
     data = result.to_json()
     src = Table(title=f"Source (run {result.run_id})")
@@ -353,6 +387,7 @@ def _print_result(result: RunResult, delivered: bool) -> None:
                 str(counts.get("retryable", 0) + counts.get("rejected", 0)) if delivered else "-",
             )
     out.print(table)
+    _print_resolutions(data)
     for name, dest in data["destinations"].items():
         for s in dest["sample"]:
             changes = ", ".join(

@@ -240,10 +240,13 @@ class HubSpotDestination(DestinationBase):
     tier: HubSpotTier = "professional"
     contact_match: Literal["email", "property"] = "email"
     contact_id_property: str = Field("accoil_user_id", pattern=r"^[a-z][a-z0-9_]{0,98}$")
-    company_match: Literal["property", "domain"] = "property"
+    company_match: Literal["property", "domain"] = "domain"
     company_id_property: str = Field("accoil_account_id", pattern=r"^[a-z][a-z0-9_]{0,98}$")
     create_missing: bool = False
     property_group: str = Field("accoil", pattern=r"^[a-z][a-z0-9_]{0,98}$")
+    schema_ttl_hours: float = Field(
+        24, ge=0, le=24 * 30, description="read HubSpot's properties again after this long (0: every run)"
+    )
 
     @model_validator(mode="after")
     def _auth_when_enabled(self) -> HubSpotDestination:

@@ -38,6 +38,7 @@ def build_connector(name: str, settings: Settings, run_id: str) -> Connector:
             settings.destinations.hubspot,
             settings.profiles,
             ownership=Ownership("hubspot", settings.state.path),
+            schema_cache=settings.state.directory / "hubspot-schema.json",
         )
     raise ConfigError(
         [

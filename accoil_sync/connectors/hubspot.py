@@ -1,9 +1,13 @@
 """HubSpot: users to contact properties, accounts to company properties, 100 records per request.
 
-Matching: contacts by email (or a unique property of ours), companies by our unique ``accoil_account_id``
-(or by domain, once, when configured); the HubSpot record id is then kept in state, so steady-state
-updates are ``batch/update`` by id: one request per 100 changed records. Missing records are created only
-with ``create_missing = true`` (``batch/upsert``); otherwise they are reported as not found.
+Identity (docs/IDENTITY.md, ``hubspot_identity``): a key without a stored HubSpot id is looked up first
+(contacts by our unique property and by email, companies by our unique property and by domain), the record
+found is claimed for the key through ``Ownership`` (a record another key owns is a reported conflict, never
+a write), and only keys the lookup did not find are created (``create_missing = true``, ``batch/upsert`` by
+email or by our unique property, so a retried create cannot duplicate). The HubSpot id is then kept in
+state, so steady-state updates are ``batch/update`` by id: one request per 100 changed records. A stored id
+HubSpot no longer knows (merged, deleted) is replaced in the same run: by the merge's survivor, or by a
+new lookup.
 
 HubSpot fails a whole batch for one bad input unless every input carries an ``objectWriteTraceId``, and
 rejects duplicate ids outright. So: emails are validated and keys lower-cased and de-duplicated here, every
@@ -16,18 +20,29 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import httpx
 
 from accoil_sync.config.models import HubSpotDestination, ProfileConfig
-from accoil_sync.connectors.base import Capabilities, Change, Outcome
+from accoil_sync.connectors.base import Capabilities, Change, Outcome, Resolution
 from accoil_sync.connectors.http import RateLimiter, RetryPolicy, Transport
-from accoil_sync.connectors.hubspot_schema import OBJECT_TYPES, HubSpotSchema
+from accoil_sync.connectors.hubspot_identity import (
+    OBJECT_TYPES,
+    HubSpotIdentity,
+    Match,
+    normalise_domain,
+    normalise_email,
+)
+from accoil_sync.connectors.hubspot_schema import HubSpotSchema
 from accoil_sync.errors import DestinationUnavailable, PermanentError
 from accoil_sync.sync.identity import Ownership
 from accoil_sync.traits.encoders import Encoder, HubSpotEncoder, hubspot_option_value, hubspot_property
 from accoil_sync.traits.names import Metric, ObjectKind
+
+CONFLICT_HINT = "nothing was written (see docs/IDENTITY.md)"
 
 MAX_BATCH = 100
 TIER_PER_10S = {
@@ -37,7 +52,6 @@ TIER_PER_10S = {
     "enterprise": 190,
     "api_limit_increase": 250,
 }
-_EMAIL = re.compile(r"^[^@\s;,]+@[^@\s;,]+\.[A-Za-z]{2,}$")
 DAILY_RESERVE = 50  # stop cleanly before the last requests of the day, leaving room for people's own tools
 
 
@@ -102,6 +116,15 @@ def _headers_observer(limiter: RateLimiter, daily: dict[str, int]) -> Any:
     return observe
 
 
+@dataclass(slots=True)
+class _Write:
+    """One input of a batch write: the change, how HubSpot finds the record, the properties sent."""
+
+    change: Change
+    ident: dict[str, str]  # {"id": record id} (update) or {"id": value, "idProperty": name} (upsert)
+    properties: dict[str, Any]
+
+
 class HubSpotConnector:
     name = "hubspot"
 
@@ -113,10 +136,13 @@ class HubSpotConnector:
         policy: RetryPolicy | None = None,
         ownership: Ownership | None = None,
         client: httpx.AsyncClient | None = None,
+        schema_cache: Path | None = None,
     ) -> None:
         self.cfg = cfg
         self.ownership = ownership or Ownership("hubspot")  # who owns which record (docs/IDENTITY.md)
-        self.capabilities = Capabilities(max_batch=MAX_BATCH, max_concurrency=cfg.max_concurrency)
+        self.capabilities = Capabilities(
+            max_batch=MAX_BATCH, max_concurrency=cfg.max_concurrency, resolves=True
+        )
         self.encoder: Encoder = HubSpotEncoder()
         self.daily: dict[str, int] = {}
         limiter = RateLimiter(TIER_PER_10S[cfg.tier], 10.0)
@@ -145,8 +171,9 @@ class HubSpotConnector:
             client=client,
             observe=_headers_observer(limiter, self.daily),
         )
-        self.schema = HubSpotSchema(cfg, self.transport, profiles)
-        self._email_owner: dict[str, str] = {}
+        self.schema = HubSpotSchema(cfg, self.transport, profiles, schema_cache)
+        self.identity = HubSpotIdentity(cfg, self.transport)
+        self._email_owner: dict[str, str] = {}  # email -> the key that creates its contact in this run
 
     async def ensure_schema(self) -> None:
         await self.schema.ensure(OBJECT_TYPES)
@@ -155,42 +182,39 @@ class HubSpotConnector:
 
     async def deliver(self, kind: ObjectKind, batch: Sequence[Change]) -> list[Outcome]:
         self._check_daily()
-        object_type = OBJECT_TYPES[kind]
-        outcomes: list[Outcome] = []
-        by_id: list[tuple[Change, str]] = []  # (change, HubSpot record id)
-        to_resolve: list[tuple[Change, str]] = []  # (change, value of the id property)
+        await self._ensure_options(OBJECT_TYPES[kind], batch)
+        outcomes: dict[str, Outcome] = {}
+        updates: list[_Write] = []
+        unknown: list[Change] = []
         for change in batch:
             if change.dest_id:
-                by_id.append((change, change.dest_id))
-                continue
-            key_value, problem = self._match_value(kind, change)
-            if problem:
-                outcomes.append(Outcome.reject(change.key, problem))
-            else:
-                assert key_value is not None
-                to_resolve.append((change, key_value))
-        await self._ensure_options(object_type, batch)
-        if to_resolve:
-            if self.cfg.create_missing:
-                outcomes += await self._write(
-                    object_type,
-                    "upsert",
-                    [(c, {"id": v, "idProperty": self._id_property(kind)}) for c, v in to_resolve],
+                if owner := self.ownership.claim(kind, change.key, change.dest_id):
+                    outcomes[change.key] = Outcome.conflict(change.key, owner, change.dest_id, "HubSpot")
+                else:
+                    updates.append(_Write(change, {"id": change.dest_id}, dict(change.fields)))
+            elif change.record is None:
+                outcomes[change.key] = Outcome.reject(
+                    change.key, "cannot clear: the HubSpot record id is not known (it was never delivered)"
                 )
             else:
-                found, missing = await self._resolve(kind, to_resolve)
-                by_id += found
-                outcomes += [
-                    Outcome.reject(
-                        c.key,
-                        f"not found in HubSpot by {self._id_property(kind)} {v!r}; "
-                        "not created because destinations.hubspot.create_missing is off",
-                    )
-                    for c, v in missing
-                ]
-        if by_id:
-            outcomes += await self._write(object_type, "update", [(c, {"id": i}) for c, i in by_id])
-        return outcomes
+                unknown.append(change)
+        creates: list[_Write] = []
+        if unknown:
+            await self._place(kind, unknown, updates, creates, outcomes)
+        seen = self.schema.rechecks
+        results = await self._update(kind, updates) + await self._send(kind, "upsert", creates)
+        drifted = {o.key for o in results if _drifted(o)}
+        if drifted:
+            # Our property or option was archived in HubSpot after the schema was cached: check the schema
+            # again and send the affected records once more, in this run.
+            await self.schema.recheck(OBJECT_TYPES, seen)
+            await self._ensure_options(OBJECT_TYPES[kind], [c for c in batch if c.key in drifted])
+            results = [o for o in results if o.key not in drifted]
+            results += await self._update(kind, [w for w in updates if w.change.key in drifted])
+            results += await self._send(kind, "upsert", [w for w in creates if w.change.key in drifted])
+        for outcome in results:
+            outcomes[outcome.key] = outcome
+        return [outcomes[c.key] for c in batch]
 
     def _check_daily(self) -> None:
         left = self.daily.get("remaining")
@@ -200,29 +224,106 @@ class HubSpotConnector:
                 "the run stops cleanly here and resumes after midnight in the HubSpot account's time zone"
             )
 
-    def _id_property(self, kind: ObjectKind) -> str:
-        if kind is ObjectKind.ACCOUNT:
-            return self.cfg.company_id_property
-        return "email" if self.cfg.contact_match == "email" else self.cfg.contact_id_property
+    async def _place(
+        self,
+        kind: ObjectKind,
+        changes: list[Change],
+        updates: list[_Write],
+        creates: list[_Write],
+        outcomes: dict[str, Outcome],
+    ) -> None:
+        """Look up records for keys without a HubSpot id; claim what was found, create what was not."""
+        matches = await self.identity.lookup(kind, [(c.key, c.record) for c in changes if c.record])
+        for change in changes:
+            match = matches[change.key]
+            key = change.key
+            if match.verdict == "found":
+                assert match.dest_id is not None
+                if owner := self.ownership.claim(kind, key, match.dest_id):
+                    outcomes[key] = Outcome.conflict(key, owner, match.dest_id, "HubSpot")
+                else:
+                    updates.append(_Write(change, {"id": match.dest_id}, {**change.fields, **match.stamp}))
+            elif match.verdict == "not_found" and self.cfg.create_missing:
+                write, problem = self._creation(kind, change)
+                if write is not None:
+                    creates.append(write)
+                else:
+                    assert problem is not None
+                    outcomes[key] = problem
+            else:
+                outcomes[key] = _reported(key, match, self.cfg.create_missing)
 
-    def _match_value(self, kind: ObjectKind, change: Change) -> tuple[str | None, str | None]:
-        """The value to find this record by, or why it cannot be sent."""
-        if change.record is None:
-            return None, "cannot clear: the HubSpot record id is not known (it was never delivered)"
-        if kind is ObjectKind.ACCOUNT or self.cfg.contact_match == "property":
-            return change.key, None
-        email = (change.record.email or "").strip().lower()
-        if not email:
-            return None, 'no email: HubSpot contacts are matched by email (or set contact_match = "property")'
-        if not _EMAIL.match(email):
-            return None, f"email {email!r} is not one HubSpot accepts (INVALID_EMAIL); nothing was sent"
-        owner = self._email_owner.setdefault(email, change.key)
-        if owner != change.key:
-            return (
-                None,
-                f"email {email!r} also belongs to user {owner!r}; HubSpot keeps one contact per email",
+    def _creation(self, kind: ObjectKind, change: Change) -> tuple[_Write | None, Outcome | None]:
+        """A new record for a key the lookup did not find, carrying what identifies it in HubSpot."""
+        record = change.record
+        assert record is not None
+        key = change.key
+        if kind is ObjectKind.ACCOUNT:
+            domain = normalise_domain(record.domain)
+            name = (record.name or "").strip() or domain
+            if not name:
+                return None, Outcome.reject(
+                    key,
+                    "not found in HubSpot, and not created: a company needs a name or a domain, and the "
+                    "source has neither for this account",
+                    "not_found",
+                )
+            properties: dict[str, Any] = {**change.fields, "name": name}
+            if domain:
+                properties["domain"] = domain
+            prop = self.cfg.company_id_property
+            return _Write(change, {"id": key, "idProperty": prop}, properties), None
+        if problem := self.identity.email_problem(record):
+            return None, Outcome.reject(key, f"not found in HubSpot, and not created: {problem}", "not_found")
+        email = normalise_email(record.email) or ""
+        owner = self._email_owner.setdefault(email, key)
+        if owner != key:
+            return None, Outcome.reject(
+                key,
+                f"conflict: email {email!r} also belongs to key {owner!r}; HubSpot keeps one contact per "
+                f"email; {CONFLICT_HINT}",
+                "conflict",
             )
-        return email, None
+        properties = {**change.fields, "email": email}
+        user_prop = self.identity.id_property(kind)
+        if user_prop is None:
+            return _Write(change, {"id": email, "idProperty": "email"}, properties), None
+        return _Write(change, {"id": key, "idProperty": user_prop}, {**properties, user_prop: key}), None
+
+    async def _update(self, kind: ObjectKind, updates: list[_Write], healing: bool = False) -> list[Outcome]:
+        """``batch/update`` by id; stored ids HubSpot no longer knows are replaced and sent again."""
+        if not updates:
+            return []
+        outcomes = await self._send(kind, "update", updates)
+        stale = {o.key for o in outcomes if o.status == "rejected" and o.reason_class == "not_found"}
+        if not stale or healing:
+            return outcomes
+        items = [w for w in updates if w.change.key in stale]
+        survivors = await self.identity.survivors(kind, [w.ident["id"] for w in items])
+        kept = [o for o in outcomes if o.key not in stale]
+        again: list[_Write] = []
+        lost: list[Change] = []
+        for write in items:
+            change, old = write.change, write.ident["id"]
+            self.ownership.release(kind, change.key, old)
+            new = survivors.get(old)
+            if new is not None and new != old:
+                if owner := self.ownership.claim(kind, change.key, new):
+                    kept.append(Outcome.conflict(change.key, owner, new, "HubSpot"))
+                else:
+                    again.append(_Write(change, {"id": new}, write.properties))
+            elif change.record is None:
+                kept.append(Outcome.ok(change.key))  # the object left the source and its record left HubSpot
+            else:
+                lost.append(replace(change, dest_id=None))
+        creates: list[_Write] = []
+        if lost:
+            reported: dict[str, Outcome] = {}
+            await self._place(kind, lost, again, creates, reported)
+            kept += reported.values()
+        return (
+            kept + await self._update(kind, again, healing=True) + await self._send(kind, "upsert", creates)
+        )
 
     async def _ensure_options(self, object_type: str, batch: Sequence[Change]) -> None:
         wanted: dict[str, dict[str, str]] = {}
@@ -237,107 +338,151 @@ class HubSpotConnector:
         if wanted:
             await self.schema.ensure_options(object_type, wanted)
 
-    async def _resolve(
-        self, kind: ObjectKind, items: list[tuple[Change, str]]
-    ) -> tuple[list[tuple[Change, str]], list[tuple[Change, str]]]:
-        """HubSpot ids for records not yet known, by one batch read (or a domain search for companies)."""
+    async def _send(self, kind: ObjectKind, mode: str, items: list[_Write]) -> list[Outcome]:
+        if not items:
+            return []
         object_type = OBJECT_TYPES[kind]
-        id_property = self._id_property(kind)
-        response = await self.transport.request(
-            "POST",
-            f"/crm/v3/objects/{object_type}/batch/read",
-            json={
-                "idProperty": id_property,
-                "properties": [id_property],
-                "inputs": [{"id": v} for _, v in items],
-            },
-        )
-        ids = {}
-        for result in response.json().get("results", []):
-            value = (result.get("properties") or {}).get(id_property)
-            if value is not None:
-                ids[str(value).lower() if id_property == "email" else str(value)] = str(result["id"])
-        found = [(c, ids[v]) for c, v in items if v in ids]
-        missing = [(c, v) for c, v in items if v not in ids]
-        if missing and kind is ObjectKind.ACCOUNT and self.cfg.company_match == "domain":
-            by_domain, missing = await self._by_domain(missing)
-            found += by_domain
-        return found, missing
-
-    async def _by_domain(
-        self, items: list[tuple[Change, str]]
-    ) -> tuple[list[tuple[Change, str]], list[tuple[Change, str]]]:
-        domains = sorted({c.record.domain for c, _ in items if c.record and c.record.domain})
-        matches: dict[str, list[str]] = {}
-        if domains:
-            response = await self.transport.request(
-                "POST",
-                "/crm/v3/objects/companies/search",
-                json={
-                    "filterGroups": [
-                        {"filters": [{"propertyName": "domain", "operator": "IN", "values": domains}]}
-                    ],
-                    "properties": ["domain"],
-                    "limit": 200,
-                },
-            )
-            for result in response.json().get("results", []):
-                domain = str((result.get("properties") or {}).get("domain", "")).lower()
-                matches.setdefault(domain, []).append(str(result["id"]))
-        found, missing = [], []
-        for change, value in items:
-            domain = (change.record.domain or "").lower() if change.record else ""
-            hits = matches.get(domain, [])
-            if len(hits) == 1:
-                # Also write our unique id, so that later runs find the company without searching.
-                fields = {**change.fields, self.cfg.company_id_property: change.key}
-                found.append((Change(**{**_as_dict(change), "fields": fields}), hits[0]))
-            else:
-                missing.append((change, value))
-        return found, missing
-
-    async def _write(
-        self, object_type: str, mode: str, items: list[tuple[Change, dict[str, Any]]]
-    ) -> list[Outcome]:
-        inputs = [{**ident, "objectWriteTraceId": c.key, "properties": c.fields} for c, ident in items]
+        inputs = [{**w.ident, "objectWriteTraceId": w.change.key, "properties": w.properties} for w in items]
         try:
             response = await self.transport.request(
                 "POST", f"/crm/v3/objects/{object_type}/batch/{mode}", json={"inputs": inputs}
             )
         except PermanentError as exc:
-            if len(items) == 1:
-                return [Outcome.reject(items[0][0].key, _reason(exc))]
+            reason = _reason(exc)
+            if len(items) == 1 or _DRIFT.search(reason):
+                # One record, or a property every record carries is gone (halving would not isolate it).
+                return [Outcome.reject(w.change.key, reason, _reason_class(reason, mode)) for w in items]
             # The whole batch failed for something in it: halve until the bad record stands alone.
             half = len(items) // 2
-            return await self._write(object_type, mode, items[:half]) + await self._write(
-                object_type, mode, items[half:]
-            )
+            return await self._send(kind, mode, items[:half]) + await self._send(kind, mode, items[half:])
         body = response.json()
         ids = {r.get("objectWriteTraceId"): str(r["id"]) for r in body.get("results", [])}
-        errors: dict[str, str] = {}
+        errors: dict[str, tuple[str, str]] = {}
         for error in body.get("errors", []):
+            category = error.get("category", "error")
+            text = f"{category}: {error.get('message', '')}"[:600]
             for trace in (error.get("context") or {}).get("objectWriteTraceId", []):
-                errors[trace] = f"{error.get('category', 'error')}: {error.get('message', '')}"[:600]
+                errors[trace] = (text, _reason_class(text, mode))
         outcomes = []
-        for change, ident in items:
-            if change.key in errors:
-                outcomes.append(Outcome.reject(change.key, errors[change.key]))
-            elif change.key in ids:
-                outcomes.append(Outcome.ok(change.key, ids[change.key]))
+        for write in items:
+            key = write.change.key
+            if key in errors:
+                outcomes.append(Outcome.reject(key, *errors[key]))  # type: ignore[arg-type]
+            elif key in ids:
+                outcomes.append(self._acknowledged(kind, key, ids[key], write))
             elif mode == "update" and not body.get("errors"):
-                outcomes.append(Outcome.ok(change.key, ident["id"]))  # no trace ids echoed: all applied
+                outcomes.append(Outcome.ok(key, write.ident["id"]))  # no trace ids echoed: all applied
             else:
-                outcomes.append(Outcome.retry(change.key, "HubSpot's answer did not mention this record"))
+                outcomes.append(Outcome.retry(key, "HubSpot's answer did not mention this record"))
         return outcomes
+
+    def _acknowledged(self, kind: ObjectKind, key: str, dest_id: str, write: _Write) -> Outcome:
+        """A record HubSpot wrote: created ones (and an update HubSpot redirected) are claimed now."""
+        claim = write.ident.get("idProperty") or dest_id != write.ident["id"]
+        if claim and (owner := self.ownership.claim(kind, key, dest_id)):
+            return Outcome.conflict(key, owner, dest_id, "HubSpot")
+        return Outcome.ok(key, dest_id)
+
+    # ------------------------------------------------------------------------------------------ resolve
+
+    async def resolve(self, kind: ObjectKind, batch: Sequence[Change]) -> list[Resolution]:
+        """What delivering ``batch`` would do to which record, by read-only lookups (``plan --resolve``).
+        Stored ids are read once (one request per 100) so that merged and deleted records show up."""
+        out: dict[str, Resolution] = {}
+        stored = [c for c in batch if c.dest_id]
+        claims: dict[str, str] = {}
+        lookup: list[Change] = [c for c in batch if not c.dest_id and c.record is not None]
+        if stored:
+            survivors = await self.identity.survivors(kind, [c.dest_id for c in stored if c.dest_id])
+            for change in stored:
+                assert change.dest_id is not None
+                new = survivors.get(change.dest_id)
+                if new is None:
+                    if change.record is None:
+                        out[change.key] = Resolution(
+                            change.key, "update", None, "record gone: nothing to clear"
+                        )
+                    else:
+                        lookup.append(change)
+                else:
+                    detail = (
+                        None if new == change.dest_id else f"stored id {change.dest_id} merged into {new}"
+                    )
+                    out[change.key] = self._plan_claim(kind, change.key, new, claims, detail)
+        for change in batch:
+            if not change.dest_id and change.record is None:
+                out[change.key] = Resolution(
+                    change.key, "not_found", None, "never delivered: nothing to clear"
+                )
+        if lookup:
+            matches = await self.identity.lookup(kind, [(c.key, c.record) for c in lookup if c.record])
+            for change in lookup:
+                match = matches[change.key]
+                if match.verdict == "found":
+                    assert match.dest_id is not None
+                    out[change.key] = self._plan_claim(kind, change.key, match.dest_id, claims, None)
+                elif match.verdict == "not_found" and self.cfg.create_missing:
+                    write, problem = self._creation(kind, change)
+                    out[change.key] = (
+                        Resolution(change.key, "create")
+                        if write
+                        else Resolution(
+                            change.key, _verdict(problem), None, problem.reason if problem else None
+                        )
+                    )
+                else:
+                    reported = _reported(change.key, match, self.cfg.create_missing)
+                    out[change.key] = Resolution(
+                        change.key, _verdict(reported), match.dest_id, reported.reason
+                    )
+        self._email_owner.clear()  # a plan claims nothing
+        return [out[c.key] for c in batch]
+
+    def _plan_claim(
+        self, kind: ObjectKind, key: str, dest_id: str, claims: dict[str, str], detail: str | None
+    ) -> Resolution:
+        owner = claims.get(dest_id) or self.ownership.owners(kind, [dest_id]).get(dest_id)
+        if owner is not None and owner != key:
+            return Resolution(key, "conflict", dest_id, f"HubSpot record {dest_id} belongs to key {owner!r}")
+        claims[dest_id] = key
+        return Resolution(key, "update", dest_id, detail)
 
     async def aclose(self) -> None:
         self.ownership.close()
         await self.transport.aclose()
 
 
+def _reported(key: str, match: Match, create_missing: bool) -> Outcome:
+    """The rejection for a key whose lookup found nothing to write to."""
+    if match.verdict == "conflict":
+        return Outcome.reject(key, f"conflict: {match.detail}; {CONFLICT_HINT}", "conflict")
+    if match.verdict == "ambiguous":
+        return Outcome.reject(key, match.detail, "ambiguous")
+    if match.verdict == "invalid":
+        return Outcome.reject(key, match.detail, "invalid")
+    hint = "" if create_missing else "; not created because destinations.hubspot.create_missing is off"
+    return Outcome.reject(key, f"not found: {match.detail}{hint}", "not_found")
+
+
+def _verdict(outcome: Outcome | None) -> Any:
+    cls = outcome.reason_class if outcome else None
+    return cls if cls in ("conflict", "ambiguous") else "not_found"
+
+
+_DRIFT = re.compile(r"PROPERTY_DOESNT_EXIST|does not exist|INVALID_OPTION|was not one of the allowed options")
+
+
+def _drifted(outcome: Outcome) -> bool:
+    """HubSpot refused a write because a property or option accoil-sync knew of is gone."""
+    return outcome.reason_class == "invalid" and bool(_DRIFT.search(outcome.reason or ""))
+
+
+def _reason_class(text: str, mode: str) -> Any:
+    """HubSpot's word for an id it does not know, on a write by id, means the stored id went stale."""
+    if mode == "update" and ("OBJECT_NOT_FOUND" in text or "Object not found" in text):
+        return "not_found"
+    return "invalid"
+
+
 def _reason(exc: PermanentError) -> str:
     return (exc.vendor_reason or str(exc))[:600]
-
-
-def _as_dict(change: Change) -> dict[str, Any]:
-    return {f: getattr(change, f) for f in change.__dataclass_fields__}

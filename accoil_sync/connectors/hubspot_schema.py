@@ -3,13 +3,23 @@
 Property definitions are built with hubspot-api-client's own models (``PropertyCreate``, ``OptionInput``),
 which validate type/fieldType combinations before anything is sent; the requests themselves go through
 the shared async transport (the SDK is synchronous and its retries do not cover POST).
+
+What was found or made is cached in the state directory (``hubspot-schema.json``): the schema is read again
+only when it can have changed -- the first run, another set of properties (a new profile, another group or
+portal URL), a cache older than ``schema_ttl_hours``, or a write that HubSpot refused because one of our
+properties or options is gone (``recheck``). An unchanged re-run sends HubSpot nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import logging
+import os
+import time
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 from accoil_sync.config.models import HubSpotDestination, ProfileConfig
@@ -81,16 +91,83 @@ def property_specs(
 
 class HubSpotSchema:
     def __init__(
-        self, cfg: HubSpotDestination, transport: Transport, profiles: Sequence[ProfileConfig]
+        self,
+        cfg: HubSpotDestination,
+        transport: Transport,
+        profiles: Sequence[ProfileConfig],
+        cache: Path | None = None,
     ) -> None:
         self.cfg = cfg
         self.transport = transport
         self.profiles = profiles
+        self.cache = cache
         self.properties: dict[str, dict[str, dict[str, Any]]] = {}
         self._option_locks: dict[str, asyncio.Lock] = {}
+        self._recheck_lock = asyncio.Lock()
+        self.rechecks = 0
         self.created: list[str] = []
+        self._signature_value = ""
 
-    async def ensure(self, kinds: Iterable[ObjectKind]) -> None:
+    def _signature(self, kinds: Iterable[ObjectKind]) -> str:
+        """What the cached schema was checked for: the portal URL, the group and every property spec."""
+        specs = {OBJECT_TYPES[k]: property_specs(self.cfg, k, self.profiles) for k in kinds}
+        text = json.dumps([self.cfg.base_url, self.cfg.property_group, specs], sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    def _load_cache(self, signature: str) -> bool:
+        if self.cache is None or not self.cache.exists():
+            return False
+        try:
+            data = json.loads(self.cache.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return False
+        fresh = time.time() - float(data.get("checked_at", 0)) < self.cfg.schema_ttl_hours * 3600
+        if data.get("signature") != signature or not fresh:
+            return False
+        self.properties = data["properties"]
+        return True
+
+    def _save_cache(self, checked_at: float | None = None) -> None:
+        if self.cache is None or not self._signature_value:
+            return
+        if checked_at is None:  # an option added: the check's age stays that of the last full read
+            try:
+                checked_at = float(json.loads(self.cache.read_text(encoding="utf-8"))["checked_at"])
+            except (OSError, ValueError, KeyError):
+                checked_at = time.time()
+        ours = {
+            t: {n: p for n, p in props.items() if p.get("groupName") == self.cfg.property_group}
+            for t, props in self.properties.items()
+        }
+        self.cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.cache.with_suffix(".tmp")
+        tmp.write_text(
+            json.dumps({"signature": self._signature_value, "checked_at": checked_at, "properties": ours}),
+            encoding="utf-8",
+        )
+        os.replace(tmp, self.cache)  # a kill mid-write leaves the old cache or the new one
+
+    async def ensure(self, kinds: Iterable[ObjectKind], *, force: bool = False) -> None:
+        kinds = list(kinds)
+        self._signature_value = self._signature(kinds)
+        if not force and self._load_cache(self._signature_value):
+            log.debug("hubspot: schema from cache %s", self.cache)
+            return
+        started = time.time()
+        await self._read_and_create(kinds)
+        self._save_cache(started)
+
+    async def recheck(self, kinds: Iterable[ObjectKind], seen: int) -> None:
+        """HubSpot refused a write because our property or option is gone: read the schema again (once for
+        all the batches that met it at the same time; ``seen`` is ``rechecks`` when the refusal came)."""
+        async with self._recheck_lock:
+            if self.rechecks != seen:
+                return  # another batch rechecked meanwhile
+            log.warning("hubspot: a property or option accoil-sync cached is gone; reading the schema again")
+            await self.ensure(kinds, force=True)
+            self.rechecks += 1
+
+    async def _read_and_create(self, kinds: Iterable[ObjectKind]) -> None:
         for kind in kinds:
             object_type = OBJECT_TYPES[kind]
             await self._ensure_group(object_type)
@@ -193,3 +270,4 @@ class HubSpotSchema:
                 )
                 self.properties[object_type][name] = response.json()
                 log.info("hubspot: %s.%s gained options %s", object_type, name, new)
+                self._save_cache()

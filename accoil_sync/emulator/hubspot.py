@@ -94,7 +94,7 @@ def error_body(
 
 class HubSpot(Vendor):
     name = "hubspot"
-    PERSISTENT = ("objects", "properties", "groups", "next_id", "daily_used", "index")
+    PERSISTENT = ("objects", "properties", "groups", "next_id", "daily_used", "index", "merged", "additional")
 
     def __init__(
         self,
@@ -119,6 +119,9 @@ class HubSpot(Vendor):
         self.objects: dict[str, dict[str, dict[str, Any]]] = {"contacts": {}, "companies": {}}
         # Unique-value property -> value -> object id, so that upserts do not scan every object.
         self.index: dict[str, dict[str, dict[str, str]]] = {"contacts": {}, "companies": {}}
+        # Merged-away id -> the id that survived it; additional (secondary) email -> its contact's id.
+        self.merged: dict[str, dict[str, str]] = {"contacts": {}, "companies": {}}
+        self.additional: dict[str, str] = {}
         self.groups: dict[str, dict[str, dict[str, Any]]] = {
             t: {
                 "contactinformation": {
@@ -138,6 +141,8 @@ class HubSpot(Vendor):
                     _builtin("firstname", "First name"),
                     _builtin("lastname", "Last name"),
                     _builtin("hs_object_id", "Record ID", "number", "number", True),
+                    _builtin("hs_additional_emails", "Additional email addresses", "string", "textarea"),
+                    _builtin("hs_merged_object_ids", "Merged record IDs", "string", "text"),
                 )
             },
             "companies": {
@@ -146,6 +151,7 @@ class HubSpot(Vendor):
                     _builtin("name", "Name"),
                     _builtin("domain", "Company domain name"),
                     _builtin("hs_object_id", "Record ID", "number", "number", True),
+                    _builtin("hs_merged_object_ids", "Merged record IDs", "string", "text"),
                 )
             },
         }
@@ -159,6 +165,8 @@ class HubSpot(Vendor):
             ("POST", "/crm/v3/objects/{type}/batch/update", "batch/update", self.batch_update, None, False),
             ("POST", "/crm/v3/objects/{type}/batch/read", "batch/read", self.batch_read, False, False),
             ("POST", "/crm/v3/objects/{type}/search", "search", self.search, False, False),
+            ("POST", "/crm/v3/objects/{type}/merge", "object/merge", self.merge_objects, True, False),
+            ("DELETE", "/crm/v3/objects/{type}/{id}", "object/delete", self.delete_object, True, False),
             ("GET", "/crm/v3/objects/{type}/{id}", "object/get", self.get_object, False, False),
             ("PATCH", "/crm/v3/objects/{type}/{id}", "object/patch", self.patch_object, True, False),
             ("POST", "/crm/v3/objects/{type}", "object/create", self.create_object, True, False),
@@ -181,6 +189,14 @@ class HubSpot(Vendor):
                 "/crm/v3/properties/{type}/{name}",
                 "properties/patch",
                 self.patch_property,
+                True,
+                True,
+            ),
+            (
+                "DELETE",
+                "/crm/v3/properties/{type}/{name}",
+                "properties/delete",
+                self.archive_property,
                 True,
                 True,
             ),
@@ -397,13 +413,22 @@ class HubSpot(Vendor):
     def _norm(prop: str, value: Any) -> str:
         return str(value).lower() if prop == "email" else str(value)
 
-    def _find(self, kind: str, id_property: str | None, key: str) -> dict[str, Any] | None:
+    def _find(
+        self, kind: str, id_property: str | None, key: str, follow_merged: bool = True
+    ) -> dict[str, Any] | None:
         if not id_property or id_property == "hs_object_id":
-            return self.objects[kind].get(str(key))
+            oid = str(key)
+            # A read of a merged-away id answers with the record that survived the merge (its own id);
+            # a write by that id does not follow (``follow_merged=False``): OBJECT_NOT_FOUND.
+            while follow_merged and oid not in self.objects[kind] and oid in self.merged[kind]:
+                oid = self.merged[kind][oid]
+            return self.objects[kind].get(oid)
         prop = self.properties[kind].get(id_property)
         if prop is not None and prop.get("hasUniqueValue"):
-            oid = self.index[kind].get(id_property, {}).get(self._norm(id_property, key))
-            return self.objects[kind].get(oid) if oid else None
+            found = self.index[kind].get(id_property, {}).get(self._norm(id_property, key))
+            if found is None and kind == "contacts" and id_property == "email":
+                found = self.additional.get(str(key).lower())  # an additional email finds its primary record
+            return self.objects[kind].get(found) if found else None
         wanted = self._norm(id_property, key)
         for obj in self.objects[kind].values():
             value = obj["properties"].get(id_property)
@@ -437,6 +462,8 @@ class HubSpot(Vendor):
             }
             self.objects[kind][oid] = obj
         for name, value in properties.items():
+            if name == "hs_additional_emails" and kind == "contacts":
+                self._index_additional(obj, str(value or ""))
             prop = self.properties[kind].get(name)
             index = self.index[kind].setdefault(name, {}) if prop and prop.get("hasUniqueValue") else None
             old = obj["properties"].get(name)
@@ -451,6 +478,66 @@ class HubSpot(Vendor):
         obj["properties"]["hs_lastmodifieddate"] = stamp
         obj["updatedAt"] = stamp
         return obj, created
+
+    def _index_additional(self, obj: dict[str, Any], value: str) -> None:
+        for old in str(obj["properties"].get("hs_additional_emails") or "").split(";"):
+            if old and self.additional.get(old) == obj["id"]:
+                del self.additional[old]
+        for email in value.lower().split(";"):
+            if email:
+                self.additional[email] = obj["id"]
+
+    def _unindex(self, kind: str, obj: dict[str, Any]) -> None:
+        """Forget a record that leaves the portal (archived, or merged into another)."""
+        for name, value in obj["properties"].items():
+            index = self.index[kind].get(name)
+            if index is not None and index.get(self._norm(name, value)) == obj["id"]:
+                del index[self._norm(name, value)]
+        if kind == "contacts":
+            self._index_additional(obj, "")
+
+    def archive(self, kind: str, oid: str) -> bool:
+        """Delete (archive) a record: it is no longer found by id, email, unique property or search."""
+        obj = self.objects[kind].pop(str(oid), None)
+        if obj is None:
+            return False
+        self._unindex(kind, obj)
+        return True
+
+    def merge(self, kind: str, primary_id: str, other_id: str) -> dict[str, Any]:
+        """Merge ``other_id`` into ``primary_id`` as HubSpot's merge endpoint does: the primary record
+        survives, keeps its values and fills its empty ones from the other; the other's email becomes an
+        additional email; ``hs_merged_object_ids`` lists the merged-away ids, and reading one of them
+        answers with the survivor."""
+        primary = self.objects[kind][str(primary_id)]
+        other = self.objects[kind].pop(str(other_id))
+        self._unindex(kind, other)
+        props = primary["properties"]
+        fill = {
+            name: value
+            for name, value in other["properties"].items()
+            if name not in props
+            and not name.startswith("hs_")
+            and not (self.properties[kind].get(name) or {}).get("hasUniqueValue")
+        }
+        merged_ids = [i for i in str(props.get("hs_merged_object_ids") or "").split(";") if i]
+        merged_ids += [
+            other["id"],
+            *[i for i in str(other["properties"].get("hs_merged_object_ids") or "").split(";") if i],
+        ]
+        fill["hs_merged_object_ids"] = ";".join(merged_ids)
+        if kind == "contacts":
+            extra = [e for e in str(props.get("hs_additional_emails") or "").split(";") if e]
+            extra += [
+                e
+                for e in (other["properties"].get("email"), other["properties"].get("hs_additional_emails"))
+                if e
+            ]
+            fill["hs_additional_emails"] = ";".join(dict.fromkeys(";".join(extra).split(";")))
+        for mid in merged_ids:
+            self.merged[kind][mid] = primary["id"]
+        obj, _ = self._write(kind, primary, fill)
+        return obj
 
     def _public(
         self,
@@ -563,7 +650,7 @@ class HubSpot(Vendor):
                         "context": {"propertyName": ["(injected)"]},
                     }
                 )
-            target = self._find(kind, id_property, item.get("id", ""))
+            target = self._find(kind, id_property, item.get("id", ""), follow_merged=upsert)
             if target is None and not upsert:
                 errors.append(
                     {
@@ -716,6 +803,22 @@ class HubSpot(Vendor):
         obj, _ = self._write(kind, obj, properties)
         return self._reply(request, self._public(obj))
 
+    async def delete_object(self, request: Request, kind: str) -> Response:
+        if not self.archive(kind, request.path_params["id"]):
+            return self._reply(request, error_body(404, "OBJECT_NOT_FOUND", "resource not found"), 404)
+        return Response(status_code=204, headers=getattr(request.state, "rate_headers", {}))
+
+    async def merge_objects(self, request: Request, kind: str) -> Response:
+        body = await json_body(request) or {}
+        primary, other = str(body.get("primaryObjectId", "")), str(body.get("objectIdToMerge", ""))
+        if primary == other or primary not in self.objects[kind] or other not in self.objects[kind]:
+            return self._reply(
+                request,
+                error_body(400, "VALIDATION_ERROR", "two existing, different records are needed"),
+                400,
+            )
+        return self._reply(request, self._public(self.merge(kind, primary, other)))
+
     async def search(self, request: Request, kind: str) -> Response:
         body = await json_body(request) or {}
         groups = body.get("filterGroups") or []
@@ -864,6 +967,17 @@ class HubSpot(Vendor):
         prop["updatedAt"] = iso_now()
         return self._reply(request, prop)
 
+    async def archive_property(self, request: Request, kind: str) -> Response:
+        """Archive a property (204): writes naming it fail with PROPERTY_DOESNT_EXIST from now on."""
+        prop = self.properties[kind].get(request.path_params["name"])
+        if prop is None or not prop["modificationMetadata"].get("archivable"):
+            return self._reply(request, error_body(404, "OBJECT_NOT_FOUND", "property not found"), 404)
+        del self.properties[kind][prop["name"]]
+        for obj in self.objects[kind].values():
+            obj["properties"].pop(prop["name"], None)
+        self.index[kind].pop(prop["name"], None)
+        return Response(status_code=204, headers=getattr(request.state, "rate_headers", {}))
+
     async def list_groups(self, request: Request, kind: str) -> Response:
         return self._reply(request, {"results": list(self.groups[kind].values())})
 
@@ -895,6 +1009,12 @@ class HubSpot(Vendor):
         self.groups[kind][name] = group
         return self._reply(request, group, 201)
 
+    def seed_messy(self, users: list[dict[str, Any]], accounts: list[dict[str, Any]]) -> dict[str, Any]:
+        """A portal that existed before accoil-sync (see ``hubspot_messy``)."""
+        from accoil_sync.emulator.hubspot_messy import seed
+
+        return seed(self, users, accounts)
+
     def state(self) -> dict[str, Any]:
         return {
             "contacts": {o["id"]: o["properties"] for o in self.objects["contacts"].values()},
@@ -904,7 +1024,10 @@ class HubSpot(Vendor):
                     n
                     for n in v
                     if n.startswith("accoil")
-                    or n not in ("email", "firstname", "lastname", "hs_object_id", "name", "domain")
+                    or (
+                        n not in ("email", "firstname", "lastname", "name", "domain")
+                        and not n.startswith("hs_")
+                    )
                 )
                 for k, v in self.properties.items()
             },

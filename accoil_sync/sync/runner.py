@@ -30,6 +30,7 @@ from accoil_sync.sync.guards import (
     thresholds,
 )
 from accoil_sync.sync.planner import DestinationPlan, Planner
+from accoil_sync.sync.resolve import Resolver, ResolveReport
 from accoil_sync.sync.sanity import sanity_warnings
 from accoil_sync.sync.state import StateStore, new_run_id
 from accoil_sync.sync.synclog import SyncLog, prune
@@ -69,6 +70,7 @@ class RunResult:
     kept: dict[str, int] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)  # sanity warnings on the source data
     fail_on_invalid_rows: bool = True
+    resolutions: dict[str, ResolveReport] = field(default_factory=dict)  # plan --resolve, per destination
 
     halted: bool = False  # stopped early by a shutdown
 
@@ -164,6 +166,7 @@ class RunResult:
                         if (d := self.deliveries.get(name))
                         else {}
                     ),
+                    **({"resolve": r.to_json()} if (r := self.resolutions.get(name)) else {}),
                 }
                 for name, plan in self.plans.items()
             },
@@ -238,9 +241,11 @@ async def execute(
     error_limit: int = 1000,
     halt: asyncio.Event | None = None,
     allow_mass_change: bool = False,
+    resolve: bool = False,
 ) -> RunResult:
     """Plan (``deliver=False``) or sync. The state store is only written when delivering.
-    ``allow_mass_change`` lets this run past the safety thresholds (as ``safety.allow_mass_change``)."""
+    ``allow_mass_change`` lets this run past the safety thresholds (as ``safety.allow_mass_change``);
+    ``resolve`` (plan only): look the planned records up in each CRM that can, read-only."""
     with _bulk_allocation():
         return await _execute(
             settings,
@@ -255,6 +260,7 @@ async def execute(
             error_limit=error_limit,
             halt=halt,
             allow_mass_change=allow_mass_change or settings.safety.allow_mass_change,
+            resolve=resolve,
         )
 
 
@@ -272,6 +278,7 @@ async def _execute(
     error_limit: int,
     halt: asyncio.Event | None,
     allow_mass_change: bool,
+    resolve: bool = False,
 ) -> RunResult:
     names = select_destinations(settings, destinations)
     run_id = run_id or new_run_id()
@@ -366,10 +373,15 @@ async def _execute(
             try:
                 if not deliver:
                     samples: list[Change] = []
+                    resolver = Resolver(connector) if resolve and connector.capabilities.resolves else None
                     for change in changes:
                         if change.op != "refresh" and len(samples) < sample_size:
                             samples.append(change)
+                        if resolver is not None:
+                            await resolver.add(change)
                     result.samples[name] = samples
+                    if resolver is not None:
+                        result.resolutions[name] = await resolver.finish()
                     continue
                 if holds:
                     state.add_counts(run_id, name, {}, {})

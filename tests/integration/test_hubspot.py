@@ -16,6 +16,7 @@ from accoil_sync.connectors import Connector
 from accoil_sync.connectors.http import RetryPolicy
 from accoil_sync.connectors.hubspot import HubSpotConnector
 from accoil_sync.emulator import Emulator, Faults
+from accoil_sync.sync.identity import Ownership
 from accoil_sync.sync.runner import RunResult, execute
 from tests.conftest import WriteConfig, write
 from tests.integration.conftest import call, destination_section
@@ -49,6 +50,8 @@ class Recorder:
             settings.destinations.hubspot,
             settings.profiles,
             policy=RetryPolicy(initial_wait=0.05, max_wait=0.2, max_attempts=8),
+            ownership=Ownership("hubspot", settings.state.path),
+            schema_cache=settings.state.directory / "hubspot-schema.json",
         )
 
         async def record(request: httpx.Request) -> None:
@@ -140,7 +143,7 @@ def test_duplicate_email_is_a_reported_conflict(hubspot_settings: WriteConfig, t
     users_csv(tmp_path, ["u1,same@x.io,1,,,", "u2,SAME@x.io,2,,,", "u3,other@x.io,3,,,"])
     report = sync(hubspot_settings()).deliveries["hubspot"]
     assert report.counts == {"ok": 2, "rejected": 1}
-    assert any("also belongs to user 'u1'" in r for r in report.reasons)
+    assert any("also belongs to key 'u1'" in r for r in report.reasons)
 
 
 def test_missing_records_are_skipped_and_reported_unless_created(
@@ -158,7 +161,7 @@ def test_missing_records_are_skipped_and_reported_unless_created(
     result = sync(settings)
     report = result.deliveries["hubspot"]
     assert report.counts == {"ok": 1, "rejected": 1}
-    assert any("not found in HubSpot by email 'unknown@x.io'" in r for r in report.reasons)
+    assert any("no HubSpot contact has email 'unknown@x.io'" in r for r in report.reasons)
     assert len(emulator.hubspot.state()["contacts"]) == 1
     # Switched on later, a --full-refresh creates what was missing (rejections wait for new values otherwise).
     again = asyncio.run(

@@ -1,0 +1,74 @@
+"""``plan --resolve``: what each planned write would do to which CRM record, by read-only lookups.
+
+Changes are passed to the connector's ``resolve`` in its batch size, per kind; the answers are counted per
+verdict (update, create, not_found, ambiguous, conflict) and the first reported ones kept with their
+details (both keys of a conflict, the candidate ids of an ambiguity).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from accoil_sync.connectors.base import Change, Connector, Resolution
+from accoil_sync.errors import DestinationError
+from accoil_sync.traits.names import ObjectKind
+
+log = logging.getLogger("accoil_sync.resolve")
+VERDICTS = ("update", "create", "not_found", "ambiguous", "conflict")
+NOTABLE = 20
+
+
+@dataclass(slots=True)
+class ResolveReport:
+    counts: dict[str, Counter[str]] = field(default_factory=dict)  # kind -> verdict -> objects
+    notable: list[tuple[str, Resolution]] = field(default_factory=list)  # (kind, reported resolution)
+    stopped: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "counts": {kind: {v: c[v] for v in VERDICTS} for kind, c in self.counts.items()},
+            "reported": [
+                {"kind": kind, "key": r.key, "verdict": r.verdict, "dest_id": r.dest_id, "detail": r.detail}
+                for kind, r in self.notable
+            ],
+            "stopped": self.stopped,
+        }
+
+
+class Resolver:
+    def __init__(self, connector: Connector) -> None:
+        self.connector = connector
+        self.report = ResolveReport()
+        self._pending: dict[ObjectKind, list[Change]] = {}
+
+    async def add(self, change: Change) -> None:
+        if change.op == "refresh" or self.report.stopped:
+            return  # a refresh writes nothing
+        batch = self._pending.setdefault(change.kind, [])
+        batch.append(change)
+        if len(batch) >= self.connector.capabilities.max_batch:
+            await self._flush(change.kind)
+
+    async def finish(self) -> ResolveReport:
+        for kind in list(self._pending):
+            await self._flush(kind)
+        return self.report
+
+    async def _flush(self, kind: ObjectKind) -> None:
+        batch, self._pending[kind] = self._pending.get(kind, []), []
+        if not batch or self.report.stopped:
+            return
+        try:
+            answers: list[Resolution] = await self.connector.resolve(kind, batch)  # type: ignore[attr-defined]
+        except DestinationError as exc:
+            self.report.stopped = str(exc)
+            log.error("%s: resolving stopped: %s", self.connector.name, exc)
+            return
+        counts = self.report.counts.setdefault(kind.value, Counter())
+        for answer in answers:
+            counts[answer.verdict] += 1
+            if answer.verdict not in ("update", "create") and len(self.report.notable) < NOTABLE:
+                self.report.notable.append((kind.value, answer))
