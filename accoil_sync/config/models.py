@@ -145,6 +145,8 @@ class IntercomDestination(DestinationBase):
     # Company name and website are the CRM's data once the company exists: set when accoil-sync creates
     # the company ("on_create"), or on every change ("always"); never cleared either way.
     company_details: Literal["on_create", "always"] = "on_create"
+    # How long the list of data attributes is trusted before it is read again (0: every run).
+    schema_ttl_hours: float = Field(24.0, ge=0)
     requests_per_10s: int = Field(1666, ge=1, description="10,000/min per app, spread over 10 s windows")
 
     @property

@@ -121,7 +121,9 @@ class IntercomConnector:
         )
         workspace = hashlib.sha256(f"{cfg.url}|{token}".encode()).hexdigest()[:12]
         cache = cache_dir / f"intercom-attributes-{workspace}.json"
-        self.schema = IntercomSchema(self.transport, self.sdk, profiles, cache)
+        self.schema = IntercomSchema(
+            self.transport, self.sdk, profiles, cache, ttl_seconds=cfg.schema_ttl_hours * 3600
+        )
         self.finder = ContactFinder(self.transport, self.sdk, self.ownership)
         self.tagger = Tagger(self.transport, self.sdk)
         self._companies: dict[str, str] = {}  # our account id -> Intercom company id, this run
