@@ -185,3 +185,45 @@ def test_messy_workspace_every_record_is_its_owners(
         assert deleted_key in ids  # created again
     else:
         assert "create_missing_contacts is off" in reported(result)
+
+
+async def test_resolve_says_what_delivery_would_do_without_writing(
+    served: str, emulator: Emulator, tmp_path: Path
+) -> None:
+    from pydantic import SecretStr
+
+    from accoil_sync.config.models import IntercomDestination, ProfileConfig
+    from accoil_sync.connectors import Change
+    from accoil_sync.connectors.intercom import IntercomConnector
+    from accoil_sync.traits import ObjectKind
+    from accoil_sync.traits.model import ObjectRecord
+
+    rows = users(0)[:4]
+    manifest = emulator.seed_messy(rows, [])["intercom"]["contacts"]
+    cfg = IntercomDestination(
+        enabled=True, base_url=f"{served}/intercom", access_token=SecretStr("t"), create_missing_contacts=True
+    )
+    connector = IntercomConnector(cfg, [ProfileConfig(name="Default")], tmp_path)
+    changes = [
+        Change(
+            "intercom",
+            ObjectKind.USER,
+            row["user_id"],
+            "upsert",
+            {},
+            {},
+            ObjectRecord(ObjectKind.USER, row["user_id"], {}, email=row["email"]),
+            "fp",
+        )
+        for row in rows
+    ]
+    resolved = {r.key: r for r in await connector.resolve(ObjectKind.USER, changes)}
+    await connector.aclose()
+    endpoints = {k.rsplit(" ", 1)[0] for k in emulator.intercom.counters()["by_endpoint"]}
+    assert endpoints <= {"contacts/search", "contacts/find_by_external_id", "contacts/get"}  # reads only
+    assert resolved["u0"].verdict == "update" and resolved["u0"].dest_id == manifest["u0"]["ids"][0]
+    assert resolved["u1"].verdict == "conflict" and "crm-1" in (resolved["u1"].detail or "")
+    assert resolved["u2"].verdict == "ambiguous"
+    assert all(i in (resolved["u2"].detail or "") for i in manifest["u2"]["ids"])
+    assert resolved["u3"].verdict == "create"
+    assert all(c["external_id"] in (None, "crm-1") for c in emulator.intercom.contacts.values())

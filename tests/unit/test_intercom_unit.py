@@ -107,3 +107,27 @@ async def test_limiter_never_lets_more_than_the_limit_into_a_window() -> None:
         stamps.append(time.monotonic())
     for i in range(len(stamps) - 5):
         assert stamps[i + 5] - stamps[i] >= 0.5 - 1e-3
+
+
+@respx.mock
+async def test_one_contacts_exhausted_retry_fails_only_that_contact(tmp_path: Path) -> None:
+    respx.put(url__regex=rf"{API}/contacts/c[02]").mock(return_value=httpx.Response(200, json={}))
+    respx.put(f"{API}/contacts/c1").mock(return_value=httpx.Response(503, json={}))
+    c = connector(tmp_path)
+    changes = [
+        Change(
+            "intercom",
+            ObjectKind.USER,
+            f"u{n}",
+            "upsert",
+            {"Accoil_Default_Score": n},
+            {},
+            None,
+            "fp",
+            dest_id=f"c{n}",
+        )
+        for n in range(3)
+    ]
+    outcomes = await c.deliver(ObjectKind.USER, changes)
+    assert [o.status for o in outcomes] == ["ok", "retryable", "ok"]
+    await c.aclose()
