@@ -206,7 +206,15 @@ class IntercomDestination(DestinationBase):
     api_version: str = Field("2.14", pattern=r"^2\.(1[3-9]|[2-9]\d)$", description="2.13 or newer")
     create_missing_contacts: bool = False
     attach_users_to_companies: bool = True
-    tag_prefix: str = ""
+    # Tags accoil-sync manages carry this prefix, so a tag someone applied by hand is never one of ours
+    # (accoil-sync removes only tags it applied). Empty is refused: it would make segment tags
+    # indistinguishable from hand-made ones.
+    tag_prefix: str = Field("Accoil: ", min_length=1, max_length=100)
+    # Company name and website are the CRM's data once the company exists: set when accoil-sync creates
+    # the company ("on_create"), or on every change ("always"); never cleared either way.
+    company_details: Literal["on_create", "always"] = "on_create"
+    # How long the list of data attributes is trusted before it is read again (0: every run).
+    schema_ttl_hours: float = Field(24.0, ge=0)
     requests_per_10s: int = Field(1666, ge=1, description="10,000/min per app, spread over 10 s windows")
 
     @property

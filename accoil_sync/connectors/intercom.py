@@ -1,57 +1,54 @@
 """Intercom: user traits to contact attributes, account traits to company attributes, segments as tags.
 
-Intercom has no batch write, so the connector writes record by record, with bounded concurrency inside
-the engine's batch, under one rate limiter for the app (10,000 calls a minute, counted in 10-second
-windows, corrected by ``X-RateLimit-*`` -- ``X-RateLimit-Reset`` is a Unix timestamp).
+Intercom has no batch write for attributes, so the connector writes contact by contact, with bounded
+concurrency inside the engine's batch, under one rate limiter for the app (10,000 calls a minute, counted in
+10-second windows, corrected by ``X-RateLimit-*`` -- ``X-RateLimit-Reset`` is a Unix timestamp). Tags go in
+bulk (connectors/intercom_tags.py).
 
 Calls go through python-intercom's ``AsyncIntercom`` on the shared httpx client: its own retries stay off,
 the client's hooks apply our limiter and error classes, and ``Transport.call`` our retry policy. It is given
 ``Intercom-Version``, which the SDK does not send on its own.
 
-Steady state costs one request per changed contact: the Intercom id is kept in state. A contact not yet
-known is found by a batched search on external_id (one request for up to 50), then by
-``find_by_external_id`` (Intercom's search lags its writes), then by email; it is created only with
-``create_missing_contacts``, and a 409 on create means "exists": its id is taken from the message. Tags
-are diffed: added when a segment is joined, removed when it is left.
+Identity (docs/IDENTITY.md): a contact not yet in state is resolved under the ownership rule
+(connectors/intercom_identity.py) and claimed before anything is written to it; a new contact is created
+with its attributes in one call. Steady state costs one request per changed contact: the Intercom id is
+kept in state. A stored id Intercom no longer knows (deleted, merged) is dropped and resolved again in the
+same run.
+
+Companies before users: the planner yields accounts first and the engine starts batches in that order, so
+the connector registers every account of a batch as "in flight" before its first request; a user batch
+that needs one of them awaits it. A user whose company is not in Intercom is not acknowledged (attributes
+and tags are written, the attach is not a delivered fact): retryable when the company's delivery failed in
+this run, otherwise rejected as ``not_found`` (healable) until the company exists.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-import re
 import time
 from collections.abc import Sequence
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 import httpx
 from intercom import AsyncIntercom
-from intercom.types import (
-    CreateContactRequestWithExternalId,
-    CreateOrUpdateCompanyRequest,
-    CreateOrUpdateTagRequest,
-    SingleFilterSearchRequest,
-    StartingAfterPaging,
-    TagCompanyRequest,
-    TagCompanyRequestCompaniesItem,
-    UntagCompanyRequest,
-    UntagCompanyRequestCompaniesItem,
-)
+from intercom.types import CreateContactRequestWithExternalId, CreateOrUpdateCompanyRequest
 
 from accoil_sync.config.models import IntercomDestination, ProfileConfig
-from accoil_sync.connectors.base import Capabilities, Change, Outcome
+from accoil_sync.connectors.base import Capabilities, Change, Outcome, Resolution
 from accoil_sync.connectors.http import RateLimiter, RetryPolicy, Transport
+from accoil_sync.connectors.intercom_identity import ContactFinder, Match
 from accoil_sync.connectors.intercom_schema import IntercomSchema
-from accoil_sync.errors import PermanentError
+from accoil_sync.connectors.intercom_tags import Retag, Tagger
+from accoil_sync.errors import DestinationError, DestinationUnavailable, PermanentError, RetryableError
 from accoil_sync.sync.identity import Ownership
-from accoil_sync.traits.encoders import Encoder, IntercomEncoder
+from accoil_sync.traits.encoders import Encoder, FieldValue, IntercomEncoder
 from accoil_sync.traits.names import ObjectKind
 
 BATCH = 50
 PER_BATCH_CONCURRENCY = 8
-_EXISTING_ID = re.compile(r"id=(\w+)")
+TAGS, COMPANY = IntercomEncoder.TAGS_FIELD, IntercomEncoder.COMPANY_FIELD
 
 
 def _observer(limiter: RateLimiter) -> Any:
@@ -65,6 +62,24 @@ def _observer(limiter: RateLimiter) -> Any:
         return reset_in if response.status_code == 429 else None
 
     return observe
+
+
+def _failed(key: str, exc: DestinationError) -> Outcome:
+    if isinstance(exc, RetryableError):
+        return Outcome.retry(key, str(exc))
+    return Outcome.reject(key, (exc.vendor_reason or str(exc))[:600])
+
+
+def _attributes(fields: dict[str, FieldValue]) -> dict[str, FieldValue]:
+    return {k: v for k, v in fields.items() if k not in (TAGS, COMPANY)}
+
+
+def _retag(change: Change, object_id: str) -> Retag | None:
+    if TAGS not in change.fields:
+        return None
+    new = set(change.fields[TAGS] or [])
+    old = set(change.previous.get(TAGS) or [])  # only tags we applied are ever removed
+    return Retag(object_id, new - old, old - new) if new != old else None
 
 
 class IntercomConnector:
@@ -83,8 +98,10 @@ class IntercomConnector:
         token = cfg.access_token.get_secret_value()
         self.cfg = cfg
         self.ownership = ownership or Ownership("intercom")  # who owns which record (docs/IDENTITY.md)
-        self.capabilities = Capabilities(max_batch=BATCH, max_concurrency=cfg.max_concurrency)
-        self.encoder: Encoder = IntercomEncoder(cfg.tag_prefix, cfg.attach_users_to_companies)
+        self.capabilities = Capabilities(max_batch=BATCH, max_concurrency=cfg.max_concurrency, resolves=True)
+        self.encoder: Encoder = IntercomEncoder(
+            cfg.tag_prefix, cfg.attach_users_to_companies, per_profile_tags=len(profiles) > 1
+        )
         limiter = RateLimiter(cfg.requests_per_10s, 10.0)
         self.transport = Transport(
             "intercom",
@@ -104,172 +121,353 @@ class IntercomConnector:
         )
         workspace = hashlib.sha256(f"{cfg.url}|{token}".encode()).hexdigest()[:12]
         cache = cache_dir / f"intercom-attributes-{workspace}.json"
-        self.schema = IntercomSchema(self.transport, self.sdk, profiles, cache)
-        self._tags: dict[str, str] = {}
-        self._tag_lock = asyncio.Lock()
-        self._companies: dict[str, str] = {}  # our account id -> Intercom company id
+        self.schema = IntercomSchema(
+            self.transport, self.sdk, profiles, cache, ttl_seconds=cfg.schema_ttl_hours * 3600
+        )
+        self.finder = ContactFinder(self.transport, self.sdk, self.ownership)
+        self.tagger = Tagger(self.transport, self.sdk)
+        self._companies: dict[str, str] = {}  # our account id -> Intercom company id, this run
+        self._in_flight: dict[str, asyncio.Future[str | None]] = {}  # account deliveries of this run
+        self._schema_lock = asyncio.Lock()
+        self._schema_rechecked = False
 
     async def ensure_schema(self) -> None:
         await self.schema.ensure()
 
     async def deliver(self, kind: ObjectKind, batch: Sequence[Change]) -> list[Outcome]:
-        ids: dict[str, str] = {}
-        if kind is ObjectKind.USER:
-            ids = await self._find_contacts([c for c in batch if not c.dest_id and c.record is not None])
+        if kind is ObjectKind.ACCOUNT:
+            return await self._deliver_companies(batch)
+        return await self._deliver_contacts(batch)
+
+    async def _each(self, items: Sequence[Any], work: Any) -> list[Any]:
         slots = asyncio.Semaphore(PER_BATCH_CONCURRENCY)
 
-        async def one(change: Change) -> Outcome:
+        async def one(item: Any) -> Any:
             async with slots:
-                try:
-                    if kind is ObjectKind.USER:
-                        return await self._contact(change, change.dest_id or ids.get(change.key))
-                    return await self._company(change)
-                except PermanentError as exc:
-                    if "does not exist" in (exc.vendor_reason or ""):
-                        self.schema.forget()  # someone archived an attribute: list again next run
-                    return Outcome.reject(change.key, (exc.vendor_reason or str(exc))[:600])
+                return await work(item)
 
-        return list(await asyncio.gather(*(one(c) for c in batch)))
+        return list(await asyncio.gather(*(one(i) for i in items)))
+
+    async def _drifted(self, exc: PermanentError) -> bool:
+        """An attribute cached as existing was archived or deleted: list and create again, once a run.
+        True when the caller should send its record again."""
+        if "does not exist" not in (exc.vendor_reason or ""):
+            return False
+        async with self._schema_lock:
+            if not self._schema_rechecked:
+                self._schema_rechecked = True
+                self.schema.forget()
+                await self.schema.ensure()
+        return True
 
     # ------------------------------------------------------------------------------------------- contacts
 
-    async def _find_contacts(self, changes: list[Change]) -> dict[str, str]:
-        """Intercom ids for contacts not yet in state: one search for the whole batch."""
-        if not changes:
-            return {}
-        query = SingleFilterSearchRequest(field="external_id", operator="IN", value=[c.key for c in changes])
-        pager = await self.transport.call(
-            lambda: self.sdk.contacts.search(query=query, pagination=StartingAfterPaging(per_page=150))
-        )
-        return {str(c.external_id): str(c.id) for c in pager.items or [] if c.external_id}
-
-    async def _lookup(self, change: Change) -> str | None:
-        """Not found by search (it may be too new to be indexed): by external_id, then by email."""
+    async def _deliver_contacts(self, batch: Sequence[Change]) -> list[Outcome]:
+        unknown = [c for c in batch if not c.dest_id and c.record is not None]
         try:
-            found = await self.transport.call(
-                lambda: self.sdk.contacts.show_contact_by_external_id(change.key)
+            matches = await self.finder.find(unknown, exact_when_missing=not self.cfg.create_missing_contacts)
+        except DestinationUnavailable:
+            raise
+        except DestinationError:
+            matches = {}  # each contact is looked up on its own below
+        written: dict[str, str | Outcome] = dict(
+            zip(
+                [c.key for c in batch],
+                await self._each(batch, lambda c: self._write_contact(c, matches.get(c.key))),
+                strict=True,
             )
-            return str(found.id)
-        except PermanentError as exc:
-            if exc.status not in (404, 410):
-                raise
-        email = change.record.email if change.record else None
-        if email:
-            query = SingleFilterSearchRequest(field="email", operator="=", value=email)
-            pager = await self.transport.call(lambda: self.sdk.contacts.search(query=query))
-            hits = list(pager.items or [])
-            if len(hits) == 1:
-                return str(hits[0].id)
-        return None
-
-    async def _create_contact(self, change: Change) -> str:
-        assert change.record is not None
-        request = CreateContactRequestWithExternalId(
-            external_id=change.key, role="user", email=change.record.email or None
         )
+        retags = {
+            c.key: r
+            for c in batch
+            if isinstance(cid := written[c.key], str) and (r := _retag(c, cid)) is not None
+        }
+        tag_errors = await self.tagger.contacts(retags) if retags else {}
+        outcomes = await self._each(batch, lambda c: self._finish_contact(c, written[c.key], tag_errors))
+        return outcomes
+
+    async def _finish_contact(
+        self, change: Change, written: str | Outcome, tag_errors: dict[str, DestinationError]
+    ) -> Outcome:
+        if isinstance(written, Outcome):
+            return written
+        if change.key in tag_errors:
+            return _failed(change.key, tag_errors[change.key])
+        try:
+            problem = await self._attach(change, written)
+        except DestinationUnavailable:
+            raise
+        except DestinationError as exc:
+            return _failed(change.key, exc)
+        return problem or Outcome.ok(change.key, written)
+
+    async def _write_contact(self, change: Change, match: Match | None) -> str | Outcome:
+        """The contact's Intercom id once its attributes are written, or its outcome when they are not."""
+        try:
+            for attempt in range(2):
+                try:
+                    return await self._write_attributes(change, match)
+                except PermanentError as exc:
+                    if attempt or not await self._drifted(exc):
+                        raise
+            raise AssertionError("unreachable")  # pragma: no cover
+        except DestinationUnavailable:
+            raise
+        except DestinationError as exc:
+            return _failed(change.key, exc)
+
+    async def _write_attributes(self, change: Change, match: Match | None) -> str | Outcome:
+        attributes = _attributes(change.fields)
+        if change.dest_id:
+            if not attributes:
+                return change.dest_id
+            try:
+                await self._update(change.dest_id, attributes)
+                return change.dest_id
+            except PermanentError as exc:
+                if exc.status not in (404, 410) or change.record is None:
+                    raise
+            # The stored id is gone (deleted, or merged into another contact): resolve again now.
+            self.ownership.release(ObjectKind.USER, change.key, change.dest_id)
+            change.fields = self.encoder.encode(change.record)
+            change.previous = {}
+            match = (await self.finder.find([change], exact_when_missing=True))[change.key]
+            attributes = _attributes(change.fields)
+        if change.record is None:
+            return Outcome.reject(
+                change.key, "cannot clear: the Intercom contact id is not known", "not_found"
+            )
+        if match is None:
+            match = (await self.finder.find([change], exact_when_missing=True))[change.key]
+        match = self.finder.claim(change.key, match)
+        if match.verdict == "missing":
+            if not self.cfg.create_missing_contacts:
+                return Outcome.reject(
+                    change.key,
+                    "no Intercom contact with this external_id or email; not created because "
+                    "destinations.intercom.create_missing_contacts is off",
+                    "not_found",
+                )
+            created = await self._create(change, attributes)
+            if isinstance(created, str):
+                return created
+            match = self.finder.claim(change.key, created)
+        if match.verdict == "ambiguous":
+            return Outcome.reject(
+                change.key,
+                f"ambiguous: Intercom contacts {', '.join(match.candidates)} have this user's email and no "
+                "external_id; nothing was written (merge them in Intercom, or set external_id on one)",
+                "ambiguous",
+            )
+        if match.verdict == "conflict":
+            assert match.contact_id is not None and match.owner is not None
+            return Outcome.conflict(change.key, match.owner, match.contact_id, "Intercom")
+        assert match.contact_id is not None
+        if match.verdict == "adopt" or attributes:
+            await self._update(
+                match.contact_id, attributes, adopt=change.key if match.verdict == "adopt" else None
+            )
+        return match.contact_id
+
+    async def _update(
+        self, contact_id: str, attributes: dict[str, FieldValue], adopt: str | None = None
+    ) -> None:
+        extra: dict[str, Any] = {"external_id": adopt} if adopt else {}
+        if attributes:
+            extra["custom_attributes"] = attributes
+        await self.transport.call(lambda: self.sdk.contacts.update(contact_id, **extra))
+
+    async def _create(self, change: Change, attributes: dict[str, FieldValue]) -> str | Match:
+        """Create the contact with its attributes in one call; a 409 names the contact that exists."""
+        assert change.record is not None
+        body: dict[str, Any] = {}
+        if change.record.email:
+            body["email"] = change.record.email  # never null: that would be an instruction to clear
+        values = {k: v for k, v in attributes.items() if v is not None}
+        if values:
+            body["custom_attributes"] = values
+        request = CreateContactRequestWithExternalId(external_id=change.key, role="user", **body)
         try:
             created = await self.transport.call(lambda: self.sdk.contacts.create(request=request))
-            return str(created.id)
         except PermanentError as exc:
-            match = _EXISTING_ID.search(exc.vendor_reason or "") if exc.status == 409 else None
-            if match:
-                return match.group(1)  # "already exists with id=...": it is the one we want
-            raise
+            if exc.status != 409:
+                raise
+            match = await self.finder.adopt_existing(change.key, exc.vendor_reason or "")
+            if match.verdict == "missing":
+                raise
+            return match
+        contact_id = str(created.id)
+        self.finder.claim(change.key, Match("update", contact_id))
+        return contact_id
 
-    async def _contact(self, change: Change, contact_id: str | None) -> Outcome:
-        if contact_id is None:
-            if change.record is None:
-                return Outcome.reject(change.key, "cannot clear: the Intercom contact id is not known")
-            contact_id = await self._lookup(change)
-            if contact_id is None:
-                if not self.cfg.create_missing_contacts:
-                    return Outcome.reject(
-                        change.key,
-                        "no Intercom contact with this external_id or email; not created because "
-                        "destinations.intercom.create_missing_contacts is off",
-                    )
-                contact_id = await self._create_contact(change)
-        cid = contact_id
-        attributes = {
-            k: v
-            for k, v in change.fields.items()
-            if k not in (IntercomEncoder.TAGS_FIELD, IntercomEncoder.COMPANY_FIELD)
-        }
-        if attributes:
-            await self.transport.call(lambda: self.sdk.contacts.update(cid, custom_attributes=attributes))
-        await self._retag(change, cid, contact=True)
-        company = change.fields.get(IntercomEncoder.COMPANY_FIELD)
-        if company:
-            company_id = await self._company_id(str(company))
-            if company_id:
-                await self.transport.call(
-                    lambda: self.sdk.companies.attach_contact(cid, company_id=company_id)
+    # ----------------------------------------------------------------------------------- company attach
+
+    async def _attach(self, change: Change, contact_id: str) -> Outcome | None:
+        """Attach to the account's company, detach from the one left. None when done."""
+        if COMPANY not in change.fields:
+            return None
+        new, old = change.fields.get(COMPANY), change.previous.get(COMPANY)
+        if new:
+            pending = str(new) in self._in_flight
+            company_id = await self._company_id(str(new))
+            if company_id is None:
+                reason = (
+                    f"company {new} is not in Intercom yet: attributes and tags were written, the attach "
+                    "waits for the company"
                 )
-        return Outcome.ok(change.key, cid)
+                return (
+                    Outcome.retry(change.key, reason)
+                    if pending
+                    else Outcome.reject(change.key, reason, "not_found")
+                )
+            sdk = self.sdk.companies
+            await self.transport.call(lambda: sdk.attach_contact(contact_id, company_id=company_id))
+        if old and old != new and (old_id := await self._company_id(str(old))) is not None:
+            try:
+                await self.transport.call(lambda: self.sdk.companies.detach_contact(contact_id, old_id))
+            except PermanentError as exc:
+                if exc.status != 404:  # no longer attached (or gone): what a move wants
+                    raise
+        return None
+
+    async def _company_id(self, account_id: str) -> str | None:
+        """Intercom's id for our account id (the attach takes Intercom's): this run's delivery, else a read."""
+        if account_id in self._companies:
+            return self._companies[account_id]
+        if account_id in self._in_flight:
+            found = await self._in_flight[account_id]
+            if found is not None:
+                return found
+        try:
+            company = await self.transport.call(lambda: self.sdk.companies.retrieve(company_id=account_id))
+        except PermanentError as exc:
+            if exc.status != 404:
+                raise
+            return None
+        self._companies[account_id] = str(company.id)
+        return self._companies[account_id]
 
     # ------------------------------------------------------------------------------------------ companies
 
-    async def _company(self, change: Change) -> Outcome:
-        attributes = {k: v for k, v in change.fields.items() if k != IntercomEncoder.TAGS_FIELD}
+    async def _deliver_companies(self, batch: Sequence[Change]) -> list[Outcome]:
+        # Registered before the first await: a user batch the engine starts after this one finds them.
+        loop = asyncio.get_running_loop()
+        for change in batch:
+            if change.record is not None:
+                self._in_flight[change.key] = loop.create_future()
+        try:
+            written = await self._each(batch, self._write_company)
+            retags = {
+                c.key: r
+                for c, cid in zip(batch, written, strict=True)
+                if isinstance(cid, str) and (r := _retag(c, cid)) is not None
+            }
+            tag_errors = await self.tagger.companies(retags) if retags else {}
+        finally:
+            for change in batch:
+                future = self._in_flight.get(change.key)
+                if future is not None and not future.done():
+                    future.set_result(self._companies.get(change.key))
+        outcomes = []
+        for change, cid in zip(batch, written, strict=True):
+            if isinstance(cid, Outcome):
+                outcomes.append(cid)
+            elif change.key in tag_errors:
+                outcomes.append(_failed(change.key, tag_errors[change.key]))
+            else:
+                outcomes.append(Outcome.ok(change.key, cid))
+        return outcomes
+
+    async def _write_company(self, change: Change) -> str | Outcome:
+        try:
+            for attempt in range(2):
+                try:
+                    return await self._upsert_company(change)
+                except PermanentError as exc:
+                    if attempt or not await self._drifted(exc):
+                        raise
+            raise AssertionError("unreachable")  # pragma: no cover
+        except DestinationUnavailable:
+            raise
+        except DestinationError as exc:
+            return _failed(change.key, exc)
+
+    async def _upsert_company(self, change: Change) -> str | Outcome:
+        """Attributes by company_id; name and website only where Intercom has none (or ``always``)."""
         record = change.record
+        always = self.cfg.company_details == "always"
+        details = self._details(change) if always else {}
         request = CreateOrUpdateCompanyRequest(
-            company_id=change.key,
-            custom_attributes=attributes,
-            name=record.name if record else None,
-            website=record.domain if record else None,
+            company_id=change.key, custom_attributes=_attributes(change.fields), **details
         )
         company = await self.transport.call(lambda: self.sdk.companies.create_or_update(request=request))
         company_id = str(company.id)
+        owner = self.ownership.claim(ObjectKind.ACCOUNT, change.key, company_id)
+        if owner is not None:
+            return Outcome.conflict(change.key, owner, company_id, "Intercom")
         self._companies[change.key] = company_id
-        await self._retag(change, company_id, contact=False)
-        return Outcome.ok(change.key, company_id)
+        if record is not None and not always:
+            # Fill what the company lacks (a company we just created has neither); never overwrite.
+            missing = {k: v for k, v in self._details(change).items() if not getattr(company, k, None)}
+            if missing:
+                fill = CreateOrUpdateCompanyRequest(company_id=change.key, **missing)
+                await self.transport.call(lambda: self.sdk.companies.create_or_update(request=fill))
+        return company_id
 
-    async def _company_id(self, account_id: str) -> str | None:
-        """Intercom's id for our account id: the attach call takes Intercom's, not ours."""
-        if account_id not in self._companies:
-            try:
-                company = await self.transport.call(
-                    lambda: self.sdk.companies.retrieve(company_id=account_id)
+    @staticmethod
+    def _details(change: Change) -> dict[str, str]:
+        record = change.record
+        if record is None:
+            return {}
+        details = {"name": record.name, "website": record.domain}
+        return {k: v[:255] for k, v in details.items() if v}  # never null: Intercom reads it as "clear"
+
+    # ------------------------------------------------------------------------------------------- resolve
+
+    async def resolve(self, kind: ObjectKind, batch: Sequence[Change]) -> list[Resolution]:
+        """What delivery would do for each key, by read-only lookups (``plan --resolve``)."""
+        if kind is ObjectKind.ACCOUNT:
+            return await self._each(batch, self._resolve_company)
+        matches = await self.finder.find(
+            [c for c in batch if not c.dest_id and c.record], exact_when_missing=True
+        )
+        out = []
+        owners = self.ownership.owners(
+            ObjectKind.USER, [m.contact_id for m in matches.values() if m.contact_id]
+        )
+        for change in batch:
+            if change.dest_id:
+                out.append(Resolution(change.key, "update", change.dest_id, "stored id"))
+                continue
+            match = matches.get(change.key, Match("missing"))
+            owner = owners.get(match.contact_id or "")
+            if match.verdict in ("update", "adopt") and owner not in (None, change.key):
+                out.append(Resolution(change.key, "conflict", match.contact_id, f"owned by key {owner!r}"))
+            elif match.verdict in ("update", "adopt"):
+                detail = "found by email; external_id will be set" if match.verdict == "adopt" else None
+                out.append(Resolution(change.key, "update", match.contact_id, detail))
+            elif match.verdict == "conflict":
+                out.append(
+                    Resolution(change.key, "conflict", match.contact_id, f"owned by key {match.owner!r}")
                 )
-            except PermanentError as exc:
-                if exc.status != 404:
-                    raise
-                return None
-            self._companies[account_id] = str(company.id)
-        return self._companies[account_id]
-
-    # ----------------------------------------------------------------------------------------------- tags
-
-    async def _tag_id(self, name: str) -> str:
-        async with self._tag_lock:
-            if name not in self._tags:
-                request = CreateOrUpdateTagRequest(name=name)
-                tag = await self.transport.call(lambda: self.sdk.tags.create(request=request))
-                self._tags[name] = str(tag.id)
-            return self._tags[name]
-
-    async def _retag(self, change: Change, object_id: str, *, contact: bool) -> None:
-        if IntercomEncoder.TAGS_FIELD not in change.fields:
-            return
-        new = set(change.fields[IntercomEncoder.TAGS_FIELD] or [])
-        old = set(change.previous.get(IntercomEncoder.TAGS_FIELD) or [])
-        tags = self.sdk.tags
-        for name in sorted(new - old):
-            tag_id = await self._tag_id(name)
-            if contact:
-                await self.transport.call(partial(tags.tag_contact, object_id, tag_id=tag_id))
-            else:
-                tag = TagCompanyRequest(name=name, companies=[TagCompanyRequestCompaniesItem(id=object_id)])
-                await self.transport.call(partial(tags.create, request=tag))
-        for name in sorted(old - new):
-            tag_id = await self._tag_id(name)
-            if contact:
-                await self.transport.call(partial(tags.untag_contact, object_id, tag_id))
-            else:
-                untag = UntagCompanyRequest(
-                    name=name, companies=[UntagCompanyRequestCompaniesItem(id=object_id, untag=True)]
+            elif match.verdict == "ambiguous":
+                out.append(
+                    Resolution(change.key, "ambiguous", None, "candidates " + ", ".join(match.candidates))
                 )
-                await self.transport.call(partial(tags.create, request=untag))
+            elif self.cfg.create_missing_contacts:
+                out.append(Resolution(change.key, "create"))
+            else:
+                out.append(Resolution(change.key, "not_found", None, "create_missing_contacts is off"))
+        return out
+
+    async def _resolve_company(self, change: Change) -> Resolution:
+        company_id = await self._company_id(change.key)
+        if company_id is None:
+            return Resolution(change.key, "create")
+        owner = self.ownership.owners(ObjectKind.ACCOUNT, [company_id]).get(company_id)
+        if owner not in (None, change.key):
+            return Resolution(change.key, "conflict", company_id, f"owned by key {owner!r}")
+        return Resolution(change.key, "update", company_id)
 
     async def aclose(self) -> None:
         self.ownership.close()

@@ -1,10 +1,15 @@
 """Intercom data attributes: make sure every one accoil-sync writes exists, with the right type, before the
-first write -- and remember what exists, so later runs do not list attributes again."""
+first write -- and remember what exists, so later runs do not list attributes again.
+
+The list is read again when it can have changed: on the first run, when a profile (new attribute names) is
+added, when the cache is older than ``ttl`` (someone may have archived an attribute), and when a write
+answers "does not exist" (the connector calls ``forget`` and ``ensure`` again in the same run)."""
 
 from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
@@ -57,8 +62,14 @@ def check_cap(profiles: Sequence[ProfileConfig], existing_custom: int = 0) -> No
 
 class IntercomSchema:
     def __init__(
-        self, transport: Transport, sdk: Any, profiles: Sequence[ProfileConfig], cache: Path
+        self,
+        transport: Transport,
+        sdk: Any,
+        profiles: Sequence[ProfileConfig],
+        cache: Path,
+        ttl_seconds: float = 86_400.0,
     ) -> None:
+        self.ttl_seconds = ttl_seconds
         self.transport = transport
         self.sdk = sdk  # python-intercom's AsyncIntercom on the transport's client
         self.profiles = profiles
@@ -67,9 +78,11 @@ class IntercomSchema:
 
     def _cached(self) -> dict[str, list[str]]:
         try:
+            if time.time() - self.cache.stat().st_mtime > self.ttl_seconds:
+                return {}  # old enough that someone may have archived an attribute: list again
             data = json.loads(self.cache.read_text())
             return {m: list(v) for m, v in data.items()}
-        except (OSError, ValueError):
+        except (OSError, ValueError, AttributeError):
             return {}
 
     def forget(self) -> None:

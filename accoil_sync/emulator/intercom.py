@@ -1,5 +1,7 @@
 """Intercom REST API look-alike: contacts, companies, data attributes and tags, with Intercom's version
-header, search indexing lag, 409 on duplicates, attribute rules and 10-second rate-limit windows."""
+header, search indexing lag, case-insensitive email search, 409 on duplicates, attribute rules (null is
+"unknown", "" is refused for numbers and dates), bulk tagging, merged and deleted contacts, and 10-second
+rate-limit windows. ``seed_messy`` makes a workspace that already holds data (see its docstring)."""
 
 from __future__ import annotations
 
@@ -65,6 +67,7 @@ class Intercom(Vendor):
         "contact_tags",
         "company_tags",
         "contact_companies",
+        "merged",
     )
 
     def __init__(
@@ -91,6 +94,7 @@ class Intercom(Vendor):
         self.contact_tags: dict[str, set[str]] = {}
         self.company_tags: dict[str, set[str]] = {}
         self.contact_companies: dict[str, set[str]] = {}
+        self.merged: dict[str, str] = {}  # merged contact id -> the contact it was merged into
 
     def _next(self) -> str:
         self.seq += 1
@@ -116,6 +120,11 @@ class Intercom(Vendor):
             Route("/contacts/{id}/tags", r("contacts/tag", self.tag_contact), methods=["POST"]),
             Route(
                 "/contacts/{id}/tags/{tag_id}", r("contacts/untag", self.untag_contact), methods=["DELETE"]
+            ),
+            Route(
+                "/contacts/{id}/companies/{company_id}",
+                r("contacts/detach_company", self.detach_company),
+                methods=["DELETE"],
             ),
             Route(
                 "/companies", r("companies/create_or_update", self.create_or_update_company), methods=["POST"]
@@ -209,6 +218,7 @@ class Intercom(Vendor):
             "company_id": c["company_id"],
             "app_id": "emu",
             "name": c.get("name"),
+            "website": c.get("website"),
             "created_at": int(c["created"]),
             "updated_at": int(c["updated"]),
             "user_count": users,
@@ -231,9 +241,16 @@ class Intercom(Vendor):
             attr = self.attributes[model].get(name)
             if attr is None:
                 return error_list(400, "parameter_invalid", f"Custom attribute '{name}' does not exist")
-            if value is None or value == "":
-                continue
             kind = attr["data_type"]
+            if value is None or (value == "" and kind == "string"):
+                continue  # null is "unknown" for every type; "" empties a string
+            if value == "":
+                # Intercom refuses an empty string for a number or a date: null is how to clear one.
+                return error_list(
+                    400,
+                    "parameter_invalid",
+                    f"Custom attribute '{name}' expects a {kind}, got an empty string",
+                )
             ok = {
                 "string": isinstance(value, str),
                 "integer": isinstance(value, int) and not isinstance(value, bool),
@@ -253,10 +270,8 @@ class Intercom(Vendor):
     @staticmethod
     def _apply(target: dict[str, Any], values: dict[str, Any] | None) -> None:
         for name, value in (values or {}).items():
-            if value is None:
-                continue  # Intercom ignores null; "" clears
-            if value == "":
-                target.pop(name, None)
+            if value is None or value == "":
+                target.pop(name, None)  # null sets the attribute to unknown; "" (strings only) empties it
             else:
                 target[name] = value
 
@@ -342,6 +357,10 @@ class Intercom(Vendor):
                 else c["custom_attributes"].get(f["field"].split(".", 1)[1])
             )
             wanted = f.get("value")
+            if f.get("field") == "email":
+                # Intercom matches emails case-insensitively (its search lowercases both sides).
+                value = str(value).lower() if value is not None else None
+                wanted = [str(w).lower() for w in wanted] if isinstance(wanted, list) else str(wanted).lower()
             if f.get("operator") == "IN":
                 return value in (wanted or [])
             return value == wanted
@@ -373,6 +392,16 @@ class Intercom(Vendor):
         if company is None:
             return error_list(404, "company_not_found", "Company Not Found")
         self.contact_companies.setdefault(contact["id"], set()).add(company["id"])
+        return self._reply(request, self._company(company))
+
+    async def detach_company(self, request: Request) -> Response:
+        contact = self.contacts.get(request.path_params["id"])
+        if contact is None:
+            return error_list(404, "not_found", "User Not Found")
+        company = self.companies.get(request.path_params["company_id"])
+        if company is None:
+            return error_list(404, "company_not_found", "Company Not Found")
+        self.contact_companies.setdefault(contact["id"], set()).discard(company["id"])
         return self._reply(request, self._company(company))
 
     async def tag_contact(self, request: Request) -> Response:
@@ -513,6 +542,23 @@ class Intercom(Vendor):
         name = str(body.get("name", "")).strip()
         if not name:
             return error_list(400, "parameter_invalid", "name is required")
+        users, companies = body.get("users"), body.get("companies")
+        if users and companies:
+            # "Companies and user tag directives cannot be mixed in the same request" (Intercom's tag docs)
+            return error_list(400, "parameter_invalid", "invalid tag parameters")
+        if users is not None:
+            # tag_multiple_users_request (spec 2.14): users are identified by Intercom id only, and the
+            # schema has no "untag" for users -- removing a tag from a contact is one DELETE per contact.
+            if not isinstance(users, list) or any(not isinstance(u, dict) or set(u) != {"id"} for u in users):
+                return error_list(400, "parameter_invalid", "invalid tag parameters")
+            found = [self.contacts.get(str(u["id"])) for u in users]
+            if any(c is None for c in found):
+                return error_list(404, "not_found", "User Not Found")
+            tag = self._tag_by_name(name)
+            for contact in found:
+                assert contact is not None
+                self.contact_tags.setdefault(contact["id"], set()).add(tag["id"])
+            return self._reply(request, {"type": "tag", "id": tag["id"], "name": tag["name"]})
         tag = self._tag_by_name(name)
         for item in body.get("companies") or []:
             company = self.companies.get(str(item.get("id", ""))) or next(
@@ -529,6 +575,88 @@ class Intercom(Vendor):
 
     async def list_tags(self, request: Request) -> Response:
         return self._reply(request, {"type": "list", "data": list(self.tags.values())})
+
+    # ------------------------------------------------------------------------------------- messy portal
+
+    def _seed_contact(self, external_id: str | None, email: str | None, **extra: Any) -> dict[str, Any]:
+        then = time.time() - 3600  # long since indexed by search
+        contact = {
+            "id": self._next(),
+            "external_id": external_id,
+            "email": email,
+            "role": "user",
+            "name": extra.pop("name", None),
+            "created": then,
+            "updated": then,
+            "custom_attributes": {},
+        }
+        self.contacts[contact["id"]] = contact
+        for tag_name in extra.pop("tags", []):
+            self.contact_tags.setdefault(contact["id"], set()).add(self._tag_by_name(tag_name)["id"])
+        return contact
+
+    def seed_messy(self, users: list[dict[str, Any]], accounts: list[dict[str, Any]]) -> dict[str, Any]:
+        """A workspace people have used before accoil-sync, made from the source rows (``user_id``,
+        ``email``, ``account_id``; ``account_id``, ``name``, ``domain``). Users by position, in turn:
+
+        - ``adopt``: a contact with the user's email in another case and no external_id (imported by
+          hand), carrying a hand-made tag ``New`` and a name: the user's record, to be adopted;
+        - ``conflict``: a contact with the user's email and someone else's external_id (``crm-<n>``):
+          not the user's, never written;
+        - ``ambiguous``: two contacts without external_id whose emails differ only in case: not guessed;
+        - ``fresh``: nothing (found nowhere: created when creating is on).
+
+        Accounts in turn: a company with our company_id whose name and website were edited by hand
+        (``hand_edited``: kept), a company with the same name under another company_id (``lookalike``:
+        not ours), or nothing. Returns a manifest: per user and account, the case and the ids made."""
+        manifest: dict[str, Any] = {"contacts": {}, "companies": {}}
+        cases = ("adopt", "conflict", "ambiguous", "fresh")
+        for n, row in enumerate(u for u in users if u.get("email")):
+            key, email = str(row["user_id"]), str(row["email"])
+            case = cases[n % len(cases)]
+            made: list[str] = []
+            if case == "adopt":
+                made.append(self._seed_contact(None, email.upper(), name="Hand Made", tags=["New"])["id"])
+            elif case == "conflict":
+                made.append(self._seed_contact(f"crm-{n}", email)["id"])
+            elif case == "ambiguous":
+                made.append(self._seed_contact(None, email)["id"])
+                made.append(self._seed_contact(None, email.title())["id"])
+            manifest["contacts"][key] = {"case": case, "ids": made, "owner": f"crm-{n}"}
+        for n, row in enumerate(accounts):
+            key = str(row["account_id"])
+            case = ("hand_edited", "lookalike", "fresh")[n % 3]
+            then = time.time() - 3600
+            made = []
+            if case != "fresh":
+                company: dict[str, Any] = {
+                    "id": self._next(),
+                    "company_id": key if case == "hand_edited" else f"crm-{key}",
+                    "name": "Named By Hand" if case == "hand_edited" else row.get("name"),
+                    "website": "https://by-hand.example" if case == "hand_edited" else None,
+                    "created": then,
+                    "updated": then,
+                    "custom_attributes": {},
+                }
+                self.companies[company["id"]] = company
+                made.append(company["id"])
+            manifest["companies"][key] = {"case": case, "ids": made}
+        return manifest
+
+    def delete_contact(self, contact_id: str) -> None:
+        """Someone deleted the contact in Intercom: its id answers 404 from now on."""
+        self.contacts.pop(contact_id, None)
+        self.contact_tags.pop(contact_id, None)
+        self.contact_companies.pop(contact_id, None)
+
+    def merge_contact(self, merged_id: str, into_id: str) -> None:
+        """Someone merged a contact into another: the merged id is gone (404), the survivor keeps its own
+        external_id or takes the merged one's."""
+        merged, survivor = self.contacts[merged_id], self.contacts[into_id]
+        if not survivor.get("external_id"):
+            survivor["external_id"] = merged.get("external_id")
+        self.delete_contact(merged_id)
+        self.merged[merged_id] = into_id
 
     def state(self) -> dict[str, Any]:
         def tag_names(ids: set[str]) -> list[str]:
@@ -551,6 +679,7 @@ class Intercom(Vendor):
                 c["company_id"]: {
                     "id": c["id"],
                     "name": c.get("name"),
+                    "website": c.get("website"),
                     "custom_attributes": c["custom_attributes"],
                     "tags": tag_names(self.company_tags.get(c["id"], set())),
                 }

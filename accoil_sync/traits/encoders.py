@@ -68,23 +68,36 @@ def intercom_attribute(kind: ObjectKind, score_name: str, metric: Metric) -> str
     return f"Accoil_{score_name}_Account_{TRAIT_SUFFIX[metric]}"
 
 
+INTERCOM_MAX_STRING = 255  # Intercom stores at most 255 characters in a string attribute
+
+
 class IntercomEncoder:
     """Custom attributes in Intercom's formats; segments also as a ``tags`` field the connector diffs.
 
-    Dates are Unix seconds, segments are a comma-separated string (filterable with "contains"), and the
-    ``tags`` pseudo-field holds the tag names (prefixed) the object should carry.
+    Dates are Unix seconds, segments are a comma-separated string (filterable with "contains", cut to
+    Intercom's 255 characters), and the ``tags`` pseudo-field holds the tag names the object should carry:
+    ``{tag_prefix}{segment}``, or ``{tag_prefix}{scoreName}: {segment}`` when several profiles are synced
+    (two profiles may name a segment alike). The prefix makes every tag accoil-sync manages recognisable;
+    the connector removes only tags it applied (the previous value of ``tags``).
     """
 
     TAGS_FIELD = "tags"
     COMPANY_FIELD = "company"  # users: the account to attach the contact to
 
-    def __init__(self, tag_prefix: str = "", attach_companies: bool = False) -> None:
+    def __init__(
+        self, tag_prefix: str = "Accoil: ", attach_companies: bool = False, per_profile_tags: bool = False
+    ) -> None:
         self.tag_prefix = tag_prefix
         self.attach_companies = attach_companies
+        self.per_profile_tags = per_profile_tags
 
     @property
     def signature(self) -> str:
-        return f"intercom/1/{self.tag_prefix}/{int(self.attach_companies)}"
+        return f"intercom/2/{self.tag_prefix}/{int(self.attach_companies)}/{int(self.per_profile_tags)}"
+
+    def tag(self, score_name: str, segment: str) -> str:
+        scoped = f"{score_name}: {segment}" if self.per_profile_tags else segment
+        return f"{self.tag_prefix}{scoped}"
 
     def encode(self, record: ObjectRecord) -> dict[str, FieldValue]:
         out: dict[str, FieldValue] = {}
@@ -94,8 +107,8 @@ class IntercomEncoder:
                 name = intercom_attribute(record.kind, score_name, metric)
                 if metric is Metric.SEGMENTS:
                     assert isinstance(value, tuple)
-                    out[name] = ", ".join(value)
-                    tags.update(f"{self.tag_prefix}{segment}" for segment in value)
+                    out[name] = ", ".join(value)[:INTERCOM_MAX_STRING]
+                    tags.update(self.tag(score_name, segment) for segment in value)
                 elif metric is Metric.LAST_ACTIVE:
                     assert isinstance(value, str)
                     out[name] = int(parse_iso(value).timestamp())
@@ -107,10 +120,11 @@ class IntercomEncoder:
         return out
 
     def cleared(self, field: str) -> FieldValue:
-        # Intercom ignores null on update; an empty value is what clears an attribute.
+        # Intercom documents null as an attribute's "unknown" and refuses "" for numbers and dates, so
+        # null clears every attribute type; no tags and no company clear the two pseudo-fields.
         if field == self.TAGS_FIELD:
             return []
-        return None if field == self.COMPANY_FIELD else ""
+        return None
 
 
 # ----------------------------------------------------------------------------------------------- HubSpot

@@ -4,6 +4,8 @@ segment membership, missing contacts are reported (or created), 429s only delay,
 from __future__ import annotations
 
 import asyncio
+import os
+import time
 from pathlib import Path
 
 import pytest
@@ -35,7 +37,8 @@ def intercom_settings(
 
 
 def sync(settings: Settings) -> RunResult:
-    return asyncio.run(execute(settings, deliver=True, destinations=["intercom"]))
+    # These small workspaces change every contact at once on purpose; the mass-change guard is tested elsewhere.
+    return asyncio.run(execute(settings, deliver=True, destinations=["intercom"], allow_mass_change=True))
 
 
 def test_first_sync_lands_attributes_tags_and_companies_then_nothing(
@@ -166,3 +169,122 @@ def test_an_attribute_created_but_whose_answer_was_lost_is_not_an_error(
     assert result.exit_code == 0, result.deliveries["intercom"].stopped
     contact = next(iter(emulator.intercom.contacts.values()))
     assert contact["custom_attributes"]["Accoil_Default_Score"] == 10
+
+
+def _endpoints(emulator: Emulator) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for key, n in emulator.intercom.counters()["by_endpoint"].items():
+        endpoint = key.rsplit(" ", 1)[0]
+        out[endpoint] = out.get(endpoint, 0) + n
+    return out
+
+
+def test_tags_in_bulk_reach_exactly_the_right_contacts_and_companies(
+    intercom_settings: WriteConfig, emulator: Emulator, tmp_path: Path
+) -> None:
+    # One run adds tag B to u1 and u2 and removes it from u3 and u4 (and the same for companies).
+    accounts_header = "account_id,name,domain,score,segments\n"
+    users = write(
+        tmp_path / "users.csv",
+        HEADER + "".join(f"u{n},u{n}@x.io,,{n},{'A' if n < 3 else 'A;B'},,\n" for n in range(1, 6)),
+    )
+    accounts = write(
+        tmp_path / "accounts.csv",
+        accounts_header + "".join(f"a{n},Co {n},,{n},{'A' if n < 3 else 'A;B'}\n" for n in range(1, 6)),
+    )
+    settings = intercom_settings(accounts="accounts.csv")
+    assert sync(settings).deliveries["intercom"].counts == {"ok": 10}
+    write(
+        users,
+        HEADER
+        + "".join(f"u{n},u{n}@x.io,,{n},{'A;B' if n < 3 else 'A'},,\n" for n in range(1, 5))
+        + "u5,u5@x.io,,5,A;B,,\n",
+    )
+    write(
+        accounts,
+        accounts_header
+        + "".join(f"a{n},Co {n},,{n},{'A;B' if n < 3 else 'A'}\n" for n in range(1, 5))
+        + "a5,Co 5,,5,A;B\n",
+    )
+    before = _endpoints(emulator)
+    assert sync(settings).deliveries["intercom"].counts == {"ok": 8}
+    state = emulator.intercom.state()
+    for n in range(1, 6):
+        want = ["Accoil: A", "Accoil: B"] if n != 3 and n != 4 else ["Accoil: A"]
+        assert state["contacts"][f"u{n}"]["tags"] == want, n
+        assert state["companies"][f"a{n}"]["tags"] == want, n
+    sent = {k: v - before.get(k, 0) for k, v in _endpoints(emulator).items() if v != before.get(k, 0)}
+    # Contacts: one bulk add for u1+u2 (its answer names the tag's id), two DELETEs (no bulk untag for
+    # users), four attribute updates (the Segments string); companies: one bulk tag, one bulk untag.
+    assert sent == {
+        "tags/create": 1 + 1 + 1,
+        "contacts/untag": 2,
+        "contacts/update": 4,
+        "companies/create_or_update": 4,
+    }
+    before = emulator.intercom.counters()["total"]
+    assert sync(settings).deliveries["intercom"].counts == {}
+    assert emulator.intercom.counters()["total"] == before  # unchanged re-run: no request at all
+
+
+def test_a_user_who_moves_is_detached_from_the_old_company(
+    intercom_settings: WriteConfig, emulator: Emulator, tmp_path: Path
+) -> None:
+    write(tmp_path / "accounts.csv", "account_id,name,score\nacc_a,A,1\nacc_b,B,2\n")
+    users = write(tmp_path / "users.csv", HEADER + "u1,u1@x.io,acc_a,10,,,\n")
+    settings = intercom_settings(accounts="accounts.csv")
+    sync(settings)
+    assert emulator.intercom.state()["contacts"]["u1"]["companies"] == ["acc_a"]
+    write(users, HEADER + "u1,u1@x.io,acc_b,10,,,\n")
+    assert sync(settings).deliveries["intercom"].counts == {"ok": 1}
+    assert emulator.intercom.state()["contacts"]["u1"]["companies"] == ["acc_b"]
+
+
+def test_a_user_whose_company_is_missing_is_not_acknowledged_until_it_is_attached(
+    intercom_settings: WriteConfig, emulator: Emulator, tmp_path: Path
+) -> None:
+    # The account is not in the source (yet): the contact is written, the attach cannot be, and the
+    # user is not recorded as delivered -- it is attached once the company exists.
+    write(tmp_path / "users.csv", HEADER + "u1,u1@x.io,acc_late,10,,,\n")
+    accounts = write(tmp_path / "accounts.csv", "account_id,name,score\nacc_other,O,1\n")
+    settings = intercom_settings(accounts="accounts.csv")
+    report = sync(settings).deliveries["intercom"]
+    assert report.counts == {"ok": 1, "rejected": 1}
+    assert any("company acc_late is not in Intercom yet" in r for r in report.reasons)
+    assert emulator.intercom.state()["contacts"]["u1"]["companies"] == []
+    write(accounts, "account_id,name,score\nacc_other,O,1\nacc_late,L,2\n")
+    asyncio.run(execute(settings, deliver=True, destinations=["intercom"], full_refresh=True))
+    assert emulator.intercom.state()["contacts"]["u1"]["companies"] == ["acc_late"]
+
+
+def test_an_attribute_archived_after_it_was_cached_heals_in_the_same_run(
+    intercom_settings: WriteConfig, emulator: Emulator, tmp_path: Path
+) -> None:
+    users = write(tmp_path / "users.csv", HEADER + "".join(f"u{n},u{n}@x.io,,{n},,,\n" for n in range(20)))
+    settings = intercom_settings()
+    sync(settings)
+    emulator.intercom.attributes["contact"].pop("Accoil_Default_Score")  # someone deleted it
+    write(users, HEADER + "".join(f"u{n},u{n}@x.io,,{n + 1},,,\n" for n in range(20)))
+    assert sync(settings).deliveries["intercom"].counts == {"ok": 20}
+    scores = {
+        k: c["custom_attributes"].get("Accoil_Default_Score")
+        for k, c in emulator.intercom.state()["contacts"].items()
+    }
+    assert scores == {f"u{n}": n + 1 for n in range(20)}
+
+
+def test_attribute_list_is_read_again_only_when_older_than_its_ttl(
+    intercom_settings: WriteConfig, emulator: Emulator, tmp_path: Path
+) -> None:
+    users = write(tmp_path / "users.csv", HEADER + "u1,u1@x.io,,1,,,\n")
+    settings = intercom_settings()
+    sync(settings)
+    listed = _endpoints(emulator)["data_attributes/list"]
+    write(users, HEADER + "u1,u1@x.io,,2,,,\n")
+    sync(settings)
+    assert _endpoints(emulator)["data_attributes/list"] == listed  # cached: not read again
+    for cache in Path(settings.state.directory).glob("intercom-attributes-*.json"):
+        os.utime(cache, (time.time() - 25 * 3600, time.time() - 25 * 3600))  # older than the 24 h TTL
+    write(users, HEADER + "u1,u1@x.io,,3,,,\n")
+    sync(settings)
+    assert _endpoints(emulator)["data_attributes/list"] == listed + 2  # contacts and companies

@@ -52,30 +52,41 @@ async def test_steady_state_update_is_one_put_with_version_header(tmp_path: Path
 
 
 @respx.mock
-async def test_tags_are_diffed(tmp_path: Path) -> None:
-    respx.put(f"{API}/contacts/abc").mock(return_value=httpx.Response(200, json={}))
-    respx.post(f"{API}/tags").mock(
-        side_effect=lambda r: httpx.Response(
-            200, json={"id": {"Accoil: New": "t1", "Accoil: Old": "t2"}[json.loads(r.content)["name"]]}
+async def test_tags_are_added_in_bulk_per_tag_and_removed_per_contact(tmp_path: Path) -> None:
+    bodies: list[dict[str, object]] = []
+
+    def tags(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        bodies.append(body)
+        return httpx.Response(
+            200, json={"type": "tag", "id": {"Accoil: New": "t1", "Accoil: Old": "t2"}[body["name"]]}
         )
+
+    respx.post(f"{API}/tags").mock(side_effect=tags)
+    untag = respx.delete(url__regex=rf"{API}/contacts/\w+/tags/t2").mock(
+        return_value=httpx.Response(200, json={})
     )
-    tag = respx.post(f"{API}/contacts/abc/tags").mock(return_value=httpx.Response(200, json={}))
-    untag = respx.delete(f"{API}/contacts/abc/tags/t2").mock(return_value=httpx.Response(200, json={}))
     c = connector(tmp_path)
-    change = Change(
-        "intercom",
-        ObjectKind.USER,
-        "u1",
-        "upsert",
-        {"tags": ["Accoil: Keep", "Accoil: New"]},
-        {"tags": ["Accoil: Keep", "Accoil: Old"]},
-        None,
-        "fp",
-        dest_id="abc",
-    )
-    await c.deliver(ObjectKind.USER, [change])
-    assert json.loads(tag.calls[0].request.content) == {"id": "t1"}
-    assert untag.call_count == 1
+    changes = [
+        Change(
+            "intercom",
+            ObjectKind.USER,
+            f"u{n}",
+            "upsert",
+            {"tags": ["Accoil: Keep", "Accoil: New"]},
+            {"tags": ["Accoil: Keep", "Accoil: Old"] if n < 2 else ["Accoil: Keep"]},
+            None,
+            "fp",
+            dest_id=f"c{n}",
+        )
+        for n in range(3)
+    ]
+    outcomes = await c.deliver(ObjectKind.USER, changes)
+    assert [o.status for o in outcomes] == ["ok"] * 3
+    bulk = [b for b in bodies if "users" in b]
+    assert bulk == [{"name": "Accoil: New", "users": [{"id": "c0"}, {"id": "c1"}, {"id": "c2"}]}]
+    assert sorted(str(call.request.url).rsplit("/", 3)[1] for call in untag.calls) == ["c0", "c1"]
+    assert len(respx.calls) == 1 + 1 + 2  # the bulk add, the tag id lookup, two removals
     await c.aclose()
 
 
@@ -96,3 +107,27 @@ async def test_limiter_never_lets_more_than_the_limit_into_a_window() -> None:
         stamps.append(time.monotonic())
     for i in range(len(stamps) - 5):
         assert stamps[i + 5] - stamps[i] >= 0.5 - 1e-3
+
+
+@respx.mock
+async def test_one_contacts_exhausted_retry_fails_only_that_contact(tmp_path: Path) -> None:
+    respx.put(url__regex=rf"{API}/contacts/c[02]").mock(return_value=httpx.Response(200, json={}))
+    respx.put(f"{API}/contacts/c1").mock(return_value=httpx.Response(503, json={}))
+    c = connector(tmp_path)
+    changes = [
+        Change(
+            "intercom",
+            ObjectKind.USER,
+            f"u{n}",
+            "upsert",
+            {"Accoil_Default_Score": n},
+            {},
+            None,
+            "fp",
+            dest_id=f"c{n}",
+        )
+        for n in range(3)
+    ]
+    outcomes = await c.deliver(ObjectKind.USER, changes)
+    assert [o.status for o in outcomes] == ["ok", "retryable", "ok"]
+    await c.aclose()
