@@ -3,6 +3,11 @@
 Like the real one it answers 200 to nearly everything and silently drops what it will not accept (no
 userId/anonymousId, more than 2,500 events in a batch, a messageId seen in the last 24 hours); the drops
 are visible in ``state()["dropped"]``, as Segment's debugger would show them.
+
+It also shows what a workspace owner would look at: which users each group call linked to which group
+(``members``), and the tracked users the accepted calls add up to, counted as Segment bills MTUs: unique
+userIds plus unique anonymousIds never seen with a userId (segment-docs
+``src/guides/usage-and-billing/mtus-and-throughput.md``, "How does Segment calculate MTUs?").
 """
 
 from __future__ import annotations
@@ -29,7 +34,19 @@ MAX_KEPT = 200_000  # bounded memory: oldest messages and drops are forgotten fi
 
 class Segment(Vendor):
     name = "segment"
-    PERSISTENT = ("users", "groups", "messages", "dropped", "seen", "duplicates", "largest_batch")
+    PERSISTENT = (
+        "users",
+        "groups",
+        "members",
+        "user_ids",
+        "anonymous_ids",
+        "associated",
+        "messages",
+        "dropped",
+        "seen",
+        "duplicates",
+        "largest_batch",
+    )
 
     def __init__(
         self, seed: int = 0, faults: Faults | None = None, requests_per_second: int | None = 1000
@@ -42,6 +59,10 @@ class Segment(Vendor):
         super().reset()
         self.users: dict[str, dict[str, Any]] = {}
         self.groups: dict[str, dict[str, Any]] = {}
+        self.members: dict[str, set[str]] = {}  # groupId -> the userIds (or anonymousIds) grouped into it
+        self.user_ids: set[str] = set()
+        self.anonymous_ids: set[str] = set()
+        self.associated: set[str] = set()  # anonymousIds seen with a userId: not a tracked user of their own
         self.messages: list[dict[str, Any]] = []
         self.dropped: list[dict[str, Any]] = []
         self.seen: OrderedDict[str, float] = OrderedDict()
@@ -167,12 +188,29 @@ class Segment(Vendor):
         message = {**shared, **event, "messageId": message_id}
         self.messages.append(message)
         del self.messages[:-MAX_KEPT]
+        self._track(event)
         traits = event.get("traits") or {}
+        if kind == "group" and event.get("groupId"):
+            who = event.get("userId") or event.get("anonymousId")
+            self.members.setdefault(str(event["groupId"]), set()).add(str(who))
         if kind == "identify":
             target = self.users.setdefault(str(event.get("userId") or event.get("anonymousId")), {})
             target.update(traits)
         elif kind == "group" and event.get("groupId"):
             self.groups.setdefault(str(event["groupId"]), {}).update(traits)
+
+    def _track(self, event: dict[str, Any]) -> None:
+        user, anonymous = event.get("userId"), event.get("anonymousId")
+        if user:
+            self.user_ids.add(str(user))
+        if anonymous:
+            self.anonymous_ids.add(str(anonymous))
+            if user:
+                self.associated.add(str(anonymous))
+
+    def tracked_users(self) -> int:
+        """MTUs as Segment counts them: unique userIds, plus unique anonymousIds not seen with a userId."""
+        return len(self.user_ids) + len(self.anonymous_ids - self.associated)
 
     def state(self) -> dict[str, Any]:
         dropped: dict[str, int] = {}
@@ -181,6 +219,8 @@ class Segment(Vendor):
         return {
             "users": self.users,
             "groups": self.groups,
+            "members": {group: sorted(who) for group, who in sorted(self.members.items())},
+            "tracked_users": self.tracked_users(),
             "messages": len(self.messages),
             "duplicates_dropped": self.duplicates,
             "dropped": dropped,
