@@ -18,6 +18,7 @@ anonymousId, as earlier releases did. The costs of each are in docs/CONFIG.md.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import itertools
 import logging
@@ -250,6 +251,12 @@ class SegmentConnector:
         # is linked already, so a member's own link call would repeat it (a first sync would send two).
         self._linked: set[str] = set()
         self.memberless: list[str] = []  # accounts skipped for want of members (members mode, "skip")
+        # Account deliveries in flight. The planner yields accounts before users and the engine starts
+        # batches in that order, so a user batch waiting for this to reach zero is sent after every
+        # account batch was answered: links go out after the traits they point to, and only when needed.
+        self._accounts_busy = 0
+        self._accounts_idle = asyncio.Event()
+        self._accounts_idle.set()
 
     def bind_source(self, view: SourceView) -> None:
         self.view = view
@@ -258,6 +265,21 @@ class SegmentConnector:
         return None  # Segment has no schema to create
 
     async def deliver(self, kind: ObjectKind, batch: Sequence[Change]) -> list[Outcome]:
+        if not self.members_mode:
+            return await self._deliver(kind, batch)
+        if kind is ObjectKind.USER:
+            await self._accounts_idle.wait()
+            return await self._deliver(kind, batch)
+        self._accounts_busy += 1
+        self._accounts_idle.clear()
+        try:
+            return await self._deliver(kind, batch)
+        finally:
+            self._accounts_busy -= 1
+            if not self._accounts_busy:
+                self._accounts_idle.set()
+
+    async def _deliver(self, kind: ObjectKind, batch: Sequence[Change]) -> list[Outcome]:
         failures: dict[int, Outcome] = {}
         written: dict[int, dict[str, FieldValue]] = {}  # what was recorded, when it differs from the plan
         keys = [change.key for change in batch]
