@@ -15,7 +15,7 @@ from __future__ import annotations
 import base64
 import time
 import uuid
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from typing import Any
 
 import orjson
@@ -68,6 +68,9 @@ class Segment(Vendor):
         self.seen: OrderedDict[str, float] = OrderedDict()
         self.duplicates = 0
         self.largest_batch = 0
+        # Accepted messages by call ("group/user" or "group/anonymous" for group calls): a /v1/batch request
+        # is one operation, so the request mix alone does not show what the batches carried.
+        self.message_types: Counter[str] = Counter()
 
     def restore(self, data: dict[str, Any]) -> None:
         super().restore(data)
@@ -189,6 +192,10 @@ class Segment(Vendor):
         self.messages.append(message)
         del self.messages[:-MAX_KEPT]
         self._track(event)
+        if kind == "group":
+            self.message_types["group/user" if event.get("userId") else "group/anonymous"] += 1
+        else:
+            self.message_types[str(kind)] += 1
         traits = event.get("traits") or {}
         if kind == "group" and event.get("groupId"):
             who = event.get("userId") or event.get("anonymousId")
@@ -207,6 +214,9 @@ class Segment(Vendor):
             self.anonymous_ids.add(str(anonymous))
             if user:
                 self.associated.add(str(anonymous))
+
+    def counters(self) -> dict[str, Any]:
+        return {**super().counters(), "by_message": dict(sorted(self.message_types.items()))}
 
     def tracked_users(self) -> int:
         """MTUs as Segment counts them: unique userIds, plus unique anonymousIds not seen with a userId."""
