@@ -168,9 +168,10 @@ class SegmentEncoder:
 
 
 class _Requests:
-    """Packs messages into ``/v1/batch`` requests within the byte budget and the event cap, sending each as
-    it fills, so an account with many thousands of members never holds more than one request in memory.
-    Each message belongs to one change (by index); a request Segment refuses fails all its changes."""
+    """Packs messages into ``/v1/batch`` requests within the byte budget and the event cap; a request that
+    is full waits in ``ready`` until the caller sends it, so an account with many thousands of members never
+    holds more than a request or two in memory, and queuing a message costs no await. Each message belongs
+    to one change (by index); a request Segment refuses fails all the changes with a message in it."""
 
     def __init__(
         self,
@@ -188,8 +189,9 @@ class _Requests:
         self._owners: set[int] = set()
         self._messages: list[bytes] = []
         self._size = 0
+        self.ready: list[tuple[set[int], list[bytes]]] = []
 
-    async def add(self, owner: int, message: bytes) -> None:
+    def add(self, owner: int, message: bytes) -> None:
         length = len(message)
         if length > MAX_MESSAGE_BYTES:
             self._failures.setdefault(
@@ -202,20 +204,25 @@ class _Requests:
             )
             return
         if self._messages and (self._size + length + 1 > self._budget or len(self._messages) >= self._cap):
-            await self.flush()
+            self.ready.append((self._owners, self._messages))
+            self._owners, self._messages, self._size = set(), [], 0
         self._owners.add(owner)
         self._messages.append(message)
         self._size += length + 1
 
+    async def send_ready(self) -> None:
+        while self.ready:
+            owners, messages = self.ready.pop(0)
+            reason = await self._send(messages)
+            if reason is not None:
+                for owner in owners:
+                    self._failures.setdefault(owner, Outcome.reject(self._keys[owner], reason))
+
     async def flush(self) -> None:
-        if not self._messages:
-            return
-        owners, messages = self._owners, self._messages
-        self._owners, self._messages, self._size = set(), [], 0
-        reason = await self._send(messages)
-        if reason is not None:
-            for owner in owners:
-                self._failures.setdefault(owner, Outcome.reject(self._keys[owner], reason))
+        if self._messages:
+            self.ready.append((self._owners, self._messages))
+            self._owners, self._messages, self._size = set(), [], 0
+        await self.send_ready()
 
 
 class SegmentConnector:
@@ -304,9 +311,12 @@ class SegmentConnector:
     ) -> None:
         for i, change in enumerate(batch):
             try:
-                await requests.add(i, encode_message(change, now))
+                requests.add(i, encode_message(change, now))
             except (ValueError, TypeError) as exc:
                 failures[i] = Outcome.reject(change.key, f"not valid JSON for Segment: {exc}")
+                continue
+            if requests.ready:
+                await requests.send_ready()
 
     def _require_view(self) -> SourceView:
         if self.view is None:
@@ -340,15 +350,19 @@ class SegmentConnector:
                 if i in failures:
                     break  # one member's message over 32 KB: the account is rejected, not half-sent
                 mid = member_message_id(account, user, change.version, change.fields)
-                await requests.add(i, encode_group(account, user, mid, timestamp, traits))
+                requests.add(i, encode_group(account, user, mid, timestamp, traits))
+                if requests.ready:
+                    await requests.send_ready()
         for i, change in enumerate(batch):
             if i in with_members:
                 continue
             if self.cfg.memberless_accounts == "synthetic":
                 try:
-                    await requests.add(i, encode_message(change, now))
+                    requests.add(i, encode_message(change, now))
                 except (ValueError, TypeError) as exc:
                     failures[i] = Outcome.reject(change.key, f"not valid JSON for Segment: {exc}")
+                if requests.ready:
+                    await requests.send_ready()
             else:
                 # Nothing is sent, and nothing is recorded as delivered: when a member appears its link
                 # call carries all the account's traits; when the traits change, they are planned again.
@@ -377,7 +391,7 @@ class SegmentConnector:
             traits = {k: v for k, v in change.fields.items() if k != GROUP_FIELD}
             try:
                 if traits:
-                    await requests.add(i, encode_message(change, now, traits))
+                    requests.add(i, encode_message(change, now, traits))
                 account = change.fields.get(GROUP_FIELD)
                 if account is not None and account not in self._linked:
                     account = str(account)
@@ -386,9 +400,11 @@ class SegmentConnector:
                     message = encode_group(
                         account, change.key, mid, _timestamp(record, now), _traits_json(fields)
                     )
-                    await requests.add(i, message)
+                    requests.add(i, message)
             except (ValueError, TypeError) as exc:
                 failures.setdefault(i, Outcome.reject(change.key, f"not valid JSON for Segment: {exc}"))
+            if requests.ready:
+                await requests.send_ready()
 
     def _account_traits(self, keys: Iterable[str]) -> dict[str, tuple[ObjectRecord, dict[str, FieldValue]]]:
         """The current traits of the accounts users link to; an account the source does not have is linked
