@@ -183,6 +183,13 @@ class SegmentDestination(DestinationBase):
     base_url: str | None = Field(None, description="overrides the regional host (e.g. the emulator)")
     write_key: SecretStr | None = None
     requests_per_second: float = Field(1000, gt=0, description="Segment's per-workspace HTTP API limit")
+    # How accounts are sent (docs/CONFIG.md, "Segment: accounts as group calls"): "members" sends one
+    # group call from each member user, so destinations link users to companies and no tracked user is
+    # added; "synthetic" sends one group call per account from a stable anonymousId (one MTU per account).
+    group_mode: Literal["members", "synthetic"] = "members"
+    # members mode, an account no source user names: "skip" sends nothing until a member appears (it is
+    # then linked with the account's traits); "synthetic" falls back to the anonymousId (one MTU each).
+    memberless_accounts: Literal["skip", "synthetic"] = "skip"
 
     @property
     def url(self) -> str:

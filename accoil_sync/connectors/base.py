@@ -6,9 +6,9 @@ destination's schema exists and turns one batch of changes into one outcome per 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Literal, Protocol, runtime_checkable
 
 from accoil_sync.traits.encoders import Encoder, FieldValue
 from accoil_sync.traits.model import ObjectRecord
@@ -117,3 +117,24 @@ class Connector(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+class SourceView(Protocol):
+    """A read-only view of this run's validated source, handed to a connector whose messages for one object
+    depend on others (Segment's member group calls: an account's members, a user's account traits)."""
+
+    def members(self, accounts: Sequence[str]) -> Iterator[tuple[str, str]]:
+        """(account key, user key) for each source user whose ``account_id`` names one of ``accounts``,
+        ordered by account, then user."""
+        ...
+
+    def records(self, kind: ObjectKind, keys: Sequence[str]) -> dict[str, ObjectRecord]:
+        """The source's current records for ``keys`` (absent keys are left out)."""
+        ...
+
+
+@runtime_checkable
+class UsesSourceView(Protocol):
+    """A connector that wants a ``SourceView``; the runner binds one before the first delivery."""
+
+    def bind_source(self, view: SourceView) -> None: ...

@@ -8,31 +8,47 @@ needs. We call the HTTP API directly with the shared retry policy instead (docs/
 Segment answers 200 to almost anything and drops silently what it will not take, so everything it would
 drop is checked here first: a message over 32 KB, a request over 500 KB, more than 2,500 events, a value
 that is not valid JSON.
+
+Accounts (``group_mode``): "members" sends each account's traits as a ``group`` call from every member user
+(the source users whose ``account_id`` names it), which is what links users to companies downstream and adds
+no tracked user; a user whose account changed (or who is new) gets one ``group`` call to its current account
+with that account's current traits. "synthetic" sends one ``group`` call per account from a stable
+anonymousId, as earlier releases did. The costs of each are in docs/CONFIG.md.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import itertools
+import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import UTC, datetime
+from operator import itemgetter
 
 import httpx
 import orjson
 
 from accoil_sync import __version__
 from accoil_sync.config.models import SegmentDestination
-from accoil_sync.connectors.base import Capabilities, Change, Outcome
+from accoil_sync.connectors.base import Capabilities, Change, Outcome, SourceView
 from accoil_sync.connectors.http import RateLimiter, RetryPolicy, Transport
 from accoil_sync.errors import PermanentError
-from accoil_sync.traits.encoders import Encoder, TraitsEncoder
+from accoil_sync.traits.encoders import Encoder, FieldValue, TraitsEncoder
+from accoil_sync.traits.model import ObjectRecord
 from accoil_sync.traits.names import ObjectKind
+
+log = logging.getLogger("accoil_sync.segment")
 
 MAX_MESSAGE_BYTES = 32 * 1024
 REQUEST_BUDGET = 475 * 1024  # headroom under 500 KB for the envelope, as Segment's own SDKs keep
 MAX_EVENTS = 2500
 CONTEXT = {"library": {"name": "accoil-sync", "version": __version__}}
 _CONTEXT_JSON = orjson.dumps(CONTEXT)
+
+
+GROUP_FIELD = "groupId"  # members mode, users: the account the user is linked to (state only, never a trait)
 
 
 def message_id(change: Change) -> str:
@@ -47,36 +63,75 @@ def _message_id(change: Change, key: bytes, traits: bytes) -> bytes:
     # The bytes of orjson.dumps([kind, key, version, fields], OPT_SORT_KEYS), assembled from the key and
     # traits already encoded for the message so the hot path serialises them once.
     body = b"[%b,%b,%d,%b]" % (_KIND_JSON[change.kind], key, change.version, traits)
+    return _digest(body)
+
+
+def _digest(body: bytes) -> bytes:
     return b"accoil-" + hashlib.sha256(body).hexdigest()[:38].encode()
 
 
 _KIND_JSON = {kind: orjson.dumps(kind.value) for kind in ObjectKind}
 
 
-def encode_message(change: Change, now: bytes) -> bytes:
-    """The identify (user) or group (account) message as Segment's JSON; ``now`` is the JSON string of the
-    timestamp for messages whose record has no computed-at time.
+def member_message_id(account: str, user: str, version: int, traits: dict[str, FieldValue]) -> str:
+    """A member's group call for an account change: per (account, member, account version, values), so a
+    re-sent batch is de-duplicated member by member. Five elements where ``message_id`` hashes four, so
+    the two can never coincide."""
+    body = orjson.dumps(["account", account, user, version, traits], option=orjson.OPT_SORT_KEYS)
+    return _digest(body).decode()
 
-    Raises ``ValueError`` for a value Segment's JSON cannot carry: NaN and infinities are not numbers there
-    (orjson would quietly write null).
-    """
-    traits = orjson.dumps(change.fields, option=orjson.OPT_SORT_KEYS)
+
+def link_message_id(user: str, account: str, version: int, traits: dict[str, FieldValue]) -> str:
+    """A user's group call to its (new) account: per (user, account, user version, account values)."""
+    body = orjson.dumps(["link", user, account, version, traits], option=orjson.OPT_SORT_KEYS)
+    return _digest(body).decode()
+
+
+def _traits_json(fields: dict[str, FieldValue]) -> bytes:
+    """Raises ``ValueError`` for a value Segment's JSON cannot carry: NaN and infinities are not numbers
+    there (orjson would quietly write null)."""
+    traits = orjson.dumps(fields, option=orjson.OPT_SORT_KEYS)
     if b"null" in traits:  # a cleared trait, or a NaN that orjson wrote as null
-        for value in change.fields.values():
+        for value in fields.values():
             if type(value) is float and not math.isfinite(value):
                 raise ValueError(f"{value} is not a JSON number")
-    record = change.record
+    return traits
+
+
+def _timestamp(record: ObjectRecord | None, now: bytes) -> bytes:
     computed_at = record.computed_at if record is not None else None
+    return orjson.dumps(computed_at) if computed_at else now
+
+
+def encode_message(change: Change, now: bytes, fields: dict[str, FieldValue] | None = None) -> bytes:
+    """The identify (user) or synthetic group (account) message as Segment's JSON; ``now`` is the JSON
+    string of the timestamp for messages whose record has no computed-at time; ``fields`` the traits when
+    they are not all of the change's fields (members mode keeps ``groupId`` out of a user's traits).
+
+    Raises ``ValueError`` for a value Segment's JSON cannot carry.
+    """
+    traits = _traits_json(change.fields if fields is None else fields)
     key = orjson.dumps(change.key)
     tail = b'"messageId":"%b","timestamp":%b,"traits":%b}' % (
         _message_id(change, key, traits),
-        orjson.dumps(computed_at) if computed_at else now,
+        _timestamp(change.record, now),
         traits,
     )
     if change.kind is ObjectKind.USER:
         return b'{"type":"identify","userId":%b,%b' % (key, tail)
     anonymous = orjson.dumps(anonymous_group_id(change.key))
     return b'{"type":"group","groupId":%b,"anonymousId":%b,%b' % (key, anonymous, tail)
+
+
+def encode_group(group_id: str, user_id: str, message_id: str, timestamp: bytes, traits: bytes) -> bytes:
+    """A group call from a known user: Segment's spec for associating a user with a group."""
+    return b'{"type":"group","groupId":%b,"userId":%b,"messageId":"%b","timestamp":%b,"traits":%b}' % (
+        orjson.dumps(group_id),
+        orjson.dumps(user_id),
+        message_id.encode(),
+        timestamp,
+        traits,
+    )
 
 
 def _now() -> str:
@@ -86,6 +141,88 @@ def _now() -> str:
 def anonymous_group_id(account_id: str) -> str:
     """``group`` needs a userId or anonymousId; a stable one derived from the account (docs/TRAITS.md)."""
     return "accoil-account-" + hashlib.sha256(account_id.encode()).hexdigest()[:24]
+
+
+class SegmentEncoder:
+    """The contract's traits; in members mode users also carry ``groupId`` (their account), so a user who
+    joins or moves to an account is planned and linked even when no trait of theirs changed. The signature
+    differs per mode: switching modes re-plans every object once (and links every user once)."""
+
+    def __init__(self, link_users: bool) -> None:
+        self.link_users = link_users
+        self._traits = TraitsEncoder()
+
+    @property
+    def signature(self) -> str:
+        # The synthetic mode keeps the signature of earlier releases: upgrading with it re-sends nothing.
+        return self._traits.signature + ("/members" if self.link_users else "")
+
+    def encode(self, record: ObjectRecord) -> dict[str, FieldValue]:
+        out = self._traits.encode(record)
+        if self.link_users and record.kind is ObjectKind.USER and record.account_id:
+            out[GROUP_FIELD] = record.account_id
+        return out
+
+    def cleared(self, field: str) -> FieldValue:
+        return None
+
+
+class _Requests:
+    """Packs messages into ``/v1/batch`` requests within the byte budget and the event cap; a request that
+    is full waits in ``ready`` until the caller sends it, so an account with many thousands of members never
+    holds more than a request or two in memory, and queuing a message costs no await. Each message belongs
+    to one change (by index); a request Segment refuses fails all the changes with a message in it."""
+
+    def __init__(
+        self,
+        send: Callable[[list[bytes]], Awaitable[str | None]],
+        budget: int,
+        cap: int,
+        failures: dict[int, Outcome],
+        keys: Sequence[str],
+    ) -> None:
+        self._send = send
+        self._budget = budget
+        self._cap = cap
+        self._failures = failures
+        self._keys = keys
+        self._owners: set[int] = set()
+        self._messages: list[bytes] = []
+        self._size = 0
+        self.ready: list[tuple[set[int], list[bytes]]] = []
+
+    def add(self, owner: int, message: bytes) -> None:
+        length = len(message)
+        if length > MAX_MESSAGE_BYTES:
+            self._failures.setdefault(
+                owner,
+                Outcome.reject(
+                    self._keys[owner],
+                    f"message is {length:,} bytes, over Segment's 32 KB limit (Segment would drop it); "
+                    "nothing was sent",
+                ),
+            )
+            return
+        if self._messages and (self._size + length + 1 > self._budget or len(self._messages) >= self._cap):
+            self.ready.append((self._owners, self._messages))
+            self._owners, self._messages, self._size = set(), [], 0
+        self._owners.add(owner)
+        self._messages.append(message)
+        self._size += length + 1
+
+    async def send_ready(self) -> None:
+        while self.ready:
+            owners, messages = self.ready.pop(0)
+            reason = await self._send(messages)
+            if reason is not None:
+                for owner in owners:
+                    self._failures.setdefault(owner, Outcome.reject(self._keys[owner], reason))
+
+    async def flush(self) -> None:
+        if self._messages:
+            self.ready.append((self._owners, self._messages))
+            self._owners, self._messages, self._size = set(), [], 0
+        await self.send_ready()
 
 
 class SegmentConnector:
@@ -104,8 +241,9 @@ class SegmentConnector:
         self.cfg = cfg
         self.max_events = max_events
         self.request_budget = request_budget
+        self.members_mode = cfg.group_mode == "members"
         self.capabilities = Capabilities(max_batch=max_events, max_concurrency=cfg.max_concurrency)
-        self.encoder: Encoder = TraitsEncoder()
+        self.encoder: Encoder = SegmentEncoder(self.members_mode)
         self.transport = transport or Transport(
             "segment",
             cfg.url,
@@ -115,47 +253,169 @@ class SegmentConnector:
             policy=policy or RetryPolicy(max_attempts=cfg.max_attempts),
             max_connections=cfg.max_concurrency,
         )
+        self.view: SourceView | None = None
+        # Accounts whose member calls this run carried all their traits and were acknowledged: every member
+        # is linked already, so a member's own link call would repeat it (a first sync would send two).
+        self._linked: set[str] = set()
+        self.memberless: list[str] = []  # accounts skipped for want of members (members mode, "skip")
+        # Account deliveries in flight. The planner yields accounts before users and the engine starts
+        # batches in that order, so a user batch waiting for this to reach zero is sent after every
+        # account batch was answered: links go out after the traits they point to, and only when needed.
+        self._accounts_busy = 0
+        self._accounts_idle = asyncio.Event()
+        self._accounts_idle.set()
+
+    def bind_source(self, view: SourceView) -> None:
+        self.view = view
 
     async def ensure_schema(self) -> None:
         return None  # Segment has no schema to create
 
     async def deliver(self, kind: ObjectKind, batch: Sequence[Change]) -> list[Outcome]:
-        outcomes: list[Outcome] = []
-        # Requests within both the byte budget and the event cap, filled as the messages are encoded.
-        requests: list[tuple[list[Change], list[bytes]]] = []
-        changes: list[Change] = []
-        messages: list[bytes] = []
-        size = 0
-        budget, cap, now = self.request_budget, self.max_events, orjson.dumps(_now())
-        for change in batch:
-            try:
-                encoded = encode_message(change, now)
-            except (ValueError, TypeError) as exc:
-                outcomes.append(Outcome.reject(change.key, f"not valid JSON for Segment: {exc}"))
-                continue
-            length = len(encoded)
-            if length > MAX_MESSAGE_BYTES:
-                outcomes.append(
-                    Outcome.reject(
-                        change.key,
-                        f"message is {length:,} bytes, over Segment's "
-                        f"32 KB limit (Segment would drop it); nothing was sent",
-                    )
-                )
-                continue
-            if messages and (size + length + 1 > budget or len(messages) >= cap):
-                requests.append((changes, messages))
-                changes, messages, size = [], [], 0
-            changes.append(change)
-            messages.append(encoded)
-            size += length + 1
-        if messages:
-            requests.append((changes, messages))
-        for changes, messages in requests:
-            outcomes.extend(await self._send(changes, messages))
+        if not self.members_mode:
+            return await self._deliver(kind, batch)
+        if kind is ObjectKind.USER:
+            await self._accounts_idle.wait()
+            return await self._deliver(kind, batch)
+        self._accounts_busy += 1
+        self._accounts_idle.clear()
+        try:
+            return await self._deliver(kind, batch)
+        finally:
+            self._accounts_busy -= 1
+            if not self._accounts_busy:
+                self._accounts_idle.set()
+
+    async def _deliver(self, kind: ObjectKind, batch: Sequence[Change]) -> list[Outcome]:
+        failures: dict[int, Outcome] = {}
+        written: dict[int, dict[str, FieldValue]] = {}  # what was recorded, when it differs from the plan
+        keys = [change.key for change in batch]
+        requests = _Requests(self._send, self.request_budget, self.max_events, failures, keys)
+        now = orjson.dumps(_now())
+        if not self.members_mode:
+            await self._plain(batch, requests, failures, now)
+        elif kind is ObjectKind.ACCOUNT:
+            await self._accounts(batch, requests, failures, written, now)
+        else:
+            await self._users(batch, requests, failures, now)
+        await requests.flush()
+        outcomes = [
+            failures.get(i) or Outcome(key, "ok", fields=written.get(i)) for i, key in enumerate(keys)
+        ]
+        if self.members_mode and kind is ObjectKind.ACCOUNT:
+            self._note_linked(batch, outcomes)
         return outcomes
 
-    async def _send(self, changes: list[Change], messages: list[bytes]) -> list[Outcome]:
+    async def _plain(
+        self, batch: Sequence[Change], requests: _Requests, failures: dict[int, Outcome], now: bytes
+    ) -> None:
+        for i, change in enumerate(batch):
+            try:
+                requests.add(i, encode_message(change, now))
+            except (ValueError, TypeError) as exc:
+                failures[i] = Outcome.reject(change.key, f"not valid JSON for Segment: {exc}")
+                continue
+            if requests.ready:
+                await requests.send_ready()
+
+    def _require_view(self) -> SourceView:
+        if self.view is None:
+            raise RuntimeError("group_mode = 'members' needs a source view: call bind_source() first")
+        return self.view
+
+    async def _accounts(
+        self,
+        batch: Sequence[Change],
+        requests: _Requests,
+        failures: dict[int, Outcome],
+        written: dict[int, dict[str, FieldValue]],
+        now: bytes,
+    ) -> None:
+        """One group call per member per changed account, with the changed traits (Segment keeps the
+        traits a call leaves out); accounts without members per ``memberless_accounts``."""
+        view = self._require_view()
+        index = {change.key: i for i, change in enumerate(batch)}
+        with_members: set[int] = set()
+        for account, rows in itertools.groupby(view.members(list(index)), itemgetter(0)):
+            i = index[account]
+            change = batch[i]
+            with_members.add(i)
+            try:
+                traits = _traits_json(change.fields)
+            except (ValueError, TypeError) as exc:
+                failures[i] = Outcome.reject(change.key, f"not valid JSON for Segment: {exc}")
+                continue
+            timestamp = _timestamp(change.record, now)
+            for _, user in rows:
+                if i in failures:
+                    break  # one member's message over 32 KB: the account is rejected, not half-sent
+                mid = member_message_id(account, user, change.version, change.fields)
+                requests.add(i, encode_group(account, user, mid, timestamp, traits))
+                if requests.ready:
+                    await requests.send_ready()
+        for i, change in enumerate(batch):
+            if i in with_members:
+                continue
+            if self.cfg.memberless_accounts == "synthetic":
+                try:
+                    requests.add(i, encode_message(change, now))
+                except (ValueError, TypeError) as exc:
+                    failures[i] = Outcome.reject(change.key, f"not valid JSON for Segment: {exc}")
+                if requests.ready:
+                    await requests.send_ready()
+            else:
+                # Nothing is sent, and nothing is recorded as delivered: when a member appears its link
+                # call carries all the account's traits; when the traits change, they are planned again.
+                written[i] = {}
+                self.memberless.append(change.key)
+
+    def _note_linked(self, batch: Sequence[Change], outcomes: Sequence[Outcome]) -> None:
+        for change, outcome in zip(batch, outcomes, strict=True):
+            if outcome.status != "ok" or outcome.fields is not None or change.record is None:
+                continue
+            if set(change.fields) >= set(self.encoder.encode(change.record)):
+                self._linked.add(change.key)
+
+    async def _users(
+        self, batch: Sequence[Change], requests: _Requests, failures: dict[int, Outcome], now: bytes
+    ) -> None:
+        """An identify for changed traits; a group call to the user's current account when the link
+        changed (joined, moved, first sync), with all the account's current traits."""
+        links = {
+            str(change.fields[GROUP_FIELD])
+            for change in batch
+            if change.fields.get(GROUP_FIELD) is not None and change.fields[GROUP_FIELD] not in self._linked
+        }
+        accounts = self._account_traits(links)
+        for i, change in enumerate(batch):
+            traits = {k: v for k, v in change.fields.items() if k != GROUP_FIELD}
+            try:
+                if traits:
+                    requests.add(i, encode_message(change, now, traits))
+                account = change.fields.get(GROUP_FIELD)
+                if account is not None and account not in self._linked:
+                    account = str(account)
+                    record, fields = accounts.get(account, (None, {}))
+                    mid = link_message_id(change.key, account, change.version, fields)
+                    message = encode_group(
+                        account, change.key, mid, _timestamp(record, now), _traits_json(fields)
+                    )
+                    requests.add(i, message)
+            except (ValueError, TypeError) as exc:
+                failures.setdefault(i, Outcome.reject(change.key, f"not valid JSON for Segment: {exc}"))
+            if requests.ready:
+                await requests.send_ready()
+
+    def _account_traits(self, keys: Iterable[str]) -> dict[str, tuple[ObjectRecord, dict[str, FieldValue]]]:
+        """The current traits of the accounts users link to; an account the source does not have is linked
+        with no traits (the link is what matters; its traits arrive with its own row)."""
+        wanted = sorted(keys)
+        if not wanted:
+            return {}
+        records = self._require_view().records(ObjectKind.ACCOUNT, wanted)
+        return {key: (record, self.encoder.encode(record)) for key, record in records.items()}
+
+    async def _send(self, messages: list[bytes]) -> str | None:
         body = b'{"batch":[' + b",".join(messages) + b'],"context":' + _CONTEXT_JSON + b"}"
         try:
             await self.transport.request(
@@ -163,8 +423,16 @@ class SegmentConnector:
             )
         except PermanentError as exc:
             # A 400 rejects the whole request; our own checks should have caught it, so say what Segment said.
-            return [Outcome.reject(change.key, str(exc)) for change in changes]
-        return [Outcome(change.key, "ok") for change in changes]
+            return str(exc)
+        return None
 
     async def aclose(self) -> None:
+        if self.memberless:
+            sample = ", ".join(self.memberless[:5]) + (" ..." if len(self.memberless) > 5 else "")
+            log.warning(
+                "segment: %d account(s) have no member users in the source, so no group call was sent "
+                '(memberless_accounts = "skip"); each is linked when a user names it: %s',
+                len(self.memberless),
+                sample,
+            )
         await self.transport.aclose()

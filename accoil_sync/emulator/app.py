@@ -4,6 +4,7 @@
 /intercom/...          Intercom REST API           (base_url = http://host:port/intercom)
 /hubspot/crm/v3/...    HubSpot CRM v3              (base_url = http://host:port/hubspot)
 GET  /_emulator/state              what each vendor now holds, and request counters
+GET  /_emulator/requests           requests per vendor and operation (and status): the benchmarks' request mix
 POST /_emulator/reset              forget everything
 POST /_emulator/messy              a portal that already holds data, made from source rows (see seed_messy)
 GET|POST /_emulator/faults/{vendor}  read or replace a vendor's injected faults (JSON)
@@ -153,6 +154,9 @@ class Emulator:
         async def state(request: Request) -> Response:
             return JSONResponse(self.state())
 
+        async def requests(request: Request) -> Response:
+            return JSONResponse({name: vendor.counters() for name, vendor in self.vendors.items()})
+
         async def reset(request: Request) -> Response:
             self.reset()
             return JSONResponse({"reset": True})
@@ -191,6 +195,7 @@ class Emulator:
                 Mount("/intercom", routes=self.intercom.routes()),
                 Mount("/hubspot", routes=self.hubspot.routes()),
                 Route("/_emulator/state", state, methods=["GET"]),
+                Route("/_emulator/requests", requests, methods=["GET"]),
                 Route("/_emulator/reset", reset, methods=["POST"]),
                 Route("/_emulator/save", save, methods=["POST"]),
                 Route("/_emulator/messy", messy, methods=["POST"]),

@@ -117,9 +117,23 @@ class Vendor:
         self.rng = random.Random(seed)
         self.faults = faults or Faults()
         self.requests: Counter[str] = Counter()  # "endpoint status" -> count
+        self.operations: Counter[tuple[str, int]] = Counter()  # (operation, status) -> count
 
-    def count(self, endpoint: str, status: int) -> None:
+    def count(self, endpoint: str, status: int, operation: str | None = None) -> None:
         self.requests[f"{endpoint} {status}"] += 1
+        self.operations[(operation or endpoint, status)] += 1
+
+    @staticmethod
+    def operation(request: Request, endpoint: str) -> str:
+        """The operation a request performed, for the benchmarks' request mix: the route's name, prefixed
+        with the object type when the path names one (HubSpot's ``/crm/v3/objects/{type}/batch/update`` is
+        ``contacts/batch/update`` or ``companies/batch/update``). A handler may name it more precisely by
+        setting ``request.state.operation``."""
+        named = getattr(request.state, "operation", None)
+        if named:
+            return str(named)
+        kind = request.path_params.get("type")
+        return f"{kind}/{endpoint}" if kind else endpoint
 
     def counters(self) -> dict[str, Any]:
         by_status: Counter[str] = Counter()
@@ -129,7 +143,17 @@ class Vendor:
             "total": sum(self.requests.values()),
             "by_status": dict(by_status),
             "by_endpoint": dict(sorted(self.requests.items())),
+            "by_operation": self.operation_counts(),
         }
+
+    def operation_counts(self) -> dict[str, dict[str, int]]:
+        """operation -> {"total": n, "<status>": n, ...}: what the vendor was asked to do, and how it answered."""
+        out: dict[str, dict[str, int]] = {}
+        for (operation, status), n in sorted(self.operations.items()):
+            entry = out.setdefault(operation, {"total": 0})
+            entry["total"] += n
+            entry[str(status)] = n
+        return out
 
     def unauthorized(self) -> Response:
         return JSONResponse({"message": "unauthorized"}, status_code=401)
@@ -154,7 +178,7 @@ class Vendor:
             except ClientDisconnect:
                 # The client went away mid-request (killed, timed out): nginx's 499, nothing to answer.
                 response = Response(status_code=499)
-            self.count(endpoint, response.status_code)
+            self.count(endpoint, response.status_code, self.operation(request, endpoint))
             return response
 
         return guarded
@@ -193,6 +217,7 @@ class Vendor:
 
     def reset(self) -> None:
         self.requests.clear()
+        self.operations.clear()
 
     # What survives a restart when the emulator persists to SQLite (``--persist``).
     PERSISTENT: tuple[str, ...] = ()

@@ -3,6 +3,11 @@
 Like the real one it answers 200 to nearly everything and silently drops what it will not accept (no
 userId/anonymousId, more than 2,500 events in a batch, a messageId seen in the last 24 hours); the drops
 are visible in ``state()["dropped"]``, as Segment's debugger would show them.
+
+It also shows what a workspace owner would look at: which users each group call linked to which group
+(``members``), and the tracked users the accepted calls add up to, counted as Segment bills MTUs: unique
+userIds plus unique anonymousIds never seen with a userId (segment-docs
+``src/guides/usage-and-billing/mtus-and-throughput.md``, "How does Segment calculate MTUs?").
 """
 
 from __future__ import annotations
@@ -10,7 +15,7 @@ from __future__ import annotations
 import base64
 import time
 import uuid
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from typing import Any
 
 import orjson
@@ -24,12 +29,24 @@ MAX_MESSAGE_BYTES = 32 * 1024
 MAX_BATCH_BYTES = 500 * 1024
 MAX_BATCH_EVENTS = 2500
 DEDUP_SECONDS = 24 * 3600
-MAX_KEPT = 200_000  # bounded memory: oldest messages and drops are forgotten first
+MAX_KEPT = 200_000  # bounded memory: oldest messages and drops are forgotten first (up to 220,000 kept)
 
 
 class Segment(Vendor):
     name = "segment"
-    PERSISTENT = ("users", "groups", "messages", "dropped", "seen", "duplicates", "largest_batch")
+    PERSISTENT = (
+        "users",
+        "groups",
+        "members",
+        "user_ids",
+        "anonymous_ids",
+        "associated",
+        "messages",
+        "dropped",
+        "seen",
+        "duplicates",
+        "largest_batch",
+    )
 
     def __init__(
         self, seed: int = 0, faults: Faults | None = None, requests_per_second: int | None = 1000
@@ -42,11 +59,18 @@ class Segment(Vendor):
         super().reset()
         self.users: dict[str, dict[str, Any]] = {}
         self.groups: dict[str, dict[str, Any]] = {}
+        self.members: dict[str, set[str]] = {}  # groupId -> the userIds (or anonymousIds) grouped into it
+        self.user_ids: set[str] = set()
+        self.anonymous_ids: set[str] = set()
+        self.associated: set[str] = set()  # anonymousIds seen with a userId: not a tracked user of their own
         self.messages: list[dict[str, Any]] = []
         self.dropped: list[dict[str, Any]] = []
         self.seen: OrderedDict[str, float] = OrderedDict()
         self.duplicates = 0
         self.largest_batch = 0
+        # Accepted messages by call ("group/user" or "group/anonymous" for group calls): a /v1/batch request
+        # is one operation, so the request mix alone does not show what the batches carried.
+        self.message_types: Counter[str] = Counter()
 
     def restore(self, data: dict[str, Any]) -> None:
         super().restore(data)
@@ -145,7 +169,8 @@ class Segment(Vendor):
                 "type": event.get("type") if isinstance(event, dict) else None,
             }
         )
-        del self.dropped[:-MAX_KEPT]
+        if len(self.dropped) > MAX_KEPT + MAX_KEPT // 10:
+            del self.dropped[:-MAX_KEPT]
 
     def _accept(self, event: dict[str, Any], shared: dict[str, Any]) -> None:
         kind = event.get("type")
@@ -166,13 +191,40 @@ class Segment(Vendor):
         self.seen[message_id] = now
         message = {**shared, **event, "messageId": message_id}
         self.messages.append(message)
-        del self.messages[:-MAX_KEPT]
+        if len(self.messages) > MAX_KEPT + MAX_KEPT // 10:
+            # Trimmed a tenth at a time: trimming one per message moved the whole list each time (past
+            # 200,000 messages the emulator spent most of a benchmark's time in memmove).
+            del self.messages[:-MAX_KEPT]
+        self._track(event)
+        if kind == "group":
+            self.message_types["group/user" if event.get("userId") else "group/anonymous"] += 1
+        else:
+            self.message_types[str(kind)] += 1
         traits = event.get("traits") or {}
+        if kind == "group" and event.get("groupId"):
+            who = event.get("userId") or event.get("anonymousId")
+            self.members.setdefault(str(event["groupId"]), set()).add(str(who))
         if kind == "identify":
             target = self.users.setdefault(str(event.get("userId") or event.get("anonymousId")), {})
             target.update(traits)
         elif kind == "group" and event.get("groupId"):
             self.groups.setdefault(str(event["groupId"]), {}).update(traits)
+
+    def _track(self, event: dict[str, Any]) -> None:
+        user, anonymous = event.get("userId"), event.get("anonymousId")
+        if user:
+            self.user_ids.add(str(user))
+        if anonymous:
+            self.anonymous_ids.add(str(anonymous))
+            if user:
+                self.associated.add(str(anonymous))
+
+    def counters(self) -> dict[str, Any]:
+        return {**super().counters(), "by_message": dict(sorted(self.message_types.items()))}
+
+    def tracked_users(self) -> int:
+        """MTUs as Segment counts them: unique userIds, plus unique anonymousIds not seen with a userId."""
+        return len(self.user_ids) + len(self.anonymous_ids - self.associated)
 
     def state(self) -> dict[str, Any]:
         dropped: dict[str, int] = {}
@@ -181,6 +233,8 @@ class Segment(Vendor):
         return {
             "users": self.users,
             "groups": self.groups,
+            "members": {group: sorted(who) for group, who in sorted(self.members.items())},
+            "tracked_users": self.tracked_users(),
             "messages": len(self.messages),
             "duplicates_dropped": self.duplicates,
             "dropped": dropped,

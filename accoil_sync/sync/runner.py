@@ -13,12 +13,13 @@ from typing import Any
 
 from accoil_sync.config.settings import Settings
 from accoil_sync.connectors import Connector, build_connector
-from accoil_sync.connectors.base import Change
+from accoil_sync.connectors.base import Change, UsesSourceView
 from accoil_sync.errors import ConfigError, DestinationUnavailable
 from accoil_sync.logs import run_id_var
 from accoil_sync.sources import Stage, load_stage
 from accoil_sync.sources.base import RowError
 from accoil_sync.sources.stage import SourceStats
+from accoil_sync.sources.view import StageView
 from accoil_sync.sync.engine import DeliveryReport, Engine
 from accoil_sync.sync.guards import (
     Baseline,
@@ -348,6 +349,9 @@ async def _execute(
                 result.halted = True
                 break
             connector = connector_factory(name, settings, run_id)
+            if isinstance(connector, UsesSourceView):
+                # Read-only lookups into this run's stage (Segment's member group calls); see ARCHITECTURE.
+                connector.bind_source(StageView(stage))
             plan = DestinationPlan(name)
             result.plans[name] = plan
             dest_cfg = getattr(settings.destinations, name)

@@ -29,8 +29,10 @@ class SimulatedKill(BaseException):
 def segment_settings(served: str, make_settings: WriteConfig, monkeypatch: pytest.MonkeyPatch) -> WriteConfig:
     monkeypatch.setenv("ACCOIL_SYNC_DESTINATIONS__SEGMENT__WRITE_KEY", "wk_test_key")
 
-    def make(users: str | None = "users.csv", accounts: str | None = None, extra: str = "") -> Settings:
-        return make_settings(users, accounts, extra + destination_section(served, "segment"))
+    def make(
+        users: str | None = "users.csv", accounts: str | None = None, extra: str = "", **segment: object
+    ) -> Settings:
+        return make_settings(users, accounts, extra + destination_section(served, "segment", **segment))
 
     return make
 
@@ -160,7 +162,7 @@ def test_group_uses_a_stable_anonymous_id(
     segment_settings: WriteConfig, emulator: Emulator, tmp_path: Path
 ) -> None:
     write(tmp_path / "accounts.csv", "account_id,score,active_users,total_users\nacc_1,50,2,3\n")
-    sync(segment_settings(users=None, accounts="accounts.csv"))
+    sync(segment_settings(users=None, accounts="accounts.csv", group_mode="synthetic"))
     (message,) = emulator.segment.messages
     assert message["type"] == "group" and message["groupId"] == "acc_1"
     assert message["anonymousId"] == anonymous_group_id("acc_1") and "userId" not in message
