@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -25,7 +26,7 @@ from rich.table import Table
 
 from accoil_sync import __version__, logs
 from accoil_sync.config.settings import Settings, load_settings, masked_dump, secret_values
-from accoil_sync.errors import ConfigError, UserError
+from accoil_sync.errors import ConfigError, StateStoreError, SyncBusy, UserError
 from accoil_sync.sync.runner import EXIT_USAGE, RunResult, execute
 from accoil_sync.sync.state import StateStore
 
@@ -82,6 +83,9 @@ def _user_errors() -> Iterator[None]:
     except UserError as exc:
         err.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
         raise typer.Exit(EXIT_USAGE) from None
+    except (StateStoreError, SyncBusy) as exc:  # exit 74 / 75: the message says what to do
+        err.print(f"[red]error:[/red] {escape(str(exc))}", markup=True, highlight=False)
+        raise typer.Exit(exc.exit_code) from None
 
 
 def _load(config: Path | None, log_format: str, log_level: str | None) -> Settings:
@@ -174,16 +178,16 @@ def status(
     """Recent runs, records currently failing, and the most common failure reasons."""
     with _user_errors():
         settings = load_settings(config)
-    if not settings.state.path.exists():
-        err.print(f"no state yet at {settings.state.path}: run `accoil-sync sync` first")
-        raise typer.Exit(0)
-    store = StateStore(settings.state.path)
-    try:
-        recent = store.runs(runs)
-        failing = store.failure_counts()
-        reasons = store.common_failures()
-    finally:
-        store.close()
+        if not settings.state.path.exists():
+            err.print(f"no state yet at {settings.state.path}: run `accoil-sync sync` first")
+            raise typer.Exit(0)
+        store = StateStore(settings.state.path, readonly=True)
+        try:
+            recent = store.runs(runs)
+            failing = store.failure_counts()
+            reasons = store.common_failures()
+        finally:
+            store.close()
     if as_json:
         print(
             json.dumps(

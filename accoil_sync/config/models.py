@@ -62,6 +62,10 @@ class SourceConfig(_Section):
 class StateConfig(_Section):
     path: Path = Path(".accoil-sync/state.db")
     synclog_retention_days: int = Field(30, ge=0, description="0 keeps sync logs forever")
+    on_busy: Literal["refuse", "wait"] = Field(
+        "refuse", description="when another run holds the store's lease: refuse at once (exit 75) or wait"
+    )
+    wait_seconds: float = Field(3600, ge=0, description="on_busy = 'wait': give up (exit 75) after this")
 
     @property
     def directory(self) -> Path:

@@ -19,6 +19,7 @@ from accoil_sync.sources import Stage, load_stage
 from accoil_sync.sources.base import RowError
 from accoil_sync.sources.stage import SourceStats
 from accoil_sync.sync.engine import DeliveryReport, Engine
+from accoil_sync.sync.lease import hold, run_holder
 from accoil_sync.sync.planner import DestinationPlan, Planner
 from accoil_sync.sync.state import StateStore, new_run_id
 from accoil_sync.sync.synclog import SyncLog, prune
@@ -171,22 +172,51 @@ async def execute(
     sample_size: int = SAMPLE_SIZE,
     error_limit: int = 1000,
     halt: asyncio.Event | None = None,
+    lease_holder: str | None = None,
 ) -> RunResult:
-    """Plan (``deliver=False``) or sync. The state store is only written when delivering."""
+    """Plan (``deliver=False``) or sync. The state store is only written when delivering, and only under
+    its sync lease (``sync.lease``): a caller that already holds it passes its ``lease_holder``."""
     with _bulk_allocation():
-        return await _execute(
-            settings,
-            deliver=deliver,
-            destinations=destinations,
-            full_refresh=full_refresh,
-            limit=limit,
-            run_id=run_id,
-            connector_factory=connector_factory,
-            progress=progress,
-            sample_size=sample_size,
-            error_limit=error_limit,
-            halt=halt,
-        )
+        if not deliver:
+            return await _execute(
+                settings,
+                deliver=deliver,
+                destinations=destinations,
+                full_refresh=full_refresh,
+                limit=limit,
+                run_id=run_id,
+                connector_factory=connector_factory,
+                progress=progress,
+                sample_size=sample_size,
+                error_limit=error_limit,
+                halt=halt,
+                holder="",
+            )
+        select_destinations(settings, destinations)  # a usage error needs no lease
+        holder = lease_holder or run_holder()
+        halt = halt or asyncio.Event()
+        state_cfg = settings.state
+        async with hold(
+            state_cfg.path,
+            holder,
+            ttl=settings.serve.lease_seconds,
+            wait_seconds=state_cfg.wait_seconds if state_cfg.on_busy == "wait" else 0,
+            on_lost=halt.set,
+        ):
+            return await _execute(
+                settings,
+                deliver=deliver,
+                destinations=destinations,
+                full_refresh=full_refresh,
+                limit=limit,
+                run_id=run_id,
+                connector_factory=connector_factory,
+                progress=progress,
+                sample_size=sample_size,
+                error_limit=error_limit,
+                halt=halt,
+                holder=holder,
+            )
 
 
 async def _execute(
@@ -202,6 +232,7 @@ async def _execute(
     sample_size: int,
     error_limit: int,
     halt: asyncio.Event | None,
+    holder: str,
 ) -> RunResult:
     names = select_destinations(settings, destinations)
     run_id = run_id or new_run_id()
@@ -214,7 +245,7 @@ async def _execute(
     completed = False
     try:
         if deliver:
-            if n := state.mark_interrupted():
+            if n := state.mark_interrupted(holder):
                 log.warning(
                     "%d earlier run(s) ended without finishing (killed?); their acknowledged writes are kept",
                     n,

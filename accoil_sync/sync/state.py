@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import orjson
 
+from accoil_sync.errors import StateStoreError
 from accoil_sync.traits.encoders import FieldValue
 
 MIGRATIONS: list[str] = [
@@ -162,16 +164,93 @@ class RunSummary:
     counts: dict[str, dict[str, int]]
 
 
+BUSY_SECONDS = 30  # how long a write waits for another process's transaction before giving up
+
+
+def explain(path: Path, action: str, exc: BaseException) -> StateStoreError:
+    """A state store failure as a sentence: the path, what went wrong, and what to do about it."""
+    text = str(exc)
+    lowered = text.lower()
+    if "locked" in lowered:
+        advice = (
+            f"another process kept it locked for more than {BUSY_SECONDS}s (a sqlite3 shell or a backup "
+            "holding a transaction?); close it and run again"
+        )
+    elif "readonly" in lowered or "read-only" in lowered or isinstance(exc, PermissionError):
+        advice = "it is read-only for this user: accoil-sync must write it (fix the permissions or the mount)"
+    elif "full" in lowered or getattr(exc, "errno", None) == 28:
+        advice = (
+            "the disk is full: free space and run again; nothing acknowledged is lost, the batches that "
+            "could not be recorded are planned again"
+        )
+    elif "not a database" in lowered or "malformed" in lowered or "encrypted" in lowered:
+        advice = (
+            "the file is damaged (truncated or overwritten): restore it from a backup (docs/DEPLOY.md); "
+            "moving it aside starts from an empty state, and the next sync then explains that it would "
+            "re-send everything"
+        )
+    elif "unable to open" in lowered or isinstance(exc, OSError):
+        advice = (
+            "the file or its directory cannot be opened or created: check that state.path is right, that "
+            "its directory exists or can be created, and that this user may write there"
+        )
+    else:
+        advice = "see the SQLite error above; back the file up before changing anything"
+    return StateStoreError(f"state store {path}: cannot {action}: {text}. {advice}")
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _guarded(
+    action: str,
+) -> Callable[[Callable[Concatenate[StateStore, P], R]], Callable[Concatenate[StateStore, P], R]]:
+    """Turn SQLite and file-system errors of a StateStore method into a ``StateStoreError``."""
+
+    def wrap(method: Callable[Concatenate[StateStore, P], R]) -> Callable[Concatenate[StateStore, P], R]:
+        def guarded(self: StateStore, /, *args: P.args, **kwargs: P.kwargs) -> R:
+            try:
+                return method(self, *args, **kwargs)
+            except (sqlite3.Error, OSError) as exc:
+                raise explain(self.path, action, exc) from exc
+
+        guarded.__name__, guarded.__doc__ = method.__name__, method.__doc__
+        return guarded
+
+    return wrap
+
+
 class StateStore:
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+    def __init__(self, path: Path, *, readonly: bool = False) -> None:
+        """``readonly``: for ``status`` and ``failures``, which must work on a store they may not write."""
         self.path = path
-        # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE ... COMMIT).
-        self.db = sqlite3.connect(path, isolation_level=None, timeout=30, check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode = WAL")
-        self.db.execute("PRAGMA synchronous = NORMAL")  # WAL + NORMAL: durable at checkpoints, never corrupt
-        self.db.execute("PRAGMA busy_timeout = 30000")
-        self._migrate()
+        try:
+            if readonly:
+                self.db = sqlite3.connect(
+                    f"{path.resolve().as_uri()}?mode=ro",
+                    uri=True,
+                    isolation_level=None,
+                    timeout=BUSY_SECONDS,
+                    check_same_thread=False,
+                )
+                self._check_version(readonly=True)
+                return
+            path.parent.mkdir(parents=True, exist_ok=True)
+            # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE ... COMMIT).
+            self.db = sqlite3.connect(
+                path, isolation_level=None, timeout=BUSY_SECONDS, check_same_thread=False
+            )
+            self.db.execute("PRAGMA journal_mode = WAL")
+            self.db.execute(
+                "PRAGMA synchronous = NORMAL"
+            )  # WAL + NORMAL: durable at checkpoints, never corrupt
+            self.db.execute(f"PRAGMA busy_timeout = {BUSY_SECONDS * 1000}")
+            self._migrate()
+        except (sqlite3.Error, OSError) as exc:
+            if getattr(self, "db", None) is not None:
+                self.db.close()
+            raise explain(path, "open it", exc) from exc
 
     # ------------------------------------------------------------------------------------------- schema
 
@@ -179,13 +258,25 @@ class StateStore:
     def schema_version(self) -> int:
         return int(self.db.execute("PRAGMA user_version").fetchone()[0])
 
-    def _migrate(self) -> None:
+    def _check_version(self, *, readonly: bool = False) -> int:
         current = self.schema_version
         if current > len(MIGRATIONS):
-            raise RuntimeError(
-                f"state store {self.path} has schema version {current}, newer than this accoil-sync "
-                f"understands ({len(MIGRATIONS)}); upgrade accoil-sync"
+            self.db.close()
+            raise StateStoreError(
+                f"state store {self.path}: schema version {current} was written by a newer accoil-sync than "
+                f"this one (which understands {len(MIGRATIONS)}); upgrade accoil-sync, or restore the backup "
+                "taken before the upgrade (docs/DEPLOY.md)"
             )
+        if readonly and current < len(MIGRATIONS):
+            self.db.close()
+            raise StateStoreError(
+                f"state store {self.path}: schema version {current} is older than this accoil-sync's "
+                f"({len(MIGRATIONS)}); run `accoil-sync sync` (or `plan`) once to migrate it"
+            )
+        return current
+
+    def _migrate(self) -> None:
+        current = self._check_version()
         for version, sql in enumerate(MIGRATIONS[current:], start=current + 1):
             with self.transaction():
                 for statement in filter(None, (s.strip() for s in sql.split(";"))):
@@ -195,18 +286,33 @@ class StateStore:
     # --------------------------------------------------------------------------------------- transactions
 
     class _Tx:
-        def __init__(self, db: sqlite3.Connection) -> None:
-            self.db = db
+        def __init__(self, store: StateStore) -> None:
+            self.db = store.db
+            self.path = store.path
 
         def __enter__(self) -> sqlite3.Connection:
-            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                self.db.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise explain(self.path, "start a transaction", exc) from exc
             return self.db
 
-        def __exit__(self, exc_type: Any, *_: Any) -> None:
-            self.db.execute("ROLLBACK" if exc_type else "COMMIT")
+        def __exit__(self, exc_type: Any, exc: BaseException | None, _tb: Any) -> None:
+            if exc_type is None:
+                try:
+                    self.db.execute("COMMIT")
+                    return
+                except sqlite3.Error as failed:
+                    exc = failed
+            if self.db.in_transaction:
+                # SQLite rolls back by itself when it cannot (a full disk, an I/O error)
+                with suppress(sqlite3.Error):
+                    self.db.execute("ROLLBACK")
+            if isinstance(exc, (sqlite3.Error, OSError)):
+                raise explain(self.path, "record a write", exc) from exc
 
     def transaction(self) -> StateStore._Tx:
-        return StateStore._Tx(self.db)
+        return StateStore._Tx(self)
 
     # ----------------------------------------------------------------------------------------- records
 
@@ -215,6 +321,14 @@ class StateStore:
     ) -> Iterator[tuple[str, list[tuple[Any, ...]]]]:
         """("ok", [(key, fingerprint)]) chunks for the records in good standing, then ("failing", [(key,
         fingerprint, status, failed_fingerprint)]) for the rest: the common case moves two columns, not four."""
+        try:
+            yield from self._fingerprints(destination, kind, size)
+        except sqlite3.Error as exc:
+            raise explain(self.path, "read it", exc) from exc
+
+    def _fingerprints(
+        self, destination: str, kind: str, size: int
+    ) -> Iterator[tuple[str, list[tuple[Any, ...]]]]:
         cur = self.db.execute(
             "SELECT key, fingerprint FROM records WHERE destination = ? AND kind = ? AND status = 'ok'",
             (destination, kind),
@@ -229,6 +343,7 @@ class StateStore:
         while rows := cur.fetchmany(size):
             yield "failing", rows
 
+    @_guarded("read it")
     def load(self, destination: str, kind: str, keys: Sequence[str]) -> dict[str, StoredRecord]:
         if not keys:
             return {}
@@ -338,6 +453,7 @@ class StateStore:
                 )
         return keep, refused
 
+    @_guarded("read it")
     def failure_counts(self) -> list[tuple[str, str, int]]:
         return [
             (r[0], r[1], int(r[2]))
@@ -347,6 +463,7 @@ class StateStore:
             )
         ]
 
+    @_guarded("read it")
     def common_failures(self, limit: int = 10) -> list[tuple[str, str, int]]:
         return [
             (r[0], r[1], int(r[2]))
@@ -391,14 +508,23 @@ class StateStore:
                 (now_iso(), status, exit_code, invalid_rows, message, run_id),
             )
 
-    def mark_interrupted(self) -> int:
-        """Runs still 'running' at start-up were killed: say so instead of leaving them open forever."""
+    def mark_interrupted(self, holder: str) -> int:
+        """Runs still 'running' when ``holder`` starts one were killed: say so instead of leaving them open
+        forever. Only while ``holder`` holds the sync lease (or nobody does): a run whose process is alive
+        renews the lease, so its 'running' is true and is left alone."""
         with self.transaction() as db:
+            other = db.execute(
+                "SELECT holder FROM leases WHERE name = 'sync' AND expires_at >= ? AND holder != ?",
+                (time.time(), holder),
+            ).fetchone()
+            if other is not None:
+                return 0
             return db.execute(
                 "UPDATE runs SET status = 'interrupted', ended_at = coalesce(ended_at, ?) WHERE status = 'running'",
                 (now_iso(),),
             ).rowcount
 
+    @_guarded("read it")
     def runs(self, limit: int = 10, run_id: str | None = None) -> list[RunSummary]:
         out = []
         for row in self.db.execute(
@@ -419,6 +545,7 @@ class StateStore:
 
     # ------------------------------------------------------------------------------------------- facts
 
+    @_guarded("read it")
     def get_fact(self, name: str) -> str | None:
         row = self.db.execute("SELECT value FROM facts WHERE name = ?", (name,)).fetchone()
         return None if row is None else str(row[0])
