@@ -25,6 +25,7 @@ from accoil_sync.sync.state import (
     Failed,
     StateStore,
     now_iso,
+    reason_class_of,
 )
 from accoil_sync.sync.synclog import SyncLog
 from accoil_sync.traits.names import ObjectKind
@@ -37,7 +38,7 @@ class DeliveryReport:
     destination: str
     counts: Counter[str] = field(default_factory=Counter)  # ok / retryable / rejected / refreshed
     by_kind: dict[str, Counter[str]] = field(default_factory=dict)
-    reasons: Counter[str] = field(default_factory=Counter)
+    reasons: Counter[str] = field(default_factory=Counter)  # failures by reason class (connectors.base)
     stopped: str | None = None
     limited: int = 0  # changes left for a later run by --limit
     halted: bool = False  # a shutdown asked the run to stop; what was in flight finished and was committed
@@ -224,16 +225,13 @@ class Engine:
                 )
             else:
                 state = STATUS_RETRYABLE if status == "retryable" else STATUS_REJECTED
+                reason_class = outcome.reason_class or reason_class_of(state)
                 failed.append(
-                    Failed(
-                        change.key,
-                        change.fingerprint,
-                        state,
-                        outcome.reason or "unknown",
-                        outcome.reason_class,
-                    )
+                    Failed(change.key, change.fingerprint, state, outcome.reason or "unknown", reason_class)
                 )
-                self.report.reasons[outcome.reason or "unknown"] += 1
+                # Counted by class only: the reason's text names keys and emails, which stay in the state
+                # store and the sync log (``accoil-sync failures``), out of logs, alerts and metrics.
+                self.report.reasons[reason_class] += 1
             lines.append(
                 (
                     run_id,

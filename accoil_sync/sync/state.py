@@ -118,6 +118,12 @@ STATUS_REJECTED = "rejected"
 CLEARED = "cleared"  # fingerprint of an object whose traits were cleared by the removal policy
 
 
+def reason_class_of(status: str, reason_class: str | None = None) -> str:
+    """A failure's class, for rows written before classes existed: a retryable failure is a vendor error,
+    a rejection the vendor refusing the values."""
+    return reason_class or ("vendor_error" if status == STATUS_RETRYABLE else "invalid")
+
+
 def now_iso() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
@@ -149,6 +155,19 @@ class Failed:
     status: str  # retryable | rejected
     reason: str
     reason_class: str | None = None  # connectors.base.ReasonClass
+
+
+@dataclass(frozen=True, slots=True)
+class FailingRecord:
+    destination: str
+    kind: str
+    key: str
+    status: str  # retryable | rejected
+    reason_class: str  # connectors.base.ReasonClass
+    reason: str  # the vendor's words; may name the key or the email, so only shown on request
+    attempts: int
+    updated_at: str
+    dest_id: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -464,15 +483,54 @@ class StateStore:
         ]
 
     @_guarded("read it")
-    def common_failures(self, limit: int = 10) -> list[tuple[str, str, int]]:
+    def failure_classes(self) -> list[tuple[str, str, str, int]]:
+        """(destination, status, reason class, count) of the records failing now, largest first: stable
+        groups, where grouping by the reason's text made one group per key or email."""
         return [
-            (r[0], r[1], int(r[2]))
+            (r[0], r[1], reason_class_of(r[1], r[2]), int(r[3]))
             for r in self.db.execute(
-                "SELECT destination, last_error, count(*) AS n FROM records WHERE status != 'ok' "
-                "GROUP BY destination, last_error ORDER BY n DESC, destination LIMIT ?",
-                (limit,),
+                "SELECT destination, status, reason_class, count(*) AS n FROM records WHERE status != 'ok' "
+                "GROUP BY destination, status, reason_class ORDER BY n DESC, destination, status"
             )
         ]
+
+    @_guarded("read it")
+    def failures(
+        self,
+        *,
+        destination: str | None = None,
+        kind: str | None = None,
+        reason_class: str | None = None,
+        status: str | None = None,
+        limit: int | None = None,
+    ) -> list[FailingRecord]:
+        """The records failing now, oldest attempt first, with their class and the vendor's reason."""
+        rows = self.db.execute(
+            "SELECT destination, kind, key, status, reason_class, last_error, attempts, updated_at, dest_id "
+            "FROM records WHERE status != 'ok' AND (?1 IS NULL OR destination = ?1) AND (?2 IS NULL OR kind = ?2) "
+            "AND (?3 IS NULL OR status = ?3) ORDER BY updated_at, destination, kind, key",
+            (destination, kind, status),
+        )
+        out: list[FailingRecord] = []
+        for r in rows:
+            cls = reason_class_of(r[3], r[4])
+            if reason_class is not None and cls != reason_class:
+                continue
+            out.append(FailingRecord(r[0], r[1], r[2], r[3], cls, r[5] or "", int(r[6]), r[7], r[8]))
+            if limit is not None and len(out) >= limit:
+                break
+        return out
+
+    @_guarded("read it")
+    def run_reasons(self, run_id: str) -> dict[str, dict[str, int]]:
+        """Failures of one run per destination and reason class."""
+        out: dict[str, dict[str, int]] = {}
+        for dest, reason, n in self.db.execute(
+            "SELECT destination, reason, count FROM run_failures WHERE run_id = ? ORDER BY destination, reason",
+            (run_id,),
+        ):
+            out.setdefault(dest, {})[reason] = int(n)
+        return out
 
     # -------------------------------------------------------------------------------------------- runs
 
@@ -486,6 +544,7 @@ class StateStore:
     def add_counts(
         self, run_id: str, destination: str, counts: dict[str, int], reasons: dict[str, int]
     ) -> None:
+        """``reasons``: failures by reason class (``run_failures.reason`` holds the class since 0.2)."""
         with self.transaction() as db:
             db.executemany(
                 "INSERT INTO run_counts VALUES (?, ?, ?, ?) ON CONFLICT (run_id, destination, outcome) "
