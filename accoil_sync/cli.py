@@ -61,6 +61,14 @@ DestinationOption = Annotated[
 FullRefresh = Annotated[
     bool, typer.Option("--full-refresh", help="Ignore state: send every field of every object.")
 ]
+RetryRejected = Annotated[
+    bool,
+    typer.Option(
+        "--retry-rejected",
+        help="Re-check every rejected record now (any class, no back-off or budget); others wait for "
+        "their metrics to change, healable ones (not_found, conflict, ambiguous) are re-checked on a back-off.",
+    ),
+]
 JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
 LogFormat = Annotated[str, typer.Option("--log-format", help="auto, human or json.")]
 LogLevel = Annotated[str | None, typer.Option("--log-level", help="DEBUG, INFO, WARNING or ERROR.")]
@@ -133,6 +141,7 @@ def plan(
     config: ConfigOption = None,
     destination: DestinationOption = None,
     full_refresh: FullRefresh = False,
+    retry_rejected: RetryRejected = False,
     as_json: JsonOption = False,
     log_format: LogFormat = "auto",
     log_level: LogLevel = None,
@@ -140,7 +149,13 @@ def plan(
     """Dry run: what a sync would send, per destination, with a sample of field-level changes."""
     with _user_errors():
         settings = _load(config, log_format, log_level or ("WARNING" if as_json else None))
-        result = _run(settings, deliver=False, destinations=destination, full_refresh=full_refresh)
+        result = _run(
+            settings,
+            deliver=False,
+            destinations=destination,
+            full_refresh=full_refresh,
+            retry_rejected=retry_rejected,
+        )
     if as_json:
         print(json.dumps(result.to_json(), indent=2, ensure_ascii=False, default=str))
     else:
@@ -153,6 +168,7 @@ def sync(
     config: ConfigOption = None,
     destination: DestinationOption = None,
     full_refresh: FullRefresh = False,
+    retry_rejected: RetryRejected = False,
     limit: Annotated[
         int | None, typer.Option("--limit", min=1, help="Send at most N changes per destination.")
     ] = None,
@@ -165,7 +181,12 @@ def sync(
     with _user_errors():
         settings = _load(config, log_format, log_level)
         result = _run(
-            settings, deliver=True, destinations=destination, full_refresh=full_refresh, limit=limit
+            settings,
+            deliver=True,
+            destinations=destination,
+            full_refresh=full_refresh,
+            retry_rejected=retry_rejected,
+            limit=limit,
         )
     if as_json:
         print(json.dumps(result.to_json(), indent=2, ensure_ascii=False, default=str))

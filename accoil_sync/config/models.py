@@ -95,6 +95,10 @@ class DestinationBase(_Section):
     max_concurrency: int = Field(4, ge=1, le=64)
     timeout_seconds: float = Field(30, gt=0, le=600)
     max_attempts: int = Field(6, ge=1, le=20, description="tries per request, the first included")
+    # sync/heal.py: rejections that can heal (not_found, conflict, ambiguous) are planned again
+    recheck_per_run: int = Field(1000, ge=0, description="healable rejections re-checked per run and kind")
+    recheck_after_hours: float = Field(1, gt=0, description="first re-check after; doubles with each attempt")
+    recheck_max_hours: float = Field(168, gt=0, description="the longest wait between two re-checks")
 
     def secret_fields(self) -> tuple[str, ...]:
         return ()

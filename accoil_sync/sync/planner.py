@@ -8,7 +8,7 @@ Second, only for objects whose fingerprint differs, records are built, encoded a
 
 from __future__ import annotations
 
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +17,7 @@ import pyarrow as pa
 from accoil_sync.connectors.base import Change
 from accoil_sync.sources.records import RecordDecoder, document_sql
 from accoil_sync.sources.stage import Stage
+from accoil_sync.sync.heal import RecheckPolicy
 from accoil_sync.sync.state import CLEARED, STATUS_REJECTED, StateStore
 from accoil_sync.traits.encoders import Encoder, diff_fields
 from accoil_sync.traits.names import ObjectKind
@@ -34,6 +35,7 @@ class PlanCounts:
     clear: int = 0
     still_rejected: int = 0  # rejected before with these same values: not re-sent until they change
     retrying: int = 0  # failed retryably before, planned again
+    rechecking: int = 0  # rejected before with these same values, planned again (sync/heal.py)
 
     @property
     def writes(self) -> int:
@@ -53,10 +55,18 @@ class DestinationPlan:
 
 
 class Planner:
-    def __init__(self, stage: Stage, state: StateStore, *, full_refresh: bool = False) -> None:
+    def __init__(
+        self,
+        stage: Stage,
+        state: StateStore,
+        *,
+        full_refresh: bool = False,
+        recheck: Callable[[str], RecheckPolicy] | None = None,
+    ) -> None:
         self.stage = stage
         self.state = state
         self.full_refresh = full_refresh
+        self.recheck = recheck  # None: a rejection waits for its values to change
 
     def plan(
         self,
@@ -86,6 +96,12 @@ class Planner:
             con.register("st_chunk", chunk)
             con.execute(f"INSERT INTO {table} SELECT {select} FROM st_chunk").fetchall()
             con.unregister("st_chunk")
+        policy = None if self.recheck is None or self.full_refresh else self.recheck(destination)
+        if policy is not None and (due := policy.due(self.state, destination, kind.value)):
+            # Forgetting which values a rejection was for makes it a change like any other.
+            con.register("st_due", pa.table({"key": pa.array(due, pa.string())}))
+            con.execute(f"UPDATE {table} SET failed = NULL WHERE key IN (SELECT key FROM st_due)").fetchall()
+            con.unregister("st_due")
         return table
 
     def _plan_kind(
@@ -108,11 +124,12 @@ class Planner:
             if removal == "clear"
             else "false"
         )
-        counts.still_rejected = int(
-            con.execute(
-                f"SELECT count(*) FROM desired_{kind.value} d JOIN {st} s USING (key) WHERE {rejected}"
-            ).fetchall()[0][0]
-        )
+        still, rechecking = con.execute(
+            f"SELECT count(*) FILTER (WHERE {rejected}), "
+            f"count(*) FILTER (WHERE s.status = '{STATUS_REJECTED}' AND s.failed IS NULL) "
+            f"FROM desired_{kind.value} d JOIN {st} s USING (key)"
+        ).fetchall()[0]
+        counts.still_rejected, counts.rechecking = int(still), int(rechecking)
         # One streaming pass: candidates joined with their staged rows, one JSON document per row (built only
         # for the objects planned), in key order. Fetching records per chunk of keys instead would rescan
         # the staged table once per chunk: quadratic at a million rows.

@@ -19,6 +19,7 @@ from accoil_sync.sources import Stage, load_stage
 from accoil_sync.sources.base import RowError
 from accoil_sync.sources.stage import SourceStats
 from accoil_sync.sync.engine import DeliveryReport, Engine
+from accoil_sync.sync.heal import recheck_policies
 from accoil_sync.sync.lease import hold, run_holder
 from accoil_sync.sync.planner import DestinationPlan, Planner
 from accoil_sync.sync.state import StateStore, new_run_id
@@ -126,7 +127,17 @@ class RunResult:
 def _counts(c: Any) -> dict[str, int]:
     return {
         k: getattr(c, k)
-        for k in ("objects", "new", "changed", "unchanged", "refresh", "clear", "still_rejected", "retrying")
+        for k in (
+            "objects",
+            "new",
+            "changed",
+            "unchanged",
+            "refresh",
+            "clear",
+            "still_rejected",
+            "retrying",
+            "rechecking",
+        )
     }
 
 
@@ -165,6 +176,7 @@ async def execute(
     deliver: bool,
     destinations: Sequence[str] | None = None,
     full_refresh: bool = False,
+    retry_rejected: bool = False,
     limit: int | None = None,
     run_id: str | None = None,
     connector_factory: ConnectorFactory = build_connector,
@@ -183,6 +195,7 @@ async def execute(
                 deliver=deliver,
                 destinations=destinations,
                 full_refresh=full_refresh,
+                retry_rejected=retry_rejected,
                 limit=limit,
                 run_id=run_id,
                 connector_factory=connector_factory,
@@ -208,6 +221,7 @@ async def execute(
                 deliver=deliver,
                 destinations=destinations,
                 full_refresh=full_refresh,
+                retry_rejected=retry_rejected,
                 limit=limit,
                 run_id=run_id,
                 connector_factory=connector_factory,
@@ -225,6 +239,7 @@ async def _execute(
     deliver: bool,
     destinations: Sequence[str] | None,
     full_refresh: bool,
+    retry_rejected: bool,
     limit: int | None,
     run_id: str | None,
     connector_factory: ConnectorFactory,
@@ -271,7 +286,12 @@ async def _execute(
                 s.duplicates,
                 s.objects,
             )
-        planner = Planner(stage, state, full_refresh=full_refresh)
+        planner = Planner(
+            stage,
+            state,
+            full_refresh=full_refresh,
+            recheck=recheck_policies(settings, retry_rejected=retry_rejected),
+        )
         for name in names:
             if halt is not None and halt.is_set():
                 result.halted = True

@@ -522,6 +522,40 @@ class StateStore:
         return out
 
     @_guarded("read it")
+    def rejected_keys(
+        self,
+        destination: str,
+        kind: str,
+        *,
+        classes: Sequence[str] | None = None,
+        after_seconds: float = 0.0,
+        max_seconds: float = 0.0,
+        limit: int | None = None,
+    ) -> list[str]:
+        """Rejected keys, oldest attempt first: all of them, or those of ``classes`` whose back-off
+        (``after_seconds * 2^(attempts-1)``, at most ``max_seconds``) has passed (sync/heal.py)."""
+        due = (
+            "AND julianday('now') - julianday(substr(updated_at, 1, 19)) >= "
+            "min(?4 * (1 << min(max(attempts, 1) - 1, 30)), ?5) / 86400.0"
+            if classes is not None
+            else "AND ?4 IS NOT NULL AND ?5 IS NOT NULL"
+        )
+        rows = self.db.execute(
+            "SELECT key FROM records WHERE destination = ?1 AND kind = ?2 AND status = 'rejected' "
+            "AND (?3 IS NULL OR reason_class IN (SELECT value FROM json_each(?3))) "
+            f"{due} ORDER BY updated_at, key LIMIT coalesce(?6, -1)",
+            (
+                destination,
+                kind,
+                None if classes is None else orjson.dumps(list(classes)),
+                after_seconds,
+                max_seconds,
+                limit,
+            ),
+        ).fetchall()
+        return [r[0] for r in rows]
+
+    @_guarded("read it")
     def run_reasons(self, run_id: str) -> dict[str, dict[str, int]]:
         """Failures of one run per destination and reason class."""
         out: dict[str, dict[str, int]] = {}
