@@ -17,13 +17,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from accoil_sync.connectors.base import Change, Connector, Outcome
-from accoil_sync.errors import DestinationUnavailable, PermanentError, RetryableError
+from accoil_sync.errors import DestinationUnavailable, PermanentError, RetryableError, StateStoreError
 from accoil_sync.sync.state import (
     STATUS_REJECTED,
     STATUS_RETRYABLE,
     Acknowledged,
     Failed,
     StateStore,
+    explain,
     now_iso,
     reason_class_of,
 )
@@ -84,7 +85,12 @@ class Committer:
         if self._state is None:
             self._state = StateStore(self._path)
         if lines:
-            self._synclog.extend(lines)
+            # First the audit lines, then the state: a kill between the two logs a batch twice (it is
+            # re-sent), never delivers one unlogged.
+            try:
+                self._synclog.extend(lines)
+            except OSError as exc:
+                raise explain(self._synclog.stream_path, "write the sync log", exc) from exc
         self._state.commit_batch(destination, kind, acknowledged, failed)
 
     def close(self) -> None:
@@ -118,12 +124,16 @@ class Engine:
         self.report = DeliveryReport(connector.name)
         self._stop = asyncio.Event()
         self.halt = halt or asyncio.Event()
+        self.state_error: StateStoreError | None = None  # a commit failed: nothing more is sent
 
     async def run(self, changes: Iterable[Change]) -> DeliveryReport:
         try:
-            return await self._run(changes)
+            report = await self._run(changes)
         finally:
             self.committer.close()
+        if self.state_error is not None:
+            raise self.state_error
+        return report
 
     async def _run(self, changes: Iterable[Change]) -> DeliveryReport:
         caps = self.connector.capabilities
@@ -198,9 +208,24 @@ class Engine:
                     outcomes = [Outcome.reject(c.key, str(exc)) for c in batch]
             finally:
                 slots.release()
-            await self._commit(kind, batch, outcomes)
+            try:
+                await self._commit(kind, batch, outcomes)
+            except StateStoreError as exc:
+                await self._uncommitted(kind, batch, exc)
         finally:
             unsettled.release()
+
+    async def _uncommitted(self, kind: ObjectKind, batch: Sequence[Change], exc: StateStoreError) -> None:
+        """The destination has a batch the state store could not record: stop sending (every later commit
+        would fail alike), and let an append-only destination take the batch back, so that the re-send
+        the next run makes is not a second copy there (``discard``, optional in the protocol)."""
+        if self.state_error is None:
+            self.state_error = exc
+            log.error("%s: stopping, the state store cannot record deliveries: %s", self.connector.name, exc)
+        self._stop.set()
+        discard = getattr(self.connector, "discard", None)
+        if discard is not None:
+            await discard(kind, batch)
 
     async def _commit(self, kind: ObjectKind, batch: Sequence[Change], outcomes: Sequence[Outcome]) -> None:
         by_key = {o.key: o for o in outcomes}
