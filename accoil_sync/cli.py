@@ -169,6 +169,13 @@ def sync(
     destination: DestinationOption = None,
     full_refresh: FullRefresh = False,
     retry_rejected: RetryRejected = False,
+    accept_new_state: Annotated[
+        bool,
+        typer.Option(
+            "--accept-new-state",
+            help="Sync into a new, empty state store although earlier deliveries exist: re-sends everything.",
+        ),
+    ] = False,
     limit: Annotated[
         int | None, typer.Option("--limit", min=1, help="Send at most N changes per destination.")
     ] = None,
@@ -177,7 +184,8 @@ def sync(
     log_level: LogLevel = None,
 ) -> None:
     """Send what changed since the last acknowledged delivery. Exit 0 all delivered, 1 some records failed,
-    2 usage or config error, 3 a destination was unreachable or refused auth."""
+    2 usage or config error, 3 a destination was unreachable or refused auth, 74 the state store cannot be
+    used (or is new while earlier deliveries exist), 75 another run holds the state store's lease."""
     with _user_errors():
         settings = _load(config, log_format, log_level)
         result = _run(
@@ -186,6 +194,7 @@ def sync(
             destinations=destination,
             full_refresh=full_refresh,
             retry_rejected=retry_rejected,
+            accept_new_state=accept_new_state,
             limit=limit,
         )
     if as_json:

@@ -18,6 +18,7 @@ from accoil_sync.logs import run_id_var
 from accoil_sync.sources import Stage, load_stage
 from accoil_sync.sources.base import RowError
 from accoil_sync.sources.stage import SourceStats
+from accoil_sync.sync import continuity
 from accoil_sync.sync.engine import DeliveryReport, Engine
 from accoil_sync.sync.heal import recheck_policies
 from accoil_sync.sync.lease import hold, run_holder
@@ -177,6 +178,7 @@ async def execute(
     destinations: Sequence[str] | None = None,
     full_refresh: bool = False,
     retry_rejected: bool = False,
+    accept_new_state: bool = False,
     limit: int | None = None,
     run_id: str | None = None,
     connector_factory: ConnectorFactory = build_connector,
@@ -196,6 +198,7 @@ async def execute(
                 destinations=destinations,
                 full_refresh=full_refresh,
                 retry_rejected=retry_rejected,
+                accept_new_state=accept_new_state,
                 limit=limit,
                 run_id=run_id,
                 connector_factory=connector_factory,
@@ -222,6 +225,7 @@ async def execute(
                 destinations=destinations,
                 full_refresh=full_refresh,
                 retry_rejected=retry_rejected,
+                accept_new_state=accept_new_state,
                 limit=limit,
                 run_id=run_id,
                 connector_factory=connector_factory,
@@ -240,6 +244,7 @@ async def _execute(
     destinations: Sequence[str] | None,
     full_refresh: bool,
     retry_rejected: bool,
+    accept_new_state: bool,
     limit: int | None,
     run_id: str | None,
     connector_factory: ConnectorFactory,
@@ -260,6 +265,7 @@ async def _execute(
     completed = False
     try:
         if deliver:
+            continuity.check(settings, state, accept_new_state=accept_new_state)
             if n := state.mark_interrupted(holder):
                 log.warning(
                     "%d earlier run(s) ended without finishing (killed?); their acknowledged writes are kept",
@@ -268,6 +274,10 @@ async def _execute(
             state.start_run(run_id, "sync")
             prune(state_dir / "synclog", settings.state.synclog_retention_days)
             synclog = SyncLog(state_dir / "synclog", run_id)
+        elif state.is_new() and (found := continuity.evidence(settings)):
+            log.warning(
+                "the state store is new, but earlier deliveries exist (%s): a sync would refuse", found[0]
+            )
         stage = Stage(state_dir / "tmp", settings.profiles, run_id)
         load_stage(stage, settings.source)
         result = RunResult(run_id, stage.stats)

@@ -556,6 +556,12 @@ class StateStore:
         return [r[0] for r in rows]
 
     @_guarded("read it")
+    def is_new(self) -> bool:
+        """No run was ever started on this store and it holds no record (sync/continuity.py)."""
+        row = self.db.execute("SELECT NOT EXISTS (SELECT 1 FROM runs) AND NOT EXISTS (SELECT 1 FROM records)")
+        return bool(row.fetchone()[0])
+
+    @_guarded("read it")
     def run_reasons(self, run_id: str) -> dict[str, dict[str, int]]:
         """Failures of one run per destination and reason class."""
         out: dict[str, dict[str, int]] = {}
