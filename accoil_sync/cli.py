@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import csv
 import dataclasses
 import json
 import signal
@@ -10,7 +12,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, get_args
 
 import typer
 from rich.console import Console
@@ -27,9 +29,12 @@ from rich.table import Table
 
 from accoil_sync import __version__, logs
 from accoil_sync.config.settings import Settings, load_settings, masked_dump, secret_values
-from accoil_sync.errors import ConfigError, UserError
+from accoil_sync.connectors.base import HEALABLE, ReasonClass
+from accoil_sync.errors import ConfigError, StateStoreError, SyncBusy, UserError
 from accoil_sync.sync.runner import EXIT_USAGE, RunResult, execute
 from accoil_sync.sync.state import StateStore
+
+REASON_CLASSES: tuple[str, ...] = get_args(ReasonClass)
 
 app = typer.Typer(
     name="accoil-sync",
@@ -56,6 +61,14 @@ DestinationOption = Annotated[
 ]
 FullRefresh = Annotated[
     bool, typer.Option("--full-refresh", help="Ignore state: send every field of every object.")
+]
+RetryRejected = Annotated[
+    bool,
+    typer.Option(
+        "--retry-rejected",
+        help="Re-check every rejected record now (any class, no back-off or budget); others wait for "
+        "their metrics to change, healable ones (not_found, conflict, ambiguous) are re-checked on a back-off.",
+    ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
 AllowMassChange = Annotated[
@@ -92,6 +105,9 @@ def _user_errors() -> Iterator[None]:
     except UserError as exc:
         err.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
         raise typer.Exit(EXIT_USAGE) from None
+    except (StateStoreError, SyncBusy) as exc:  # exit 74 / 75: the message says what to do
+        err.print(f"[red]error:[/red] {escape(str(exc))}", markup=True, highlight=False)
+        raise typer.Exit(exc.exit_code) from None
 
 
 def _load(config: Path | None, log_format: str, log_level: str | None) -> Settings:
@@ -175,6 +191,7 @@ def plan(
             "record, be created, not found, ambiguous or in conflict.",
         ),
     ] = False,
+    retry_rejected: RetryRejected = False,
     as_json: JsonOption = False,
     log_format: LogFormat = "auto",
     log_level: LogLevel = None,
@@ -190,6 +207,7 @@ def plan(
             full_refresh=full_refresh,
             allow_mass_change=allow_mass_change,
             resolve=resolve,
+            retry_rejected=retry_rejected,
         )
     if as_json:
         print(json.dumps(result.to_json(), indent=2, ensure_ascii=False, default=str))
@@ -203,6 +221,14 @@ def sync(
     config: ConfigOption = None,
     destination: DestinationOption = None,
     full_refresh: FullRefresh = False,
+    retry_rejected: RetryRejected = False,
+    accept_new_state: Annotated[
+        bool,
+        typer.Option(
+            "--accept-new-state",
+            help="Sync into a new, empty state store although earlier deliveries exist: re-sends everything.",
+        ),
+    ] = False,
     limit: Annotated[
         int | None, typer.Option("--limit", min=1, help="Send at most N changes per destination.")
     ] = None,
@@ -213,7 +239,9 @@ def sync(
 ) -> None:
     """Send what changed since the last acknowledged delivery. Exit 0 all delivered, 1 some records failed,
     2 usage or config error, 3 a destination was unreachable or refused auth, 4 all delivered but the
-    source had invalid rows, 5 a destination held by a safety threshold, 130 interrupted."""
+    source had invalid rows, 5 a destination held by a safety threshold, 74 the state store cannot be used
+    (or is new while earlier deliveries exist), 75 another run holds the state store's lease, 130
+    interrupted."""
     with _user_errors():
         settings = _load(config, log_format, log_level)
         result = _run(
@@ -221,6 +249,8 @@ def sync(
             deliver=True,
             destinations=destination,
             full_refresh=full_refresh,
+            retry_rejected=retry_rejected,
+            accept_new_state=accept_new_state,
             limit=limit,
             allow_mass_change=allow_mass_change,
         )
@@ -237,26 +267,29 @@ def status(
     runs: Annotated[int, typer.Option("--runs", min=1, help="How many recent runs to show.")] = 10,
     as_json: JsonOption = False,
 ) -> None:
-    """Recent runs, records currently failing, and the most common failure reasons."""
+    """Recent runs, and the records failing now grouped by reason class (`failures` lists them)."""
     with _user_errors():
         settings = load_settings(config)
-    if not settings.state.path.exists():
-        err.print(f"no state yet at {settings.state.path}: run `accoil-sync sync` first")
-        raise typer.Exit(0)
-    store = StateStore(settings.state.path)
-    try:
-        recent = store.runs(runs)
-        failing = store.failure_counts()
-        reasons = store.common_failures()
-    finally:
-        store.close()
+        if not settings.state.path.exists():
+            err.print(f"no state yet at {settings.state.path}: run `accoil-sync sync` first")
+            raise typer.Exit(0)
+        store = StateStore(settings.state.path, readonly=True)
+        try:
+            recent = store.runs(runs)
+            per_run = {r.run_id: store.run_reasons(r.run_id) for r in recent}
+            failing = store.failure_counts()
+            classes = store.failure_classes()
+        finally:
+            store.close()
     if as_json:
         print(
             json.dumps(
                 {
-                    "runs": [dataclasses.asdict(run) for run in recent],
+                    "runs": [{**dataclasses.asdict(run), "reasons": per_run[run.run_id]} for run in recent],
                     "failing": [{"destination": d, "status": s, "count": n} for d, s, n in failing],
-                    "reasons": [{"destination": d, "reason": r, "count": n} for d, r, n in reasons],
+                    "classes": [
+                        {"destination": d, "status": s, "class": c, "count": n} for d, s, c, n in classes
+                    ],
                 },
                 indent=2,
                 default=str,
@@ -267,27 +300,138 @@ def status(
     for col in ("run", "started", "ended", "status", "exit", "invalid rows", "per destination"):
         table.add_column(col)
     for r in recent:
-        per = "; ".join(f"{d}: " + ", ".join(f"{k} {v}" for k, v in c.items()) for d, c in r.counts.items())
+        per = "; ".join(
+            f"{d}: "
+            + ", ".join(f"{k} {v}" for k, v in c.items())
+            + "".join(f", {cls} {n}" for cls, n in per_run[r.run_id].get(d, {}).items())
+            for d, c in r.counts.items()
+        )
         table.add_row(
             r.run_id,
             r.started_at[:19],
             (r.ended_at or "")[:19],
             r.status,
-            str(r.exit_code or ""),
+            "" if r.exit_code is None else str(r.exit_code),
             str(r.invalid_rows),
             per or (r.message or ""),
         )
     out.print(table)
-    if failing:
+    if classes:
         out.print("Records failing now: " + ", ".join(f"{d} {s} {n}" for d, s, n in failing))
-        t = Table(title="Most common failure reasons")
-        for col in ("destination", "count", "reason"):
+        t = Table(title="Failing now, by reason class")
+        for col in ("destination", "status", "class", "count"):
             t.add_column(col)
-        for dest, reason, n in reasons:
-            t.add_row(dest, str(n), reason or "")
+        for dest, state, cls, n in classes:
+            t.add_row(dest, state, cls, str(n))
         out.print(t)
+        out.print(
+            "`accoil-sync failures` lists the keys with their reasons (--format csv|json to export); "
+            f"rejections classed {', '.join(sorted(HEALABLE))} are re-checked on later runs, "
+            "`sync --retry-rejected` re-checks every rejection now.",
+            highlight=False,
+            markup=False,
+        )
     else:
         out.print("No record is failing.")
+
+
+FAILURE_COLUMNS = (
+    "destination",
+    "kind",
+    "key",
+    "status",
+    "class",
+    "reason",
+    "attempts",
+    "last_tried",
+    "dest_id",
+)
+
+
+@app.command()
+def failures(
+    config: ConfigOption = None,
+    destination: Annotated[
+        str | None, typer.Option("--destination", "-d", help="Only this destination.")
+    ] = None,
+    kind: Annotated[str | None, typer.Option("--kind", help="user or account.")] = None,
+    reason_class: Annotated[
+        str | None,
+        typer.Option("--class", help="invalid, not_found, conflict, ambiguous or vendor_error."),
+    ] = None,
+    failing_status: Annotated[str | None, typer.Option("--status", help="rejected or retryable.")] = None,
+    limit: Annotated[int | None, typer.Option("--limit", min=1, help="At most N records.")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="table, csv or json.")] = "table",
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file.")] = None,
+) -> None:
+    """The records failing now, oldest attempt first: key, status, reason class and the vendor's reason.
+    Exports with --format csv|json (the reasons may hold emails: treat the export as personal data)."""
+    with _user_errors():
+        problems = []
+        if fmt not in ("table", "csv", "json"):
+            problems.append(("--format", f"{fmt!r} is not one of table, csv, json"))
+        if kind is not None and kind not in ("user", "account"):
+            problems.append(("--kind", f"{kind!r} is not user or account"))
+        if reason_class is not None and reason_class not in REASON_CLASSES:
+            problems.append(("--class", f"{reason_class!r} is not one of {', '.join(REASON_CLASSES)}"))
+        if failing_status is not None and failing_status not in ("rejected", "retryable"):
+            problems.append(("--status", f"{failing_status!r} is not rejected or retryable"))
+        if problems:
+            raise ConfigError(problems)
+        settings = load_settings(config)
+        if not settings.state.path.exists():
+            err.print(f"no state yet at {settings.state.path}: run `accoil-sync sync` first")
+            raise typer.Exit(0)
+        store = StateStore(settings.state.path, readonly=True)
+        try:
+            found = store.failures(
+                destination=destination,
+                kind=kind,
+                reason_class=reason_class,
+                status=failing_status,
+                limit=limit,
+            )
+        finally:
+            store.close()
+    rows = [
+        (
+            f.destination,
+            f.kind,
+            f.key,
+            f.status,
+            f.reason_class,
+            f.reason,
+            f.attempts,
+            f.updated_at,
+            f.dest_id,
+        )
+        for f in found
+    ]
+    if fmt == "table" and output is None:
+        table = Table(title=f"{len(rows)} failing record(s)")
+        for col in FAILURE_COLUMNS:
+            table.add_column(col)
+        for row in rows:
+            table.add_row(*(("" if v is None else str(v))[:120] for v in row))
+        out.print(table)
+        return
+    with (
+        output.open("w", encoding="utf-8", newline="") if output else contextlib.nullcontext(sys.stdout)
+    ) as fh:
+        if fmt == "json":
+            json.dump(
+                [dict(zip(FAILURE_COLUMNS, row, strict=True)) for row in rows],
+                fh,
+                indent=2,
+                ensure_ascii=False,
+            )
+            fh.write("\n")
+        else:
+            writer = csv.writer(fh)
+            writer.writerow(FAILURE_COLUMNS)
+            writer.writerows(rows)
+    if output is not None:
+        err.print(f"{len(rows)} failing record(s) written to {output}", highlight=False, markup=False)
 
 
 @config_app.command("check")
@@ -409,8 +553,12 @@ def _print_result(result: RunResult, delivered: bool) -> None:
         delivery = dest.get("delivery", {})
         if delivery.get("stopped"):
             out.print(f"[red]{name} stopped:[/red] {delivery['stopped']}")
-        for reason, n in list(delivery.get("reasons", {}).items())[:5]:
-            out.print(f"  {name} failure x{n}: {reason}", highlight=False, markup=False)
+        for reason_class, n in delivery.get("reasons", {}).items():
+            out.print(
+                f"  {name} failure x{n}: {reason_class} (accoil-sync failures -d {name} --class {reason_class})",
+                highlight=False,
+                markup=False,
+            )
         if delivery.get("limited"):
             out.print(f"  {name}: {delivery['limited']} change(s) left for the next run by --limit")
 

@@ -58,3 +58,20 @@ class PermanentError(DestinationError):
 
 class DestinationUnavailable(DestinationError):
     """Stop this destination for the run: bad credentials, missing scopes, or retries exhausted."""
+
+
+# Exit codes beyond 0-3 (runner.py), from sysexits.h so that they cannot be mistaken for a record outcome.
+EXIT_STATE = 74  # EX_IOERR: the state store cannot be opened, read or written
+EXIT_BUSY = 75  # EX_TEMPFAIL: another run holds the state store's lease; try again later
+
+
+class StateStoreError(AccoilSyncError):
+    """The state store cannot be opened, read or written; the message names the path and what to do."""
+
+    exit_code = EXIT_STATE
+
+
+class SyncBusy(AccoilSyncError):
+    """Another run holds the state store's lease and this one was told not to wait (``state.on_busy``)."""
+
+    exit_code = EXIT_BUSY

@@ -77,11 +77,14 @@ def setup(level: str = "INFO", fmt: str = "auto", secrets: Iterable[str] = (), s
     root.addHandler(handler)
     root.setLevel(level)
     root.propagate = False
-    # Third-party loggers (httpx logs every URL at INFO) go through the same redacting handler.
+    # Third-party loggers go through the same redacting handler. httpx logs every request at INFO (its URL
+    # may carry an email): one line per request belongs at DEBUG, so below DEBUG only its warnings pass.
+    numeric = logging.getLevelName(level) if isinstance(level, str) else level
     for name in ("httpx", "httpcore", "uvicorn"):
         other = logging.getLogger(name)
         for old in list(other.handlers):
             other.removeHandler(old)
         other.addHandler(handler)
-        other.setLevel(max(logging.getLevelName(level), logging.WARNING) if name == "httpcore" else level)
+        quiet = name == "httpcore" or (name == "httpx" and numeric > logging.DEBUG)
+        other.setLevel(max(numeric, logging.WARNING) if quiet else numeric)
         other.propagate = False

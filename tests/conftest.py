@@ -98,3 +98,15 @@ def start_serve(*args: str, env: dict[str, str]) -> tuple[Any, str]:
                 proc.kill()
                 raise RuntimeError(f"serve did not start: {proc.communicate()[1][-2000:]}") from None
             time.sleep(0.05)
+
+
+def failure_reasons(settings: Any, destination: str) -> list[str]:
+    """The reason texts of the records failing now at a destination. Run reports carry reason classes only
+    (texts can hold emails); the texts stay in the state store, where `accoil-sync failures` reads them."""
+    from accoil_sync.sync.state import StateStore
+
+    store = StateStore(settings.state.path)
+    try:
+        return [f.reason for f in store.failures(destination=destination)]
+    finally:
+        store.close()

@@ -74,6 +74,10 @@ class SourceConfig(_Section):
 class StateConfig(_Section):
     path: Path = Path(".accoil-sync/state.db")
     synclog_retention_days: int = Field(30, ge=0, description="0 keeps sync logs forever")
+    on_busy: Literal["refuse", "wait"] = Field(
+        "refuse", description="when another run holds the store's lease: refuse at once (exit 75) or wait"
+    )
+    wait_seconds: float = Field(3600, ge=0, description="on_busy = 'wait': give up (exit 75) after this")
 
     @field_validator("path")
     @classmethod
@@ -154,6 +158,10 @@ class DestinationBase(_Section):
     max_changed_count: int | None = Field(
         None, ge=0, description="hold when one run would change more than this many objects (unset: no cap)"
     )
+    # sync/heal.py: rejections that can heal (not_found, conflict, ambiguous) are planned again
+    recheck_per_run: int = Field(1000, ge=0, description="healable rejections re-checked per run and kind")
+    recheck_after_hours: float = Field(1, gt=0, description="first re-check after; doubles with each attempt")
+    recheck_max_hours: float = Field(168, gt=0, description="the longest wait between two re-checks")
 
     def secret_fields(self) -> tuple[str, ...]:
         return ()

@@ -119,6 +119,7 @@ class Scheduler:
                 run_id=run_id,
                 connector_factory=self.connector_factory,
                 halt=self.halt,
+                lease_holder=self.lease.holder,  # this run's lease is the one taken above
             )
         except AccoilSyncError as exc:
             error = str(exc)

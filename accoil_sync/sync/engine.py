@@ -17,14 +17,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from accoil_sync.connectors.base import Change, Connector, Outcome
-from accoil_sync.errors import DestinationUnavailable, PermanentError, RetryableError
+from accoil_sync.errors import DestinationUnavailable, PermanentError, RetryableError, StateStoreError
 from accoil_sync.sync.state import (
     STATUS_REJECTED,
     STATUS_RETRYABLE,
     Acknowledged,
     Failed,
     StateStore,
+    explain,
     now_iso,
+    reason_class_of,
 )
 from accoil_sync.sync.synclog import SyncLog
 from accoil_sync.traits.names import ObjectKind
@@ -37,7 +39,7 @@ class DeliveryReport:
     destination: str
     counts: Counter[str] = field(default_factory=Counter)  # ok / retryable / rejected / refreshed
     by_kind: dict[str, Counter[str]] = field(default_factory=dict)
-    reasons: Counter[str] = field(default_factory=Counter)
+    reasons: Counter[str] = field(default_factory=Counter)  # failures by reason class (connectors.base)
     stopped: str | None = None
     limited: int = 0  # changes left for a later run by --limit
     halted: bool = False  # a shutdown asked the run to stop; what was in flight finished and was committed
@@ -83,7 +85,12 @@ class Committer:
         if self._state is None:
             self._state = StateStore(self._path)
         if lines:
-            self._synclog.extend(lines)
+            # First the audit lines, then the state: a kill between the two logs a batch twice (it is
+            # re-sent), never delivers one unlogged.
+            try:
+                self._synclog.extend(lines)
+            except OSError as exc:
+                raise explain(self._synclog.stream_path, "write the sync log", exc) from exc
         self._state.commit_batch(destination, kind, acknowledged, failed)
 
     def close(self) -> None:
@@ -117,12 +124,16 @@ class Engine:
         self.report = DeliveryReport(connector.name)
         self._stop = asyncio.Event()
         self.halt = halt or asyncio.Event()
+        self.state_error: StateStoreError | None = None  # a commit failed: nothing more is sent
 
     async def run(self, changes: Iterable[Change]) -> DeliveryReport:
         try:
-            return await self._run(changes)
+            report = await self._run(changes)
         finally:
             self.committer.close()
+        if self.state_error is not None:
+            raise self.state_error
+        return report
 
     async def _run(self, changes: Iterable[Change]) -> DeliveryReport:
         caps = self.connector.capabilities
@@ -197,9 +208,24 @@ class Engine:
                     outcomes = [Outcome.reject(c.key, str(exc)) for c in batch]
             finally:
                 slots.release()
-            await self._commit(kind, batch, outcomes)
+            try:
+                await self._commit(kind, batch, outcomes)
+            except StateStoreError as exc:
+                await self._uncommitted(kind, batch, exc)
         finally:
             unsettled.release()
+
+    async def _uncommitted(self, kind: ObjectKind, batch: Sequence[Change], exc: StateStoreError) -> None:
+        """The destination has a batch the state store could not record: stop sending (every later commit
+        would fail alike), and let an append-only destination take the batch back, so that the re-send
+        the next run makes is not a second copy there (``discard``, optional in the protocol)."""
+        if self.state_error is None:
+            self.state_error = exc
+            log.error("%s: stopping, the state store cannot record deliveries: %s", self.connector.name, exc)
+        self._stop.set()
+        discard = getattr(self.connector, "discard", None)
+        if discard is not None:
+            await discard(kind, batch)
 
     async def _commit(self, kind: ObjectKind, batch: Sequence[Change], outcomes: Sequence[Outcome]) -> None:
         by_key = {o.key: o for o in outcomes}
@@ -224,16 +250,13 @@ class Engine:
                 )
             else:
                 state = STATUS_RETRYABLE if status == "retryable" else STATUS_REJECTED
+                reason_class = outcome.reason_class or reason_class_of(state)
                 failed.append(
-                    Failed(
-                        change.key,
-                        change.fingerprint,
-                        state,
-                        outcome.reason or "unknown",
-                        outcome.reason_class,
-                    )
+                    Failed(change.key, change.fingerprint, state, outcome.reason or "unknown", reason_class)
                 )
-                self.report.reasons[outcome.reason or "unknown"] += 1
+                # Counted by class only: the reason's text names keys and emails, which stay in the state
+                # store and the sync log (``accoil-sync failures``), out of logs, alerts and metrics.
+                self.report.reasons[reason_class] += 1
             lines.append(
                 (
                     run_id,

@@ -1,17 +1,41 @@
 """A lease in the state store: at most one sync at a time, across processes and replicas sharing the store.
 
-A holder renews its lease while it works; a lease that was not renewed before ``expires_at`` belonged to a
-process that died, and the next taker gets it. Taking, renewing and releasing are single statements inside
-``BEGIN IMMEDIATE`` transactions, so two takers can never both succeed.
+Every delivering run takes it -- ``accoil-sync sync`` as well as ``serve``'s scheduled and triggered runs --
+so a CronJob, a manual ``sync`` and ``serve.schedule`` on one store never overlap. A holder renews its lease
+while it works; a lease that was not renewed before ``expires_at`` belonged to a process that died, and the
+next taker gets it. Taking, renewing and releasing are single statements inside ``BEGIN IMMEDIATE``
+transactions, so two takers can never both succeed.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+import os
+import socket
 import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
+from accoil_sync.errors import StateStoreError, SyncBusy
 from accoil_sync.sync.state import StateStore
 
 SYNC_LEASE = "sync"
+POLL_SECONDS = 1.0  # how often a waiting run asks for the lease again
+
+log = logging.getLogger("accoil_sync.lease")
+
+
+def process_holder() -> str:
+    """This process's name for a lease: host and pid (what ``status`` and a refused run show)."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def run_holder() -> str:
+    """A holder unique to one run, so that two runs in one process exclude each other as well."""
+    return f"{process_holder()}:{uuid.uuid4().hex[:8]}"
 
 
 class Lease:
@@ -49,3 +73,84 @@ class Lease:
             "SELECT holder FROM leases WHERE name = ? AND expires_at >= ?", (self.name, time.time())
         ).fetchone()
         return None if row is None else str(row[0])
+
+    def describe_holder(self) -> str:
+        """Who holds the lease, for a person: the holder and the run it is executing, when known."""
+        holder = self.holder_now()
+        if holder is None:
+            return "nobody (it just expired)"
+        run = self.state.db.execute(
+            "SELECT run_id, started_at FROM runs WHERE status = 'running' ORDER BY started_at DESC LIMIT 1"
+        ).fetchone()
+        return f"{holder}" + (f", run {run[0]} started {run[1][:19]}Z" if run else "")
+
+
+@contextlib.asynccontextmanager
+async def hold(
+    path: Path,
+    holder: str,
+    *,
+    ttl: float,
+    wait_seconds: float,
+    on_lost: Callable[[], None],
+) -> AsyncIterator[Lease]:
+    """Hold the sync lease for the body: wait up to ``wait_seconds`` for it (0: refuse at once with
+    ``SyncBusy``), renew it every third of ``ttl`` and release it at the end. ``on_lost`` is called when a
+    renewal finds the lease taken over (this process stalled past ``ttl``): the run must stop.
+
+    The lease has its own connection, used from worker threads only, so a renewal never waits on the
+    event loop nor shares a transaction with the run's own reads and commits."""
+    store = await asyncio.to_thread(StateStore, path)
+    try:
+        lease = Lease(store, holder, ttl=ttl)
+        await _acquire(lease, wait_seconds)
+        renewer = asyncio.create_task(_renew(lease, on_lost), name="sync-lease-renewal")
+        try:
+            yield lease
+        finally:
+            renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewer
+            try:
+                await asyncio.to_thread(lease.release)
+            except StateStoreError as exc:  # it expires by itself; the run's own outcome matters more
+                log.warning("could not release the sync lease (%s); it expires in %.0fs", exc, ttl)
+    finally:
+        store.close()
+
+
+async def _acquire(lease: Lease, wait_seconds: float) -> None:
+    deadline = time.monotonic() + wait_seconds
+    announced = False
+    while not await asyncio.to_thread(lease.acquire):
+        other = await asyncio.to_thread(lease.describe_holder)
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            waited = f" after waiting {wait_seconds:.0f}s" if wait_seconds else ""
+            raise SyncBusy(
+                f"another sync is running on the state store {lease.state.path} (held by {other}); this run "
+                f'was refused{waited} and sent nothing. Runs never overlap: set state.on_busy = "wait" '
+                "(env ACCOIL_SYNC_STATE__ON_BUSY=wait) to queue behind it, or run again later."
+            )
+        if not announced:
+            log.warning("waiting up to %.0fs for the sync lease, held by %s", remaining, other)
+            announced = True
+        await asyncio.sleep(min(POLL_SECONDS, remaining))
+
+
+async def _renew(lease: Lease, on_lost: Callable[[], None]) -> None:
+    while True:
+        await asyncio.sleep(lease.ttl / 3)
+        try:
+            kept = await asyncio.to_thread(lease.renew)
+        except StateStoreError as exc:
+            log.error("could not renew the sync lease: %s", exc)
+            continue
+        if not kept:
+            log.error(
+                "lost the sync lease (this process stalled longer than %.0fs and another run took over): "
+                "stopping after the batches in flight",
+                lease.ttl,
+            )
+            on_lost()
+            return

@@ -8,7 +8,7 @@ Second, only for objects whose fingerprint differs, records are built, encoded a
 
 from __future__ import annotations
 
-from collections.abc import Generator, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +18,7 @@ from accoil_sync.connectors.base import Change
 from accoil_sync.sources.records import RecordDecoder, document_sql
 from accoil_sync.sources.stage import Stage
 from accoil_sync.sync.guards import HELD_PREFIX, Preview
+from accoil_sync.sync.heal import RecheckPolicy
 from accoil_sync.sync.state import CLEARED, STATUS_REJECTED, StateStore
 from accoil_sync.traits.encoders import Encoder, FieldValue, diff_fields
 from accoil_sync.traits.names import ObjectKind
@@ -36,6 +37,7 @@ class PlanCounts:
     still_rejected: int = 0  # rejected before with these same values: not re-sent until they change
     retrying: int = 0  # failed retryably before, planned again
     held: int = 0  # had an invalid row: only values present now are sent, nothing of theirs is cleared
+    rechecking: int = 0  # rejected before with these same values, planned again (sync/heal.py)
 
     @property
     def writes(self) -> int:
@@ -62,12 +64,15 @@ class Planner:
         *,
         full_refresh: bool = False,
         removable: Mapping[ObjectKind, bool] | None = None,
+        recheck: Callable[[str], RecheckPolicy] | None = None,
     ) -> None:
         """``removable``: per kind, whether objects absent from the source may be cleared at all (the
-        guards' removal verdict); a kind not named may not."""
+        guards' removal verdict); a kind not named may not. ``recheck``: each destination's policy for
+        planning healable rejections again (sync/heal.py); None: a rejection waits for its values to change."""
         self.stage = stage
         self.state = state
         self.full_refresh = full_refresh
+        self.recheck = recheck
         self.removable = dict(removable) if removable is not None else dict.fromkeys(ObjectKind, True)
         self._state_tables: set[str] = set()
 
@@ -159,6 +164,12 @@ class Planner:
             con.register("st_chunk", chunk)
             con.execute(f"INSERT INTO {table} SELECT {select} FROM st_chunk").fetchall()
             con.unregister("st_chunk")
+        policy = None if self.recheck is None or self.full_refresh else self.recheck(destination)
+        if policy is not None and (due := policy.due(self.state, destination, kind.value)):
+            # Forgetting which values a rejection was for makes it a change like any other.
+            con.register("st_due", pa.table({"key": pa.array(due, pa.string())}))
+            con.execute(f"UPDATE {table} SET failed = NULL WHERE key IN (SELECT key FROM st_due)").fetchall()
+            con.unregister("st_due")
         return table
 
     def _plan_kind(
@@ -172,11 +183,12 @@ class Planner:
         if self.full_refresh:
             changed = "d.key IS NOT NULL"
             rejected = "false"
-        counts.still_rejected = int(
-            con.execute(
-                f"SELECT count(*) FROM desired_{kind.value} d JOIN {st} s USING (key) WHERE {rejected}"
-            ).fetchall()[0][0]
-        )
+        still, rechecking = con.execute(
+            f"SELECT count(*) FILTER (WHERE {rejected}), "
+            f"count(*) FILTER (WHERE s.status = '{STATUS_REJECTED}' AND s.failed IS NULL) "
+            f"FROM desired_{kind.value} d JOIN {st} s USING (key)"
+        ).fetchall()[0]
+        counts.still_rejected, counts.rechecking = int(still), int(rechecking)
         # One streaming pass: candidates joined with their staged rows, one JSON document per row (built only
         # for the objects planned), in key order. Fetching records per chunk of keys instead would rescan
         # the staged table once per chunk: quadratic at a million rows.

@@ -20,6 +20,7 @@ from accoil_sync.sources import Stage, load_stage
 from accoil_sync.sources.base import RowError
 from accoil_sync.sources.stage import SourceStats
 from accoil_sync.sources.view import StageView
+from accoil_sync.sync import continuity
 from accoil_sync.sync.engine import DeliveryReport, Engine
 from accoil_sync.sync.guards import (
     Baseline,
@@ -30,6 +31,8 @@ from accoil_sync.sync.guards import (
     signature_fact,
     thresholds,
 )
+from accoil_sync.sync.heal import recheck_policies
+from accoil_sync.sync.lease import hold, run_holder
 from accoil_sync.sync.planner import DestinationPlan, Planner
 from accoil_sync.sync.resolve import Resolver, ResolveReport
 from accoil_sync.sync.sanity import sanity_warnings
@@ -187,6 +190,7 @@ def _counts(c: Any) -> dict[str, int]:
             "still_rejected",
             "retrying",
             "held",
+            "rechecking",
         )
     }
 
@@ -234,6 +238,8 @@ async def execute(
     deliver: bool,
     destinations: Sequence[str] | None = None,
     full_refresh: bool = False,
+    retry_rejected: bool = False,
+    accept_new_state: bool = False,
     limit: int | None = None,
     run_id: str | None = None,
     connector_factory: ConnectorFactory = build_connector,
@@ -243,16 +249,21 @@ async def execute(
     halt: asyncio.Event | None = None,
     allow_mass_change: bool = False,
     resolve: bool = False,
+    lease_holder: str | None = None,
 ) -> RunResult:
-    """Plan (``deliver=False``) or sync. The state store is only written when delivering.
+    """Plan (``deliver=False``) or sync. The state store is only written when delivering, and only under
+    its sync lease (``sync.lease``): a caller that already holds it passes its ``lease_holder``.
     ``allow_mass_change`` lets this run past the safety thresholds (as ``safety.allow_mass_change``);
     ``resolve`` (plan only): look the planned records up in each CRM that can, read-only."""
-    with _bulk_allocation():
+
+    async def run(halt: asyncio.Event | None, holder: str) -> RunResult:
         return await _execute(
             settings,
             deliver=deliver,
             destinations=destinations,
             full_refresh=full_refresh,
+            retry_rejected=retry_rejected,
+            accept_new_state=accept_new_state,
             limit=limit,
             run_id=run_id,
             connector_factory=connector_factory,
@@ -262,7 +273,24 @@ async def execute(
             halt=halt,
             allow_mass_change=allow_mass_change or settings.safety.allow_mass_change,
             resolve=resolve,
+            holder=holder,
         )
+
+    with _bulk_allocation():
+        if not deliver:
+            return await run(halt, "")
+        select_destinations(settings, destinations)  # a usage error needs no lease
+        holder = lease_holder or run_holder()
+        halt = halt or asyncio.Event()
+        state_cfg = settings.state
+        async with hold(
+            state_cfg.path,
+            holder,
+            ttl=settings.serve.lease_seconds,
+            wait_seconds=state_cfg.wait_seconds if state_cfg.on_busy == "wait" else 0,
+            on_lost=halt.set,
+        ):
+            return await run(halt, holder)
 
 
 async def _execute(
@@ -271,6 +299,8 @@ async def _execute(
     deliver: bool,
     destinations: Sequence[str] | None,
     full_refresh: bool,
+    retry_rejected: bool,
+    accept_new_state: bool,
     limit: int | None,
     run_id: str | None,
     connector_factory: ConnectorFactory,
@@ -279,7 +309,8 @@ async def _execute(
     error_limit: int,
     halt: asyncio.Event | None,
     allow_mass_change: bool,
-    resolve: bool = False,
+    resolve: bool,
+    holder: str,
 ) -> RunResult:
     names = select_destinations(settings, destinations)
     run_id = run_id or new_run_id()
@@ -292,7 +323,8 @@ async def _execute(
     completed = False
     try:
         if deliver:
-            if n := state.mark_interrupted():
+            continuity.check(settings, state, accept_new_state=accept_new_state)
+            if n := state.mark_interrupted(holder):
                 log.warning(
                     "%d earlier run(s) ended without finishing (killed?); their acknowledged writes are kept",
                     n,
@@ -300,6 +332,10 @@ async def _execute(
             state.start_run(run_id, "sync")
             prune(state_dir / "synclog", settings.state.synclog_retention_days)
             synclog = SyncLog(state_dir / "synclog", run_id)
+        elif state.is_new() and (found := continuity.evidence(settings)):
+            log.warning(
+                "the state store is new, but earlier deliveries exist (%s): a sync would refuse", found[0]
+            )
         stage = Stage(state_dir / "tmp", settings.profiles, run_id)
         baselines = {
             kind: Baseline.parse(state.get_fact(objects_fact(kind)), state.get_fact(columns_fact(kind)))
@@ -343,6 +379,7 @@ async def _execute(
             state,
             full_refresh=full_refresh,
             removable={kind: v.allowed for kind, v in verdicts.items()},
+            recheck=recheck_policies(settings, retry_rejected=retry_rejected),
         )
         for name in names:
             if halt is not None and halt.is_set():

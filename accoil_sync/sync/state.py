@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import orjson
 
+from accoil_sync.errors import StateStoreError
 from accoil_sync.traits.encoders import FieldValue
 
 MIGRATIONS: list[str] = [
@@ -116,6 +118,12 @@ STATUS_REJECTED = "rejected"
 CLEARED = "cleared"  # fingerprint of an object whose traits were cleared by the removal policy
 
 
+def reason_class_of(status: str, reason_class: str | None = None) -> str:
+    """A failure's class, for rows written before classes existed: a retryable failure is a vendor error,
+    a rejection the vendor refusing the values."""
+    return reason_class or ("vendor_error" if status == STATUS_RETRYABLE else "invalid")
+
+
 def now_iso() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
@@ -150,6 +158,19 @@ class Failed:
 
 
 @dataclass(frozen=True, slots=True)
+class FailingRecord:
+    destination: str
+    kind: str
+    key: str
+    status: str  # retryable | rejected
+    reason_class: str  # connectors.base.ReasonClass
+    reason: str  # the vendor's words; may name the key or the email, so only shown on request
+    attempts: int
+    updated_at: str
+    dest_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class RunSummary:
     run_id: str
     command: str
@@ -162,16 +183,93 @@ class RunSummary:
     counts: dict[str, dict[str, int]]
 
 
+BUSY_SECONDS = 30  # how long a write waits for another process's transaction before giving up
+
+
+def explain(path: Path, action: str, exc: BaseException) -> StateStoreError:
+    """A state store failure as a sentence: the path, what went wrong, and what to do about it."""
+    text = str(exc)
+    lowered = text.lower()
+    if "locked" in lowered:
+        advice = (
+            f"another process kept it locked for more than {BUSY_SECONDS}s (a sqlite3 shell or a backup "
+            "holding a transaction?); close it and run again"
+        )
+    elif "readonly" in lowered or "read-only" in lowered or isinstance(exc, PermissionError):
+        advice = "it is read-only for this user: accoil-sync must write it (fix the permissions or the mount)"
+    elif "full" in lowered or getattr(exc, "errno", None) == 28:
+        advice = (
+            "the disk is full: free space and run again; nothing acknowledged is lost, the batches that "
+            "could not be recorded are planned again"
+        )
+    elif "not a database" in lowered or "malformed" in lowered or "encrypted" in lowered:
+        advice = (
+            "the file is damaged (truncated or overwritten): restore it from a backup (docs/DEPLOY.md); "
+            "moving it aside starts from an empty state, and the next sync then explains that it would "
+            "re-send everything"
+        )
+    elif "unable to open" in lowered or isinstance(exc, OSError):
+        advice = (
+            "the file or its directory cannot be opened or created: check that state.path is right, that "
+            "its directory exists or can be created, and that this user may write there"
+        )
+    else:
+        advice = "see the SQLite error above; back the file up before changing anything"
+    return StateStoreError(f"state store {path}: cannot {action}: {text}. {advice}")
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _guarded(
+    action: str,
+) -> Callable[[Callable[Concatenate[StateStore, P], R]], Callable[Concatenate[StateStore, P], R]]:
+    """Turn SQLite and file-system errors of a StateStore method into a ``StateStoreError``."""
+
+    def wrap(method: Callable[Concatenate[StateStore, P], R]) -> Callable[Concatenate[StateStore, P], R]:
+        def guarded(self: StateStore, /, *args: P.args, **kwargs: P.kwargs) -> R:
+            try:
+                return method(self, *args, **kwargs)
+            except (sqlite3.Error, OSError) as exc:
+                raise explain(self.path, action, exc) from exc
+
+        guarded.__name__, guarded.__doc__ = method.__name__, method.__doc__
+        return guarded
+
+    return wrap
+
+
 class StateStore:
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+    def __init__(self, path: Path, *, readonly: bool = False) -> None:
+        """``readonly``: for ``status`` and ``failures``, which must work on a store they may not write."""
         self.path = path
-        # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE ... COMMIT).
-        self.db = sqlite3.connect(path, isolation_level=None, timeout=30, check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode = WAL")
-        self.db.execute("PRAGMA synchronous = NORMAL")  # WAL + NORMAL: durable at checkpoints, never corrupt
-        self.db.execute("PRAGMA busy_timeout = 30000")
-        self._migrate()
+        try:
+            if readonly:
+                self.db = sqlite3.connect(
+                    f"{path.resolve().as_uri()}?mode=ro",
+                    uri=True,
+                    isolation_level=None,
+                    timeout=BUSY_SECONDS,
+                    check_same_thread=False,
+                )
+                self._check_version(readonly=True)
+                return
+            path.parent.mkdir(parents=True, exist_ok=True)
+            # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE ... COMMIT).
+            self.db = sqlite3.connect(
+                path, isolation_level=None, timeout=BUSY_SECONDS, check_same_thread=False
+            )
+            self.db.execute("PRAGMA journal_mode = WAL")
+            self.db.execute(
+                "PRAGMA synchronous = NORMAL"
+            )  # WAL + NORMAL: durable at checkpoints, never corrupt
+            self.db.execute(f"PRAGMA busy_timeout = {BUSY_SECONDS * 1000}")
+            self._migrate()
+        except (sqlite3.Error, OSError) as exc:
+            if getattr(self, "db", None) is not None:
+                self.db.close()
+            raise explain(path, "open it", exc) from exc
 
     # ------------------------------------------------------------------------------------------- schema
 
@@ -179,13 +277,25 @@ class StateStore:
     def schema_version(self) -> int:
         return int(self.db.execute("PRAGMA user_version").fetchone()[0])
 
-    def _migrate(self) -> None:
+    def _check_version(self, *, readonly: bool = False) -> int:
         current = self.schema_version
         if current > len(MIGRATIONS):
-            raise RuntimeError(
-                f"state store {self.path} has schema version {current}, newer than this accoil-sync "
-                f"understands ({len(MIGRATIONS)}); upgrade accoil-sync"
+            self.db.close()
+            raise StateStoreError(
+                f"state store {self.path}: schema version {current} was written by a newer accoil-sync than "
+                f"this one (which understands {len(MIGRATIONS)}); upgrade accoil-sync, or restore the backup "
+                "taken before the upgrade (docs/DEPLOY.md)"
             )
+        if readonly and current < len(MIGRATIONS):
+            self.db.close()
+            raise StateStoreError(
+                f"state store {self.path}: schema version {current} is older than this accoil-sync's "
+                f"({len(MIGRATIONS)}); run `accoil-sync sync` (or `plan`) once to migrate it"
+            )
+        return current
+
+    def _migrate(self) -> None:
+        current = self._check_version()
         for version, sql in enumerate(MIGRATIONS[current:], start=current + 1):
             with self.transaction():
                 for statement in filter(None, (s.strip() for s in sql.split(";"))):
@@ -195,18 +305,33 @@ class StateStore:
     # --------------------------------------------------------------------------------------- transactions
 
     class _Tx:
-        def __init__(self, db: sqlite3.Connection) -> None:
-            self.db = db
+        def __init__(self, store: StateStore) -> None:
+            self.db = store.db
+            self.path = store.path
 
         def __enter__(self) -> sqlite3.Connection:
-            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                self.db.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise explain(self.path, "start a transaction", exc) from exc
             return self.db
 
-        def __exit__(self, exc_type: Any, *_: Any) -> None:
-            self.db.execute("ROLLBACK" if exc_type else "COMMIT")
+        def __exit__(self, exc_type: Any, exc: BaseException | None, _tb: Any) -> None:
+            if exc_type is None:
+                try:
+                    self.db.execute("COMMIT")
+                    return
+                except sqlite3.Error as failed:
+                    exc = failed
+            if self.db.in_transaction:
+                # SQLite rolls back by itself when it cannot (a full disk, an I/O error)
+                with suppress(sqlite3.Error):
+                    self.db.execute("ROLLBACK")
+            if isinstance(exc, (sqlite3.Error, OSError)):
+                raise explain(self.path, "record a write", exc) from exc
 
     def transaction(self) -> StateStore._Tx:
-        return StateStore._Tx(self.db)
+        return StateStore._Tx(self)
 
     # ----------------------------------------------------------------------------------------- records
 
@@ -215,6 +340,14 @@ class StateStore:
     ) -> Iterator[tuple[str, list[tuple[Any, ...]]]]:
         """("ok", [(key, fingerprint)]) chunks for the records in good standing, then ("failing", [(key,
         fingerprint, status, failed_fingerprint)]) for the rest: the common case moves two columns, not four."""
+        try:
+            yield from self._fingerprints(destination, kind, size)
+        except sqlite3.Error as exc:
+            raise explain(self.path, "read it", exc) from exc
+
+    def _fingerprints(
+        self, destination: str, kind: str, size: int
+    ) -> Iterator[tuple[str, list[tuple[Any, ...]]]]:
         cur = self.db.execute(
             "SELECT key, fingerprint FROM records WHERE destination = ? AND kind = ? AND status = 'ok'",
             (destination, kind),
@@ -229,6 +362,7 @@ class StateStore:
         while rows := cur.fetchmany(size):
             yield "failing", rows
 
+    @_guarded("read it")
     def load(self, destination: str, kind: str, keys: Sequence[str]) -> dict[str, StoredRecord]:
         if not keys:
             return {}
@@ -338,6 +472,7 @@ class StateStore:
                 )
         return keep, refused
 
+    @_guarded("read it")
     def failure_counts(self) -> list[tuple[str, str, int]]:
         return [
             (r[0], r[1], int(r[2]))
@@ -347,15 +482,95 @@ class StateStore:
             )
         ]
 
-    def common_failures(self, limit: int = 10) -> list[tuple[str, str, int]]:
+    @_guarded("read it")
+    def failure_classes(self) -> list[tuple[str, str, str, int]]:
+        """(destination, status, reason class, count) of the records failing now, largest first: stable
+        groups, where grouping by the reason's text made one group per key or email."""
         return [
-            (r[0], r[1], int(r[2]))
+            (r[0], r[1], reason_class_of(r[1], r[2]), int(r[3]))
             for r in self.db.execute(
-                "SELECT destination, last_error, count(*) AS n FROM records WHERE status != 'ok' "
-                "GROUP BY destination, last_error ORDER BY n DESC, destination LIMIT ?",
-                (limit,),
+                "SELECT destination, status, reason_class, count(*) AS n FROM records WHERE status != 'ok' "
+                "GROUP BY destination, status, reason_class ORDER BY n DESC, destination, status"
             )
         ]
+
+    @_guarded("read it")
+    def failures(
+        self,
+        *,
+        destination: str | None = None,
+        kind: str | None = None,
+        reason_class: str | None = None,
+        status: str | None = None,
+        limit: int | None = None,
+    ) -> list[FailingRecord]:
+        """The records failing now, oldest attempt first, with their class and the vendor's reason."""
+        rows = self.db.execute(
+            "SELECT destination, kind, key, status, reason_class, last_error, attempts, updated_at, dest_id "
+            "FROM records WHERE status != 'ok' AND (?1 IS NULL OR destination = ?1) AND (?2 IS NULL OR kind = ?2) "
+            "AND (?3 IS NULL OR status = ?3) ORDER BY updated_at, destination, kind, key",
+            (destination, kind, status),
+        )
+        out: list[FailingRecord] = []
+        for r in rows:
+            cls = reason_class_of(r[3], r[4])
+            if reason_class is not None and cls != reason_class:
+                continue
+            out.append(FailingRecord(r[0], r[1], r[2], r[3], cls, r[5] or "", int(r[6]), r[7], r[8]))
+            if limit is not None and len(out) >= limit:
+                break
+        return out
+
+    @_guarded("read it")
+    def rejected_keys(
+        self,
+        destination: str,
+        kind: str,
+        *,
+        classes: Sequence[str] | None = None,
+        after_seconds: float = 0.0,
+        max_seconds: float = 0.0,
+        limit: int | None = None,
+    ) -> list[str]:
+        """Rejected keys, oldest attempt first: all of them, or those of ``classes`` whose back-off
+        (``after_seconds * 2^(attempts-1)``, at most ``max_seconds``) has passed (sync/heal.py)."""
+        due = (
+            "AND julianday('now') - julianday(substr(updated_at, 1, 19)) >= "
+            "min(?4 * (1 << min(max(attempts, 1) - 1, 30)), ?5) / 86400.0"
+            if classes is not None
+            else "AND ?4 IS NOT NULL AND ?5 IS NOT NULL"
+        )
+        rows = self.db.execute(
+            "SELECT key FROM records WHERE destination = ?1 AND kind = ?2 AND status = 'rejected' "
+            "AND (?3 IS NULL OR reason_class IN (SELECT value FROM json_each(?3))) "
+            f"{due} ORDER BY updated_at, key LIMIT coalesce(?6, -1)",
+            (
+                destination,
+                kind,
+                None if classes is None else orjson.dumps(list(classes)),
+                after_seconds,
+                max_seconds,
+                limit,
+            ),
+        ).fetchall()
+        return [r[0] for r in rows]
+
+    @_guarded("read it")
+    def is_new(self) -> bool:
+        """No run was ever started on this store and it holds no record (sync/continuity.py)."""
+        row = self.db.execute("SELECT NOT EXISTS (SELECT 1 FROM runs) AND NOT EXISTS (SELECT 1 FROM records)")
+        return bool(row.fetchone()[0])
+
+    @_guarded("read it")
+    def run_reasons(self, run_id: str) -> dict[str, dict[str, int]]:
+        """Failures of one run per destination and reason class."""
+        out: dict[str, dict[str, int]] = {}
+        for dest, reason, n in self.db.execute(
+            "SELECT destination, reason, count FROM run_failures WHERE run_id = ? ORDER BY destination, reason",
+            (run_id,),
+        ):
+            out.setdefault(dest, {})[reason] = int(n)
+        return out
 
     # -------------------------------------------------------------------------------------------- runs
 
@@ -369,6 +584,7 @@ class StateStore:
     def add_counts(
         self, run_id: str, destination: str, counts: dict[str, int], reasons: dict[str, int]
     ) -> None:
+        """``reasons``: failures by reason class (``run_failures.reason`` holds the class since 0.2)."""
         with self.transaction() as db:
             db.executemany(
                 "INSERT INTO run_counts VALUES (?, ?, ?, ?) ON CONFLICT (run_id, destination, outcome) "
@@ -391,14 +607,23 @@ class StateStore:
                 (now_iso(), status, exit_code, invalid_rows, message, run_id),
             )
 
-    def mark_interrupted(self) -> int:
-        """Runs still 'running' at start-up were killed: say so instead of leaving them open forever."""
+    def mark_interrupted(self, holder: str) -> int:
+        """Runs still 'running' when ``holder`` starts one were killed: say so instead of leaving them open
+        forever. Only while ``holder`` holds the sync lease (or nobody does): a run whose process is alive
+        renews the lease, so its 'running' is true and is left alone."""
         with self.transaction() as db:
+            other = db.execute(
+                "SELECT holder FROM leases WHERE name = 'sync' AND expires_at >= ? AND holder != ?",
+                (time.time(), holder),
+            ).fetchone()
+            if other is not None:
+                return 0
             return db.execute(
                 "UPDATE runs SET status = 'interrupted', ended_at = coalesce(ended_at, ?) WHERE status = 'running'",
                 (now_iso(),),
             ).rowcount
 
+    @_guarded("read it")
     def runs(self, limit: int = 10, run_id: str | None = None) -> list[RunSummary]:
         out = []
         for row in self.db.execute(
@@ -419,6 +644,7 @@ class StateStore:
 
     # ------------------------------------------------------------------------------------------- facts
 
+    @_guarded("read it")
     def get_fact(self, name: str) -> str | None:
         row = self.db.execute("SELECT value FROM facts WHERE name = ?", (name,)).fetchone()
         return None if row is None else str(row[0])

@@ -13,7 +13,7 @@ import pytest
 from accoil_sync.config.settings import Settings
 from accoil_sync.emulator import Emulator, Faults
 from accoil_sync.sync.runner import RunResult, execute
-from tests.conftest import WriteConfig, write
+from tests.conftest import WriteConfig, failure_reasons, write
 from tests.integration.conftest import call, destination_section
 
 HEADER = "user_id,email,account_id,score,segments,last_active,frequency\n"
@@ -88,10 +88,11 @@ def test_missing_contact_is_skipped_and_reported_by_default(
         headers={"Authorization": "Bearer t"},
         json={"role": "user", "external_id": "u1"},
     )
-    result = sync(intercom_settings(create=False))
+    settings = intercom_settings(create=False)
+    result = sync(settings)
     report = result.deliveries["intercom"]
     assert report.counts == {"ok": 1, "rejected": 1}
-    assert any("create_missing_contacts is off" in r for r in report.reasons)
+    assert any("create_missing_contacts is off" in r for r in failure_reasons(settings, "intercom"))
     assert set(emulator.intercom.state()["contacts"]) == {"u1"}
 
 
@@ -109,7 +110,8 @@ def test_409_on_create_is_treated_as_exists(
         headers={"Authorization": "Bearer t"},
         json={"role": "user", "email": "dup@x.io"},
     )
-    result = sync(intercom_settings())
+    settings = intercom_settings()
+    result = sync(settings)
     assert result.deliveries["intercom"].counts == {"ok": 1}
     (contact,) = emulator.intercom.state()["contacts"].values()
     assert contact["custom_attributes"]["Accoil_Default_Score"] == 10
@@ -133,7 +135,7 @@ def test_a_validation_error_fails_only_that_contact(
     result = sync(intercom_settings())
     report = result.deliveries["intercom"]
     assert report.counts == {"ok": 2, "rejected": 1}
-    assert any("Email address is invalid" in r for r in report.reasons)
+    assert any("Email address is invalid" in r for r in failure_reasons(settings, "intercom"))
     assert set(emulator.intercom.state()["contacts"]) == {"u1", "u3"}
 
 
@@ -250,7 +252,7 @@ def test_a_user_whose_company_is_missing_is_not_acknowledged_until_it_is_attache
     settings = intercom_settings(accounts="accounts.csv")
     report = sync(settings).deliveries["intercom"]
     assert report.counts == {"ok": 1, "rejected": 1}
-    assert any("company acc_late is not in Intercom yet" in r for r in report.reasons)
+    assert any("company acc_late is not in Intercom yet" in r for r in failure_reasons(settings, "intercom"))
     assert emulator.intercom.state()["contacts"]["u1"]["companies"] == []
     write(accounts, "account_id,name,score\nacc_other,O,1\nacc_late,L,2\n")
     asyncio.run(execute(settings, deliver=True, destinations=["intercom"], full_refresh=True))

@@ -246,9 +246,9 @@ def test_rejected_share_above_the_threshold_is_an_alert() -> None:
     result = RunResult("r1", SourceStats())
     report = DeliveryReport("hubspot")
     report.counts.update({"ok": 90, "rejected": 10})
-    report.reasons.update({"INVALID_EMAIL": 10})
+    report.reasons.update({"invalid": 10})
     result.deliveries["hubspot"] = report
     assert assess(result, None, 0.05).problem == (
-        "10 of 100 records rejected (10.0%, threshold 5.0%): 10x INVALID_EMAIL"
+        "10 of 100 records rejected (10.0%, threshold 5.0%): hubspot invalid 10; `accoil-sync failures` lists them"
     )
     assert assess(result, None, 0.2).problem is None

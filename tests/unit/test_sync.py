@@ -162,7 +162,7 @@ def test_rejected_waits_for_change_retryable_is_replanned(users: Path, make_sett
     fake.reject, fake.flaky = {"u2"}, {"u3"}
     result = run(settings, fake)
     assert result.exit_code == 1
-    assert result.deliveries["jsonl"].reasons == {"INVALID_EMAIL: bad email": 1, "503 Service Unavailable": 1}
+    assert result.deliveries["jsonl"].reasons == {"invalid": 1, "vendor_error": 1}
     second = FakeConnector()
     result = run(settings, second)
     assert [c.key for c in second.sent] == ["u3"]  # the retryable one only

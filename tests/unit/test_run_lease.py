@@ -1,0 +1,142 @@
+"""Every delivering run holds the state store's sync lease: a second run is refused with a clear message
+(or waits, with ``state.on_busy = "wait"``), and a live run is never marked interrupted by another."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from accoil_sync.config.settings import Settings
+from accoil_sync.connectors import Capabilities, Change, Connector, Outcome
+from accoil_sync.errors import EXIT_BUSY, SyncBusy
+from accoil_sync.sync.lease import Lease
+from accoil_sync.sync.runner import RunResult, execute
+from accoil_sync.sync.state import StateStore
+from accoil_sync.traits import ObjectKind, TraitsEncoder
+from tests.conftest import WriteConfig, write
+from tests.unit.test_cli import cli
+
+USERS = "user_id,score\n" + "".join(f"u{i},{i}\n" for i in range(1, 9))
+
+
+class Slow:
+    """Takes ``delay`` seconds per batch of two; records what it was sent."""
+
+    name = "jsonl"
+
+    def __init__(self, delay: float = 0.05) -> None:
+        self.capabilities = Capabilities(max_batch=2, max_concurrency=1)
+        self.encoder = TraitsEncoder()
+        self.delay = delay
+        self.sent: list[str] = []
+        self.started = asyncio.Event()
+
+    async def ensure_schema(self) -> None:
+        return None
+
+    async def deliver(self, kind: ObjectKind, batch: Sequence[Change]) -> list[Outcome]:
+        self.started.set()
+        await asyncio.sleep(self.delay)
+        self.sent += [c.key for c in batch]
+        return [Outcome.ok(c.key) for c in batch]
+
+    async def aclose(self) -> None:
+        return None
+
+
+def factory(connector: Slow) -> object:
+    def make(name: str, settings: Settings, run_id: str) -> Connector:
+        return connector
+
+    return make
+
+
+async def sync(settings: Settings, connector: Slow, **kw: object) -> RunResult:
+    return await execute(settings, deliver=True, connector_factory=factory(connector), **kw)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def settings(make_settings: WriteConfig, tmp_path: Path) -> Settings:
+    write(tmp_path / "users.csv", USERS)
+    return make_settings()
+
+
+def test_a_second_sync_on_the_same_store_is_refused_and_sends_nothing(settings: Settings) -> None:
+    first, second = Slow(delay=0.1), Slow()
+
+    async def both() -> tuple[RunResult, BaseException | RunResult]:
+        one = asyncio.create_task(sync(settings, first))
+        await first.started.wait()
+        other = await asyncio.gather(sync(settings, second), return_exceptions=True)
+        return await one, other[0]
+
+    done, refused = asyncio.run(both())
+    assert sorted(first.sent) == [f"u{i}" for i in range(1, 9)] and done.exit_code == 0
+    assert second.sent == []
+    assert isinstance(refused, SyncBusy) and refused.exit_code == EXIT_BUSY
+    message = str(refused)
+    assert "another sync is running" in message and str(settings.state.path) in message
+    assert "run " in message and 'state.on_busy = "wait"' in message
+    store = StateStore(settings.state.path)
+    assert [r.status for r in store.runs()] == ["ok"]  # the refused run left no ledger row, marked nothing
+    store.close()
+
+
+def test_with_on_busy_wait_the_second_run_queues_and_finds_nothing_left_to_send(
+    make_settings: WriteConfig, tmp_path: Path
+) -> None:
+    write(tmp_path / "users.csv", USERS)
+    settings = make_settings()
+    settings = settings.model_copy(
+        update={"state": settings.state.model_copy(update={"on_busy": "wait", "wait_seconds": 30})}
+    )
+    first, second = Slow(delay=0.1), Slow()
+
+    async def both() -> list[RunResult]:
+        one = asyncio.create_task(sync(settings, first))
+        await first.started.wait()
+        return [await one, await sync(settings, second)]
+
+    started = time.monotonic()
+    a, b = asyncio.run(both())
+    assert len(first.sent) == 8 and second.sent == []  # nothing sent twice
+    assert a.exit_code == b.exit_code == 0
+    assert time.monotonic() - started < 20
+    store = StateStore(settings.state.path)
+    assert [r.status for r in store.runs()] == ["ok", "ok"]
+    store.close()
+
+
+def test_a_live_run_is_not_marked_interrupted_but_a_dead_ones_is(tmp_path: Path) -> None:
+    store = StateStore(tmp_path / "s.db")
+    alive = Lease(store, "host:1:alive", ttl=0.3)
+    assert alive.acquire()
+    store.start_run("r1", "sync")
+    assert store.mark_interrupted("host:2:other") == 0  # its holder renews the lease: it is running
+    assert [r.status for r in store.runs()] == ["running"]
+    time.sleep(0.35)  # the holder died: the lease expired
+    assert store.mark_interrupted("host:2:other") == 1
+    assert [r.status for r in store.runs()] == ["interrupted"]
+    store.close()
+
+
+def test_the_cli_refuses_a_sync_while_another_process_holds_the_lease(settings: Settings) -> None:
+    store = StateStore(settings.state.path)
+    other = Lease(store, "cron-pod:7", ttl=60)
+    assert other.acquire()
+    store.start_run("20260101T000000-000001", "sync")
+    result = cli("sync", "-c", "accoil-sync.toml")
+    assert result.returncode == EXIT_BUSY, result.stderr
+    assert "cron-pod:7" in result.stderr and "20260101T000000-000001" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not Path("out/deliveries.jsonl").exists()
+    other.release()
+    assert cli("sync", "-c", "accoil-sync.toml", "--json").returncode == 0
+    lines = Path("out/deliveries.jsonl").read_text().splitlines()
+    assert len(lines) == 8 and {json.loads(line)["key"] for line in lines} == {f"u{i}" for i in range(1, 9)}
+    store.close()
