@@ -28,7 +28,7 @@ from rich.table import Table
 from accoil_sync import __version__, logs
 from accoil_sync.config.settings import Settings, load_settings, masked_dump, secret_values
 from accoil_sync.errors import ConfigError, UserError
-from accoil_sync.sync.runner import EXIT_USAGE, RunResult, execute
+from accoil_sync.sync.runner import EXIT_INTERRUPTED, EXIT_USAGE, RunResult, execute
 from accoil_sync.sync.state import StateStore
 
 app = typer.Typer(
@@ -123,10 +123,14 @@ def _progress_factory() -> tuple[Progress | None, Callable[[str, int], Callable[
 
 def _run(settings: Settings, **kwargs: Any) -> RunResult:
     progress, factory = _progress_factory() if kwargs.get("deliver") else (None, None)
-    if progress is not None:
-        with progress:
-            return asyncio.run(_interruptible(settings, progress=factory, **kwargs))
-    return asyncio.run(_interruptible(settings, **kwargs))
+    try:
+        if progress is not None:
+            with progress:
+                return asyncio.run(_interruptible(settings, progress=factory, **kwargs))
+        return asyncio.run(_interruptible(settings, **kwargs))
+    except (asyncio.CancelledError, KeyboardInterrupt):
+        err.print("stopped at once: acknowledged writes are kept, the next run sends the rest")
+        raise typer.Exit(EXIT_INTERRUPTED) from None
 
 
 async def _interruptible(settings: Settings, **kwargs: Any) -> RunResult:

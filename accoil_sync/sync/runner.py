@@ -281,7 +281,7 @@ async def _execute(
     stage: Stage | None = None
     synclog: SyncLog | None = None
     result: RunResult | None = None
-    completed = False
+    completed = cancelled = False
     try:
         if deliver:
             if n := state.mark_interrupted():
@@ -416,6 +416,9 @@ async def _execute(
                     state.set_fact(columns_fact(kind), json.dumps(sorted(stats.columns)))
         completed = True
         return result
+    except asyncio.CancelledError:
+        cancelled = True  # a second Ctrl-C: stopped at once; what was acknowledged is committed
+        raise
     finally:
         if stage is not None:
             stage.close()
@@ -424,7 +427,14 @@ async def _execute(
         if deliver:
             if result is None or not completed:
                 invalid = result.source.invalid if result else 0
-                state.finish_run(run_id, "failed", EXIT_USAGE, invalid, "the run stopped before it finished")
+                if cancelled:
+                    state.finish_run(
+                        run_id, "interrupted", EXIT_INTERRUPTED, invalid, "stopped at once (signal)"
+                    )
+                else:
+                    state.finish_run(
+                        run_id, "failed", EXIT_USAGE, invalid, "the run stopped before it finished"
+                    )
             else:
                 code = result.exit_code
                 stopped = "; ".join(f"{n}: {d.stopped}" for n, d in result.deliveries.items() if d.stopped)

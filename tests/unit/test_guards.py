@@ -209,12 +209,18 @@ def test_too_many_removals_are_held_with_a_sample(users: Path, make_settings: Wr
 
 
 def test_sanity_warnings(tmp_path: Path, make_settings: WriteConfig) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    soon = (datetime.now(UTC) + timedelta(hours=2)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    past = "2026-01-05T00:00:00Z"
     write(
         tmp_path / "users.csv",
-        "user_id,score,activation,frequency\n" + "".join(f"u{i},0.{i + 1},40,3\n" for i in range(6)),
+        "user_id,score,activation,frequency,last_active\n"
+        + "".join(f"u{i},0.{i + 1},40,{i % 3},{soon if i == 0 else past}\n" for i in range(6)),
     )
     result = run(make_settings(), FakeConnector(), deliver=False)
     text = "\n".join(result.warnings)
+    assert "1 users row(s) have a last_active date in the future" in text
     assert "every score of the users is between 0 and 1" in text
     assert "activation is 40 in all 6 users rows" in text
     assert "profile 'Default' has no window_days set" in text
@@ -338,3 +344,34 @@ def test_the_card_keeps_a_held_profile_it_showed(tmp_path: Path, make_settings: 
     write(source, "user_id,score_name,score\nu1,Default,11\nu1,product usage,930\n")
     assert asyncio.run(execute(settings, deliver=True, destinations=["card"])).exit_code == EXIT_INVALID_ROWS
     assert card() == {"Default": {"score": 11}, "ProductUsage": {"score": 33}}
+
+
+def test_a_second_signal_stops_at_once_and_is_still_recorded_as_interrupted(
+    users: Path, make_settings: WriteConfig
+) -> None:
+    import os
+    import signal
+    from collections.abc import Sequence
+
+    import typer
+
+    from accoil_sync import cli
+    from accoil_sync.connectors import Change, Outcome
+    from accoil_sync.sync.state import StateStore
+
+    class Stuck(FakeConnector):
+        async def deliver(self, kind: ObjectKind, batch: Sequence[Change]) -> list[Outcome]:
+            os.kill(os.getpid(), signal.SIGINT)
+            await asyncio.sleep(0.05)
+            os.kill(os.getpid(), signal.SIGINT)
+            await asyncio.sleep(5)  # a vendor that does not answer
+            return await super().deliver(kind, batch)
+
+    settings = make_settings()
+    with pytest.raises(typer.Exit) as stopped:
+        cli._run(settings, deliver=True, connector_factory=lambda *_: Stuck())
+    assert stopped.value.exit_code == EXIT_INTERRUPTED
+    store = StateStore(settings.state.path)
+    (last,) = store.runs(1)
+    store.close()
+    assert (last.status, last.exit_code) == ("interrupted", EXIT_INTERRUPTED)
