@@ -48,6 +48,9 @@ EXIT_INVALID_ROWS = (
 EXIT_HELD = 5  # a destination was held by a safety threshold: nothing was sent to it
 EXIT_INTERRUPTED = 130  # Ctrl-C / SIGTERM: stopped between batches, acknowledged writes kept
 SAMPLE_SIZE = 5
+STOPPED_AT_ONCE = (
+    "stopped at once (a second signal, or shutdown past its grace): acknowledged writes are kept"
+)
 
 ConnectorFactory = Callable[[str, Settings, str], Connector]
 ProgressFactory = Callable[[str, int], Callable[[int], None]]
@@ -428,9 +431,7 @@ async def _execute(
             if result is None or not completed:
                 invalid = result.source.invalid if result else 0
                 if cancelled:
-                    state.finish_run(
-                        run_id, "interrupted", EXIT_INTERRUPTED, invalid, "stopped at once (signal)"
-                    )
+                    state.finish_run(run_id, "interrupted", EXIT_INTERRUPTED, invalid, STOPPED_AT_ONCE)
                 else:
                     state.finish_run(
                         run_id, "failed", EXIT_USAGE, invalid, "the run stopped before it finished"
