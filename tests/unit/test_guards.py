@@ -6,6 +6,7 @@ sent (nothing cleared), what is said, and the exit code."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -375,3 +376,45 @@ def test_a_second_signal_stops_at_once_and_is_still_recorded_as_interrupted(
     (last,) = store.runs(1)
     store.close()
     assert (last.status, last.exit_code) == ("interrupted", EXIT_INTERRUPTED)
+
+
+@pytest.fixture
+def restored_logging() -> Iterator[None]:
+    """The CLI, run in-process, sets up the package's log handlers on streams that close after it."""
+    import logging
+
+    names = ("accoil_sync", "httpx", "httpcore", "uvicorn")
+    saved = {
+        n: (list(logging.getLogger(n).handlers), logging.getLogger(n).level, logging.getLogger(n).propagate)
+        for n in names
+    }
+    yield
+    for n, (handlers, level, propagate) in saved.items():
+        logger = logging.getLogger(n)
+        logger.handlers[:] = handlers
+        logger.setLevel(level)
+        logger.propagate = propagate
+
+
+@pytest.mark.usefixtures("restored_logging")
+def test_the_cli_prints_the_same_verdict_in_plan_and_sync_and_allow_mass_change_lets_it_through(
+    users: Path, make_settings: WriteConfig
+) -> None:
+    from typer.testing import CliRunner
+
+    from accoil_sync.cli import app
+
+    make_settings()  # writes accoil-sync.toml (jsonl destination) in the working directory
+    write(users, many(20))
+    cli = CliRunner()
+    assert cli.invoke(app, ["sync", "-c", "accoil-sync.toml"]).exit_code == EXIT_OK
+    write(users, many(20, score=42))
+    planned = cli.invoke(app, ["plan", "-c", "accoil-sync.toml"])
+    synced_out = cli.invoke(app, ["sync", "-c", "accoil-sync.toml"])
+    assert planned.exit_code == synced_out.exit_code == EXIT_HELD
+    words = "20 of the 20 users it holds would be changed (100.0% > 90%"
+    assert words in " ".join(planned.stdout.split()) and words in " ".join(synced_out.stdout.split())
+    assert "would be held:" in planned.stdout and "held:" in synced_out.stdout
+    allowed = cli.invoke(app, ["sync", "-c", "accoil-sync.toml", "--allow-mass-change", "--json"])
+    assert allowed.exit_code == EXIT_OK
+    assert '"ok": 20' in allowed.stdout
