@@ -14,7 +14,8 @@ import pytest
 from accoil_sync.config.settings import Settings
 from accoil_sync.serve.alerts import assess
 from accoil_sync.sync.runner import EXIT_HELD, EXIT_INTERRUPTED, EXIT_INVALID_ROWS, EXIT_OK, execute
-from accoil_sync.traits import ObjectKind
+from accoil_sync.traits import ObjectKind, TraitsEncoder
+from accoil_sync.traits.encoders import Encoder, HubSpotEncoder, IntercomEncoder
 from tests.conftest import WriteConfig, write
 from tests.unit.test_sync import FakeConnector, run
 
@@ -113,31 +114,52 @@ def test_a_source_much_smaller_than_last_time_removes_nothing_until_allowed(
     assert sorted(c.key for c in allowed.sent if c.op == "clear") == ["u3", "u4", "u5", "u6"]
 
 
+ENCODERS: dict[str, tuple[Encoder, dict[str, object], dict[str, object]]] = {
+    # encoder, what the held run sends for u1, what the run after the fix sends
+    "segment": (TraitsEncoder(), {"Accoil_Default_Score": 11}, {"Accoil_ProductUsage_Score": 34}),
+    "hubspot": (HubSpotEncoder(), {"accoil_default_score": "11"}, {"accoil_productusage_score": "34"}),
+    # Intercom's tags field holds both profiles' segments: it is not shrunk while a profile is held
+    "intercom": (
+        IntercomEncoder("Accoil: "),
+        {"Accoil_Default_Score": 11},
+        {"Accoil_ProductUsage_Score": 34},
+    ),
+}
+
+
+@pytest.mark.parametrize("vendor", sorted(ENCODERS))
 def test_an_invalid_row_in_one_profile_keeps_that_profiles_values(
-    tmp_path: Path, make_settings: WriteConfig
+    tmp_path: Path, make_settings: WriteConfig, vendor: str
 ) -> None:
+    encoder, held_fields, fixed_fields = ENCODERS[vendor]
+
+    def connector() -> FakeConnector:
+        fake = FakeConnector()
+        fake.encoder = encoder  # type: ignore[assignment]
+        return fake
+
     profiles = '[[profiles]]\nname = "Default"\n[[profiles]]\nname = "product usage"\n'
     source = write(
         tmp_path / "users.csv",
         "user_id,score_name,score,segments\nu1,Default,10,A\nu1,product usage,33,B\nu2,Default,20,A\n",
     )
     settings = make_settings(extra=profiles)
-    run(settings, FakeConnector())
+    run(settings, connector())
     write(
         source, "user_id,score_name,score,segments\nu1,Default,11,A\nu1,product usage,930,\nu2,Default,20,A\n"
     )
-    fake = FakeConnector()
+    fake = connector()
     result = run(settings, fake)
-    assert [(c.key, c.fields) for c in fake.sent] == [("u1", {"Accoil_Default_Score": 11})]
+    assert [(c.key, c.fields) for c in fake.sent] == [("u1", held_fields)]
     assert result.plans["jsonl"].counts[ObjectKind.USER].held == 1
     assert result.exit_code == EXIT_INVALID_ROWS
     # fixed at the source: the held profile is planned again and only its real change is sent
     write(
         source, "user_id,score_name,score,segments\nu1,Default,11,A\nu1,product usage,34,B\nu2,Default,20,A\n"
     )
-    fixed = FakeConnector()
+    fixed = connector()
     assert run(settings, fixed).exit_code == EXIT_OK
-    assert [(c.key, c.fields) for c in fixed.sent] == [("u1", {"Accoil_ProductUsage_Score": 34})]
+    assert [(c.key, c.fields) for c in fixed.sent] == [("u1", fixed_fields)]
 
 
 def test_an_invalid_row_never_removes_its_object(users: Path, make_settings: WriteConfig) -> None:
