@@ -313,7 +313,11 @@ def _print_result(result: RunResult, delivered: bool) -> None:
     out.print(src)
     if result.errors:
         shown = result.errors[:20]
-        out.print(f"[yellow]{result.source.invalid} invalid row problem(s), kept out of delivery:[/yellow]")
+        files = sum(s.file_errors for s in result.source.by_kind.values())
+        whole = f" ({files} with a whole file or its rest)" if files else ""
+        out.print(
+            f"[yellow]{result.source.invalid} invalid row problem(s){whole}, kept out of delivery:[/yellow]"
+        )
         for e in shown:
             out.print(f"  {e}", highlight=False, markup=False)
         if result.source.invalid > len(shown):
