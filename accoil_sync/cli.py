@@ -31,7 +31,7 @@ from accoil_sync import __version__, logs
 from accoil_sync.config.settings import Settings, load_settings, masked_dump, secret_values
 from accoil_sync.connectors.base import HEALABLE, ReasonClass
 from accoil_sync.errors import ConfigError, StateStoreError, SyncBusy, UserError
-from accoil_sync.sync.runner import EXIT_USAGE, RunResult, execute
+from accoil_sync.sync.runner import EXIT_INTERRUPTED, EXIT_USAGE, RunResult, execute
 from accoil_sync.sync.state import StateStore
 
 REASON_CLASSES: tuple[str, ...] = get_args(ReasonClass)
@@ -139,10 +139,14 @@ def _progress_factory() -> tuple[Progress | None, Callable[[str, int], Callable[
 
 def _run(settings: Settings, **kwargs: Any) -> RunResult:
     progress, factory = _progress_factory() if kwargs.get("deliver") else (None, None)
-    if progress is not None:
-        with progress:
-            return asyncio.run(_interruptible(settings, progress=factory, **kwargs))
-    return asyncio.run(_interruptible(settings, **kwargs))
+    try:
+        if progress is not None:
+            with progress:
+                return asyncio.run(_interruptible(settings, progress=factory, **kwargs))
+        return asyncio.run(_interruptible(settings, **kwargs))
+    except (asyncio.CancelledError, KeyboardInterrupt):
+        err.print("stopped at once: acknowledged writes are kept, the next run sends the rest")
+        raise typer.Exit(EXIT_INTERRUPTED) from None
 
 
 async def _interruptible(settings: Settings, **kwargs: Any) -> RunResult:
@@ -487,7 +491,11 @@ def _print_result(result: RunResult, delivered: bool) -> None:
     out.print(src)
     if result.errors:
         shown = result.errors[:20]
-        out.print(f"[yellow]{result.source.invalid} invalid row problem(s), kept out of delivery:[/yellow]")
+        files = sum(s.file_errors for s in result.source.by_kind.values())
+        whole = f" ({files} with a whole file or its rest)" if files else ""
+        out.print(
+            f"[yellow]{result.source.invalid} invalid row problem(s){whole}, kept out of delivery:[/yellow]"
+        )
         for e in shown:
             out.print(f"  {e}", highlight=False, markup=False)
         if result.source.invalid > len(shown):

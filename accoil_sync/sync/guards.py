@@ -19,7 +19,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from accoil_sync.config.models import DestinationBase, SafetyConfig
-from accoil_sync.sources.stage import KindStats
+from accoil_sync.sources.stage import KindStats, SourceStats
+from accoil_sync.sync.state import StateStore
 from accoil_sync.traits.names import ObjectKind
 
 # The stored fingerprint of an object planned while it had an invalid row: never equal to a real one, so the
@@ -53,6 +54,25 @@ class Baseline:
             int(objects) if objects is not None else None,
             frozenset(json.loads(columns)) if columns is not None else frozenset(),
         )
+
+
+def load_baselines(state: StateStore) -> dict[ObjectKind, Baseline]:
+    return {
+        kind: Baseline.parse(state.get_fact(objects_fact(kind)), state.get_fact(columns_fact(kind)))
+        for kind in ObjectKind
+    }
+
+
+def save_baselines(
+    state: StateStore, verdicts: Mapping[ObjectKind, RemovalVerdict], stats: SourceStats
+) -> None:
+    """The source as read this run becomes the baseline -- only when it was read completely and its size
+    was not an unexplained drop (``RemovalVerdict.accept``)."""
+    for kind, verdict in verdicts.items():
+        if verdict.accept:
+            s = stats.by_kind[kind]
+            state.set_fact(objects_fact(kind), str(s.objects))
+            state.set_fact(columns_fact(kind), json.dumps(sorted(s.columns)))
 
 
 @dataclass(frozen=True, slots=True)

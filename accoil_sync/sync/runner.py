@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import json
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,9 +24,10 @@ from accoil_sync.sync.engine import DeliveryReport, Engine
 from accoil_sync.sync.guards import (
     Baseline,
     Hold,
-    columns_fact,
-    objects_fact,
+    RemovalVerdict,
+    load_baselines,
     removal_verdict,
+    save_baselines,
     signature_fact,
     thresholds,
 )
@@ -53,6 +53,9 @@ EXIT_INVALID_ROWS = (
 EXIT_HELD = 5  # a destination was held by a safety threshold: nothing was sent to it
 EXIT_INTERRUPTED = 130  # Ctrl-C / SIGTERM: stopped between batches, acknowledged writes kept
 SAMPLE_SIZE = 5
+STOPPED_AT_ONCE = (
+    "stopped at once (a second signal, or shutdown past its grace): acknowledged writes are kept"
+)
 
 ConnectorFactory = Callable[[str, Settings, str], Connector]
 ProgressFactory = Callable[[str, int], Callable[[int], None]]
@@ -208,12 +211,60 @@ def _bulk_allocation() -> Iterator[None]:
         gc.set_threshold(*old)
 
 
-def _configured(settings: Settings, kind: ObjectKind) -> bool:
-    return bool(settings.source.users if kind is ObjectKind.USER else settings.source.accounts)
+def _removal_verdicts(
+    settings: Settings,
+    names: Sequence[str],
+    stage: Stage,
+    baselines: Mapping[ObjectKind, Baseline],
+    allow: bool,
+    result: RunResult,
+) -> dict[ObjectKind, RemovalVerdict]:
+    """Per configured kind, whether absent objects may be removed; the reasons and the sanity warnings go
+    into ``result`` (a kind without a source is never removed: it is not in the returned mapping)."""
+    verdicts = {
+        kind: removal_verdict(kind, stats, baselines[kind], settings.safety, allow=allow)
+        for kind, stats in stage.stats.by_kind.items()
+        if (settings.source.users if kind is ObjectKind.USER else settings.source.accounts)
+    }
+    if any(getattr(settings.destinations, name).removal == "clear" for name in names):
+        for kind, verdict in verdicts.items():
+            if verdict.reason:
+                result.withheld[kind.value] = verdict.reason
+                log.warning("no %s is removed this run: %s", kind.value, verdict.reason)
+    if settings.safety.warnings:
+        result.warnings = sanity_warnings(stage, settings.profiles)
+        for warning in result.warnings:
+            log.warning("%s", warning)
+    return verdicts
 
 
-def _removal_configured(settings: Settings, names: Sequence[str]) -> bool:
-    return any(getattr(settings.destinations, name).removal == "clear" for name in names)
+def _guard(
+    settings: Settings,
+    state: StateStore,
+    planner: Planner,
+    name: str,
+    connector: Connector,
+    allow: bool,
+    result: RunResult,
+) -> list[Hold]:
+    """The thresholds this destination is over (it is then not synced) and the objects it keeps only
+    because removals were withheld; both recorded in ``result``."""
+    cfg = getattr(settings.destinations, name)
+    previous = state.get_fact(signature_fact(name))
+    previews = planner.preview(name, connector.encoder, cfg.removal, connector.capabilities.kinds, previous)
+    if cfg.removal == "clear":
+        kept = sum(p.absent for kind, p in previews.items() if kind.value in result.withheld)
+        if kept:
+            result.kept[name] = kept
+            log.error(
+                "%s: %d object(s) absent from the source were not removed (removals withheld)", name, kept
+            )
+    holds = [] if allow else thresholds(name, cfg, previews)
+    if holds:
+        result.holds[name] = holds
+        for hold in holds:
+            log.error("%s", hold)
+    return holds
 
 
 def select_destinations(settings: Settings, requested: Sequence[str] | None) -> list[str]:
@@ -320,7 +371,7 @@ async def _execute(
     stage: Stage | None = None
     synclog: SyncLog | None = None
     result: RunResult | None = None
-    completed = False
+    completed = cancelled = False
     try:
         if deliver:
             continuity.check(settings, state, accept_new_state=accept_new_state)
@@ -337,28 +388,13 @@ async def _execute(
                 "the state store is new, but earlier deliveries exist (%s): a sync would refuse", found[0]
             )
         stage = Stage(state_dir / "tmp", settings.profiles, run_id)
-        baselines = {
-            kind: Baseline.parse(state.get_fact(objects_fact(kind)), state.get_fact(columns_fact(kind)))
-            for kind in ObjectKind
-        }
+        baselines = load_baselines(state)
         # A column the source had at the last accepted run is required again, unless this run is allowed
         # to drop it (its values are then cleared like any emptied field).
         expected = {kind: () if allow_mass_change else b.columns for kind, b in baselines.items()}
         load_stage(stage, settings.source, expected)
         result = RunResult(run_id, stage.stats, fail_on_invalid_rows=settings.safety.fail_on_invalid_rows)
-        verdicts = {
-            kind: removal_verdict(kind, stats, baselines[kind], settings.safety, allow=allow_mass_change)
-            for kind, stats in stage.stats.by_kind.items()
-            if _configured(settings, kind)
-        }
-        for kind, verdict in verdicts.items():
-            if verdict.reason and _removal_configured(settings, names):
-                result.withheld[kind.value] = verdict.reason
-                log.warning("no %s is removed this run: %s", kind.value, verdict.reason)
-        if settings.safety.warnings:
-            result.warnings = sanity_warnings(stage, settings.profiles)
-            for warning in result.warnings:
-                log.warning("%s", warning)
+        verdicts = _removal_verdicts(settings, names, stage, baselines, allow_mass_change, result)
         result.errors = stage.errors(limit=error_limit)
         result.error_summary = stage.error_summary()
         result.duplicates = [
@@ -391,26 +427,9 @@ async def _execute(
                 connector.bind_source(StageView(stage))
             plan = DestinationPlan(name)
             result.plans[name] = plan
-            dest_cfg = getattr(settings.destinations, name)
-            removal = dest_cfg.removal
-            kinds = connector.capabilities.kinds
-            previous = state.get_fact(signature_fact(name))
-            previews = planner.preview(name, connector.encoder, removal, kinds, previous)
-            holds = [] if allow_mass_change else thresholds(name, dest_cfg, previews)
-            if removal == "clear":
-                kept = sum(p.absent for kind, p in previews.items() if kind.value in result.withheld)
-                if kept:
-                    result.kept[name] = kept
-                    log.error(
-                        "%s: %d object(s) absent from the source were not removed (removals withheld)",
-                        name,
-                        kept,
-                    )
-            if holds:
-                result.holds[name] = holds
-                for hold in holds:
-                    log.error("%s", hold)
-            changes = planner.plan(name, connector.encoder, removal, kinds, plan)
+            removal = getattr(settings.destinations, name).removal
+            holds = _guard(settings, state, planner, name, connector, allow_mass_change, result)
+            changes = planner.plan(name, connector.encoder, removal, connector.capabilities.kinds, plan)
             try:
                 if not deliver:
                     samples: list[Change] = []
@@ -462,13 +481,12 @@ async def _execute(
                 changes.close()
                 await connector.aclose()
         if deliver and not result.halted:
-            for kind, verdict in verdicts.items():
-                if verdict.accept:
-                    stats = stage.stats.by_kind[kind]
-                    state.set_fact(objects_fact(kind), str(stats.objects))
-                    state.set_fact(columns_fact(kind), json.dumps(sorted(stats.columns)))
+            save_baselines(state, verdicts, stage.stats)
         completed = True
         return result
+    except asyncio.CancelledError:
+        cancelled = True  # a second Ctrl-C: stopped at once; what was acknowledged is committed
+        raise
     finally:
         if stage is not None:
             stage.close()
@@ -477,7 +495,12 @@ async def _execute(
         if deliver:
             if result is None or not completed:
                 invalid = result.source.invalid if result else 0
-                state.finish_run(run_id, "failed", EXIT_USAGE, invalid, "the run stopped before it finished")
+                if cancelled:
+                    state.finish_run(run_id, "interrupted", EXIT_INTERRUPTED, invalid, STOPPED_AT_ONCE)
+                else:
+                    state.finish_run(
+                        run_id, "failed", EXIT_USAGE, invalid, "the run stopped before it finished"
+                    )
             else:
                 code = result.exit_code
                 stopped = "; ".join(f"{n}: {d.stopped}" for n, d in result.deliveries.items() if d.stopped)

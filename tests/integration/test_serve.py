@@ -18,6 +18,7 @@ from accoil_sync.serve.alerts import Alerter
 from accoil_sync.serve.app import create_app
 from accoil_sync.serve.scheduler import Busy, Scheduler, Started
 from accoil_sync.sync.lease import Lease
+from accoil_sync.sync.runner import STOPPED_AT_ONCE
 from accoil_sync.sync.state import StateStore
 from accoil_sync.traits.encoders import Encoder, TraitsEncoder
 from accoil_sync.traits.names import ObjectKind
@@ -191,7 +192,7 @@ async def test_shutdown_past_the_grace_abandons_the_batch_and_commits_nothing_of
     (last,) = store.runs(limit=1)
     store.close()
     assert committed == [] and stuck.acked == []
-    assert last.status == "failed" and last.message == "the run stopped before it finished"
+    assert last.status == "interrupted" and last.message == STOPPED_AT_ONCE
 
 
 async def test_a_cron_schedule_starts_runs(examples: object, make_settings: WriteConfig) -> None:

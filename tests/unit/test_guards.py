@@ -6,6 +6,7 @@ sent (nothing cleared), what is said, and the exit code."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,8 @@ import pytest
 from accoil_sync.config.settings import Settings
 from accoil_sync.serve.alerts import assess
 from accoil_sync.sync.runner import EXIT_HELD, EXIT_INTERRUPTED, EXIT_INVALID_ROWS, EXIT_OK, execute
-from accoil_sync.traits import ObjectKind
+from accoil_sync.traits import ObjectKind, TraitsEncoder
+from accoil_sync.traits.encoders import Encoder, HubSpotEncoder, IntercomEncoder
 from tests.conftest import WriteConfig, write
 from tests.unit.test_sync import FakeConnector, run
 
@@ -112,31 +114,52 @@ def test_a_source_much_smaller_than_last_time_removes_nothing_until_allowed(
     assert sorted(c.key for c in allowed.sent if c.op == "clear") == ["u3", "u4", "u5", "u6"]
 
 
+ENCODERS: dict[str, tuple[Encoder, dict[str, object], dict[str, object]]] = {
+    # encoder, what the held run sends for u1, what the run after the fix sends
+    "segment": (TraitsEncoder(), {"Accoil_Default_Score": 11}, {"Accoil_ProductUsage_Score": 34}),
+    "hubspot": (HubSpotEncoder(), {"accoil_default_score": "11"}, {"accoil_productusage_score": "34"}),
+    # Intercom's tags field holds both profiles' segments: it is not shrunk while a profile is held
+    "intercom": (
+        IntercomEncoder("Accoil: "),
+        {"Accoil_Default_Score": 11},
+        {"Accoil_ProductUsage_Score": 34},
+    ),
+}
+
+
+@pytest.mark.parametrize("vendor", sorted(ENCODERS))
 def test_an_invalid_row_in_one_profile_keeps_that_profiles_values(
-    tmp_path: Path, make_settings: WriteConfig
+    tmp_path: Path, make_settings: WriteConfig, vendor: str
 ) -> None:
+    encoder, held_fields, fixed_fields = ENCODERS[vendor]
+
+    def connector() -> FakeConnector:
+        fake = FakeConnector()
+        fake.encoder = encoder  # type: ignore[assignment]
+        return fake
+
     profiles = '[[profiles]]\nname = "Default"\n[[profiles]]\nname = "product usage"\n'
     source = write(
         tmp_path / "users.csv",
         "user_id,score_name,score,segments\nu1,Default,10,A\nu1,product usage,33,B\nu2,Default,20,A\n",
     )
     settings = make_settings(extra=profiles)
-    run(settings, FakeConnector())
+    run(settings, connector())
     write(
         source, "user_id,score_name,score,segments\nu1,Default,11,A\nu1,product usage,930,\nu2,Default,20,A\n"
     )
-    fake = FakeConnector()
+    fake = connector()
     result = run(settings, fake)
-    assert [(c.key, c.fields) for c in fake.sent] == [("u1", {"Accoil_Default_Score": 11})]
+    assert [(c.key, c.fields) for c in fake.sent] == [("u1", held_fields)]
     assert result.plans["jsonl"].counts[ObjectKind.USER].held == 1
     assert result.exit_code == EXIT_INVALID_ROWS
     # fixed at the source: the held profile is planned again and only its real change is sent
     write(
         source, "user_id,score_name,score,segments\nu1,Default,11,A\nu1,product usage,34,B\nu2,Default,20,A\n"
     )
-    fixed = FakeConnector()
+    fixed = connector()
     assert run(settings, fixed).exit_code == EXIT_OK
-    assert [(c.key, c.fields) for c in fixed.sent] == [("u1", {"Accoil_ProductUsage_Score": 34})]
+    assert [(c.key, c.fields) for c in fixed.sent] == [("u1", fixed_fields)]
 
 
 def test_an_invalid_row_never_removes_its_object(users: Path, make_settings: WriteConfig) -> None:
@@ -209,12 +232,18 @@ def test_too_many_removals_are_held_with_a_sample(users: Path, make_settings: Wr
 
 
 def test_sanity_warnings(tmp_path: Path, make_settings: WriteConfig) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    soon = (datetime.now(UTC) + timedelta(hours=2)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    past = "2026-01-05T00:00:00Z"
     write(
         tmp_path / "users.csv",
-        "user_id,score,activation,frequency\n" + "".join(f"u{i},0.{i + 1},40,3\n" for i in range(6)),
+        "user_id,score,activation,frequency,last_active\n"
+        + "".join(f"u{i},0.{i + 1},40,{i % 3},{soon if i == 0 else past}\n" for i in range(6)),
     )
     result = run(make_settings(), FakeConnector(), deliver=False)
     text = "\n".join(result.warnings)
+    assert "1 users row(s) have a last_active date in the future" in text
     assert "every score of the users is between 0 and 1" in text
     assert "activation is 40 in all 6 users rows" in text
     assert "profile 'Default' has no window_days set" in text
@@ -338,3 +367,76 @@ def test_the_card_keeps_a_held_profile_it_showed(tmp_path: Path, make_settings: 
     write(source, "user_id,score_name,score\nu1,Default,11\nu1,product usage,930\n")
     assert asyncio.run(execute(settings, deliver=True, destinations=["card"])).exit_code == EXIT_INVALID_ROWS
     assert card() == {"Default": {"score": 11}, "ProductUsage": {"score": 33}}
+
+
+def test_a_second_signal_stops_at_once_and_is_still_recorded_as_interrupted(
+    users: Path, make_settings: WriteConfig
+) -> None:
+    import os
+    import signal
+    from collections.abc import Sequence
+
+    import typer
+
+    from accoil_sync import cli
+    from accoil_sync.connectors import Change, Outcome
+    from accoil_sync.sync.state import StateStore
+
+    class Stuck(FakeConnector):
+        async def deliver(self, kind: ObjectKind, batch: Sequence[Change]) -> list[Outcome]:
+            os.kill(os.getpid(), signal.SIGINT)
+            await asyncio.sleep(0.05)
+            os.kill(os.getpid(), signal.SIGINT)
+            await asyncio.sleep(5)  # a vendor that does not answer
+            return await super().deliver(kind, batch)
+
+    settings = make_settings()
+    with pytest.raises(typer.Exit) as stopped:
+        cli._run(settings, deliver=True, connector_factory=lambda *_: Stuck())
+    assert stopped.value.exit_code == EXIT_INTERRUPTED
+    store = StateStore(settings.state.path)
+    (last,) = store.runs(1)
+    store.close()
+    assert (last.status, last.exit_code) == ("interrupted", EXIT_INTERRUPTED)
+
+
+@pytest.fixture
+def restored_logging() -> Iterator[None]:
+    """The CLI, run in-process, sets up the package's log handlers on streams that close after it."""
+    import logging
+
+    names = ("accoil_sync", "httpx", "httpcore", "uvicorn")
+    saved = {
+        n: (list(logging.getLogger(n).handlers), logging.getLogger(n).level, logging.getLogger(n).propagate)
+        for n in names
+    }
+    yield
+    for n, (handlers, level, propagate) in saved.items():
+        logger = logging.getLogger(n)
+        logger.handlers[:] = handlers
+        logger.setLevel(level)
+        logger.propagate = propagate
+
+
+@pytest.mark.usefixtures("restored_logging")
+def test_the_cli_prints_the_same_verdict_in_plan_and_sync_and_allow_mass_change_lets_it_through(
+    users: Path, make_settings: WriteConfig
+) -> None:
+    from typer.testing import CliRunner
+
+    from accoil_sync.cli import app
+
+    make_settings()  # writes accoil-sync.toml (jsonl destination) in the working directory
+    write(users, many(20))
+    cli = CliRunner()
+    assert cli.invoke(app, ["sync", "-c", "accoil-sync.toml"]).exit_code == EXIT_OK
+    write(users, many(20, score=42))
+    planned = cli.invoke(app, ["plan", "-c", "accoil-sync.toml"])
+    synced_out = cli.invoke(app, ["sync", "-c", "accoil-sync.toml"])
+    assert planned.exit_code == synced_out.exit_code == EXIT_HELD
+    words = "20 of the 20 users it holds would be changed (100.0% > 90%"
+    assert words in " ".join(planned.stdout.split()) and words in " ".join(synced_out.stdout.split())
+    assert "would be held:" in planned.stdout and "held:" in synced_out.stdout
+    allowed = cli.invoke(app, ["sync", "-c", "accoil-sync.toml", "--allow-mass-change", "--json"])
+    assert allowed.exit_code == EXIT_OK
+    assert '"ok": 20' in allowed.stdout
