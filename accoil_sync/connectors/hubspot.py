@@ -186,9 +186,10 @@ class HubSpotConnector:
         outcomes: dict[str, Outcome] = {}
         updates: list[_Write] = []
         unknown: list[Change] = []
+        refused = self._claim_all(kind, [(c.key, c.dest_id) for c in batch if c.dest_id])
         for change in batch:
             if change.dest_id:
-                if owner := self.ownership.claim(kind, change.key, change.dest_id):
+                if owner := refused.get(change.key):
                     outcomes[change.key] = Outcome.conflict(change.key, owner, change.dest_id, "HubSpot")
                 else:
                     updates.append(_Write(change, {"id": change.dest_id}, dict(change.fields)))
@@ -215,6 +216,21 @@ class HubSpotConnector:
         for outcome in results:
             outcomes[outcome.key] = outcome
         return [outcomes[c.key] for c in batch]
+
+    def _claim_all(self, kind: ObjectKind, pairs: list[tuple[str, str]]) -> dict[str, str]:
+        """Claim each (key, record id); returns key -> the other owner, for the claims refused. One state
+        query for the batch: in steady state every stored id is already its key's."""
+        owners = self.ownership.owners(kind, [d for _, d in pairs])
+        refused: dict[str, str] = {}
+        for key, dest_id in pairs:
+            owner = owners.get(dest_id)
+            if owner is None:
+                owner = self.ownership.claim(kind, key, dest_id)
+            if owner is not None and owner != key:
+                refused[key] = owner
+            else:
+                owners[dest_id] = key
+        return refused
 
     def _check_daily(self) -> None:
         left = self.daily.get("remaining")
@@ -435,7 +451,6 @@ class HubSpotConnector:
                     out[change.key] = Resolution(
                         change.key, _verdict(reported), match.dest_id, reported.reason
                     )
-        self._email_owner.clear()  # a plan claims nothing
         return [out[c.key] for c in batch]
 
     def _plan_claim(

@@ -310,3 +310,15 @@ def test_plan_resolve_counts_verdicts_before_anything_is_written(
         "conflict": 1,
     }
     assert resolved["counts"]["account"]["update"] == 5
+
+
+def test_emulate_messy_seeds_from_the_configured_source(make_settings: WriteConfig, tmp_path: Path) -> None:
+    from accoil_sync.emulator.messy import source_rows
+
+    write(tmp_path / "users.csv", USERS)
+    write(tmp_path / "accounts.csv", ACCOUNTS)
+    users, accounts = source_rows(make_settings("users.csv", "accounts.csv"))
+    assert users[0] == {"user_id": "u01", "email": "a1@acme.io", "domain": None, "name": None}
+    assert {a["account_id"]: a["domain"] for a in accounts}["acc_g"] == "https://www.shared.io/"
+    made = Emulator("clean").seed_messy(users, accounts)["hubspot"]
+    assert set(made["existing_contacts"]) == {"u01", "u05"} and set(made["ambiguous_domain"]) == {"acc_b"}
