@@ -409,22 +409,25 @@ class HubSpotConnector:
         claims: dict[str, str] = {}
         lookup: list[Change] = [c for c in batch if not c.dest_id and c.record is not None]
         if stored:
-            survivors = await self.identity.survivors(kind, [c.dest_id for c in stored if c.dest_id])
+            emails = ["email", "hs_additional_emails"] if kind is ObjectKind.USER else []
+            read = await self.identity.read_ids(kind, [c.dest_id for c in stored if c.dest_id], emails)
             for change in stored:
                 assert change.dest_id is not None
-                new = survivors.get(change.dest_id)
-                if new is None:
+                answer = read.get(change.dest_id)
+                if answer is None:
                     if change.record is None:
                         out[change.key] = Resolution(
                             change.key, "update", None, "record gone: nothing to clear"
                         )
                     else:
                         lookup.append(change)
-                else:
-                    detail = (
-                        None if new == change.dest_id else f"stored id {change.dest_id} merged into {new}"
-                    )
-                    out[change.key] = self._plan_claim(kind, change.key, new, claims, detail)
+                    continue
+                new, props = answer
+                notes = [] if new == change.dest_id else [f"stored id {change.dest_id} merged into {new}"]
+                if kind is ObjectKind.USER and change.record is not None:
+                    notes += _email_moved(change.record.email, props)
+                detail = "; ".join(notes) or None
+                out[change.key] = self._plan_claim(kind, change.key, new, claims, detail)
         for change in batch:
             if not change.dest_id and change.record is None:
                 out[change.key] = Resolution(
@@ -477,6 +480,19 @@ def _reported(key: str, match: Match, create_missing: bool) -> Outcome:
         return Outcome.reject(key, match.detail, "invalid")
     hint = "" if create_missing else "; not created because destinations.hubspot.create_missing is off"
     return Outcome.reject(key, f"not found: {match.detail}{hint}", "not_found")
+
+
+def _email_moved(email: str | None, props: dict[str, Any]) -> list[str]:
+    """A note when the source's email is no longer the contact's: the object keeps its record anyway."""
+    wanted = normalise_email(email)
+    there = normalise_email(props.get("email"))
+    extra = str(props.get("hs_additional_emails") or "").lower().split(";")
+    if not wanted or wanted == there or wanted in extra:
+        return []
+    return [
+        f"the source's email is now {wanted!r}, the contact's is {there!r}: it keeps this contact (identity is "
+        "the key; docs/IDENTITY.md says how to re-match)"
+    ]
 
 
 def _verdict(outcome: Outcome | None) -> Any:

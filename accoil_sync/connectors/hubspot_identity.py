@@ -242,24 +242,29 @@ class HubSpotIdentity:
         """For stored record ids that HubSpot no longer writes to: id -> the id of the record that survived
         its merge (a read of a merged-away id answers with the survivor, whose ``hs_merged_object_ids``
         lists it), or None when the record is gone (deleted)."""
-        out: dict[str, str | None] = dict.fromkeys(ids)
+        return {old: found[0] if found else None for old, found in (await self.read_ids(kind, ids)).items()}
+
+    async def read_ids(
+        self, kind: ObjectKind, ids: list[str], properties: Sequence[str] = ()
+    ) -> dict[str, tuple[str, dict[str, Any]] | None]:
+        """Stored id -> (the id of the record that answers for it, its ``properties``), or None when gone."""
+        out: dict[str, tuple[str, dict[str, Any]] | None] = dict.fromkeys(ids)
         for start in range(0, len(ids), READ_BATCH):
             chunk = ids[start : start + READ_BATCH]
             response = await self.transport.request(
                 "POST",
                 f"/crm/v3/objects/{OBJECT_TYPES[kind]}/batch/read",
                 json={
-                    "properties": ["hs_merged_object_ids"],
+                    "properties": ["hs_merged_object_ids", *properties],
                     "propertiesWithHistory": [],
                     "inputs": [{"id": i} for i in chunk],
                 },
             )
             for result in response.json().get("results", []):
                 rid = str(result["id"])
-                merged = str((result.get("properties") or {}).get("hs_merged_object_ids") or "").split(";")
+                props = result.get("properties") or {}
+                merged = str(props.get("hs_merged_object_ids") or "").split(";")
                 for old in chunk:
-                    if old != rid and old in merged:
-                        out[old] = rid
-                    elif old == rid:
-                        out[old] = rid  # it exists after all (a transient miss)
+                    if old == rid or old in merged:
+                        out[old] = (rid, props)
         return out

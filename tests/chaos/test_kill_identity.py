@@ -4,10 +4,7 @@ an email or a domain are reported, not written. Bounded: 8 kill points, 600 user
 
 from __future__ import annotations
 
-import os
 import random
-import signal
-import subprocess
 import time
 from pathlib import Path
 
@@ -15,7 +12,7 @@ import pytest
 
 from accoil_sync.config.settings import load_settings
 from accoil_sync.emulator import Emulator
-from tests.chaos.harness import SECRETS, SEED, run_sync, sync_command
+from tests.chaos.harness import SECRETS, SEED, kill_at_random_points, run_sync
 from tests.integration.test_hubspot_identity import check_ownership, rows, state_rows
 
 USERS, ACCOUNTS, KILL_POINTS = 600, 60, 8
@@ -53,20 +50,9 @@ def test_kill_nine_keeps_hubspot_ownership_unique(
         f'[destinations.hubspot]\nenabled = true\nbase_url = "{served}/hubspot"\ncreate_missing = true\n'
         "max_concurrency = 4\n"
     )
-    env = {**os.environ, **SECRETS}
-    rng = random.Random(SEED)
-    kills, runs, started = 0, 0, time.monotonic()
-    while kills < KILL_POINTS:
-        runs += 1
-        proc = subprocess.Popen(
-            sync_command(config), cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        time.sleep(rng.uniform(0.3, 2.0))
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-            kills += 1
-        proc.wait()
-        assert runs < 60 and time.monotonic() - started < 120, "the sync never got far enough to be killed"
+    started = time.monotonic()
+    kill_at_random_points(config, KILL_POINTS, random.Random(SEED), 0.3, 2.0, max_runs=60)
+    assert time.monotonic() - started < 180
     final = run_sync(config)
     assert final.returncode in (0, 1), final.stderr[-2000:]  # 1: the reported conflicts and ambiguities
 

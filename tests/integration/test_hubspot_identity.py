@@ -298,7 +298,7 @@ def test_plan_resolve_counts_verdicts_before_anything_is_written(
     # After the sync, a changed run resolves from the stored ids: one read per kind, everything "update"
     # except the reported ones.
     run(settings, Recorder())
-    write(tmp_path / "users.csv", bump(USERS, 1))
+    write(tmp_path / "users.csv", bump(USERS, 1, u07="e7-new@x.io"))
     write(tmp_path / "accounts.csv", bump(ACCOUNTS, 1))
     rec.requests.clear()
     resolved = plan()
@@ -310,6 +310,9 @@ def test_plan_resolve_counts_verdicts_before_anything_is_written(
         "conflict": 1,
     }
     assert resolved["counts"]["account"]["update"] == 5
+    moved = {r["key"]: r for r in resolved["reported"]}["u07"]
+    assert moved["verdict"] == "update" and "e7-new@x.io" in moved["detail"]
+    assert "keeps this contact" in moved["detail"]
 
 
 def test_emulate_messy_seeds_from_the_configured_source(make_settings: WriteConfig, tmp_path: Path) -> None:
