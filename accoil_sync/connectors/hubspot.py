@@ -365,6 +365,14 @@ class HubSpotConnector:
             )
         except PermanentError as exc:
             reason = _reason(exc)
+            gone = _missing_ids(reason, items) if mode == "update" else set()
+            if gone and len(gone) < len(items):
+                # The whole batch failed for ids HubSpot names as unknown (stale): those are healed by the
+                # caller, the rest is sent again at once -- no bisection for a dead id.
+                stale = [w for w in items if w.ident["id"] in gone]
+                return [Outcome.reject(w.change.key, reason, "not_found") for w in stale] + await self._send(
+                    kind, mode, [w for w in items if w.ident["id"] not in gone]
+                )
             if len(items) == 1 or _DRIFT.search(reason):
                 # One record, or a property every record carries is gone (halving would not isolate it).
                 return [Outcome.reject(w.change.key, reason, _reason_class(reason, mode)) for w in items]
@@ -501,6 +509,14 @@ def _verdict(outcome: Outcome | None) -> Any:
 
 
 _DRIFT = re.compile(r"PROPERTY_DOESNT_EXIST|does not exist|INVALID_OPTION|was not one of the allowed options")
+
+
+def _missing_ids(reason: str, items: list[_Write]) -> set[str]:
+    """The batch's record ids a whole-batch OBJECT_NOT_FOUND answer names."""
+    if "OBJECT_NOT_FOUND" not in reason and "not found" not in reason.lower():
+        return set()
+    named = set(re.findall(r"\d+", reason))
+    return {w.ident["id"] for w in items if w.ident["id"] in named}
 
 
 def _drifted(outcome: Outcome) -> bool:
