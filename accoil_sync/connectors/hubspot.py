@@ -17,7 +17,6 @@ whole is split in halves until the bad record stands alone.
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -29,10 +28,20 @@ import httpx
 from accoil_sync.config.models import HubSpotDestination, ProfileConfig
 from accoil_sync.connectors.base import Capabilities, Change, Outcome, Resolution
 from accoil_sync.connectors.http import RateLimiter, RetryPolicy, Transport
+from accoil_sync.connectors.hubspot_answers import (
+    CONFLICT_HINT,
+    DRIFT,
+    drifted,
+    email_moved,
+    missing_ids,
+    reason_class,
+    reason_text,
+    reported,
+    verdict,
+)
 from accoil_sync.connectors.hubspot_identity import (
     OBJECT_TYPES,
     HubSpotIdentity,
-    Match,
     normalise_domain,
     normalise_email,
 )
@@ -41,8 +50,6 @@ from accoil_sync.errors import DestinationUnavailable, PermanentError
 from accoil_sync.sync.identity import Ownership
 from accoil_sync.traits.encoders import Encoder, HubSpotEncoder, hubspot_option_value, hubspot_property
 from accoil_sync.traits.names import Metric, ObjectKind
-
-CONFLICT_HINT = "nothing was written (see docs/IDENTITY.md)"
 
 MAX_BATCH = 100
 TIER_PER_10S = {
@@ -204,15 +211,15 @@ class HubSpotConnector:
             await self._place(kind, unknown, updates, creates, outcomes)
         seen = self.schema.rechecks
         results = await self._update(kind, updates) + await self._send(kind, "upsert", creates)
-        drifted = {o.key for o in results if _drifted(o)}
-        if drifted:
+        gone = {o.key for o in results if drifted(o)}
+        if gone:
             # Our property or option was archived in HubSpot after the schema was cached: check the schema
             # again and send the affected records once more, in this run.
             await self.schema.recheck(OBJECT_TYPES, seen)
-            await self._ensure_options(OBJECT_TYPES[kind], [c for c in batch if c.key in drifted])
-            results = [o for o in results if o.key not in drifted]
-            results += await self._update(kind, [w for w in updates if w.change.key in drifted])
-            results += await self._send(kind, "upsert", [w for w in creates if w.change.key in drifted])
+            await self._ensure_options(OBJECT_TYPES[kind], [c for c in batch if c.key in gone])
+            results = [o for o in results if o.key not in gone]
+            results += await self._update(kind, [w for w in updates if w.change.key in gone])
+            results += await self._send(kind, "upsert", [w for w in creates if w.change.key in gone])
         for outcome in results:
             outcomes[outcome.key] = outcome
         return [outcomes[c.key] for c in batch]
@@ -267,7 +274,7 @@ class HubSpotConnector:
                     assert problem is not None
                     outcomes[key] = problem
             else:
-                outcomes[key] = _reported(key, match, self.cfg.create_missing)
+                outcomes[key] = reported(key, match, self.cfg.create_missing)
 
     def _creation(self, kind: ObjectKind, change: Change) -> tuple[_Write | None, Outcome | None]:
         """A new record for a key the lookup did not find, carrying what identifies it in HubSpot."""
@@ -334,9 +341,9 @@ class HubSpotConnector:
                 lost.append(replace(change, dest_id=None))
         creates: list[_Write] = []
         if lost:
-            reported: dict[str, Outcome] = {}
-            await self._place(kind, lost, again, creates, reported)
-            kept += reported.values()
+            found_out: dict[str, Outcome] = {}
+            await self._place(kind, lost, again, creates, found_out)
+            kept += found_out.values()
         return (
             kept + await self._update(kind, again, healing=True) + await self._send(kind, "upsert", creates)
         )
@@ -364,8 +371,8 @@ class HubSpotConnector:
                 "POST", f"/crm/v3/objects/{object_type}/batch/{mode}", json={"inputs": inputs}
             )
         except PermanentError as exc:
-            reason = _reason(exc)
-            gone = _missing_ids(reason, items) if mode == "update" else set()
+            reason = reason_text(exc)
+            gone = missing_ids(reason, [w.ident["id"] for w in items]) if mode == "update" else set()
             if gone and len(gone) < len(items):
                 # The whole batch failed for ids HubSpot names as unknown (stale): those are healed by the
                 # caller, the rest is sent again at once -- no bisection for a dead id.
@@ -373,9 +380,9 @@ class HubSpotConnector:
                 return [Outcome.reject(w.change.key, reason, "not_found") for w in stale] + await self._send(
                     kind, mode, [w for w in items if w.ident["id"] not in gone]
                 )
-            if len(items) == 1 or _DRIFT.search(reason):
+            if len(items) == 1 or DRIFT.search(reason):
                 # One record, or a property every record carries is gone (halving would not isolate it).
-                return [Outcome.reject(w.change.key, reason, _reason_class(reason, mode)) for w in items]
+                return [Outcome.reject(w.change.key, reason, reason_class(reason, mode)) for w in items]
             # The whole batch failed for something in it: halve until the bad record stands alone.
             half = len(items) // 2
             return await self._send(kind, mode, items[:half]) + await self._send(kind, mode, items[half:])
@@ -386,7 +393,7 @@ class HubSpotConnector:
             category = error.get("category", "error")
             text = f"{category}: {error.get('message', '')}"[:600]
             for trace in (error.get("context") or {}).get("objectWriteTraceId", []):
-                errors[trace] = (text, _reason_class(text, mode))
+                errors[trace] = (text, reason_class(text, mode))
         outcomes = []
         for write in items:
             key = write.change.key
@@ -433,7 +440,7 @@ class HubSpotConnector:
                 new, props = answer
                 notes = [] if new == change.dest_id else [f"stored id {change.dest_id} merged into {new}"]
                 if kind is ObjectKind.USER and change.record is not None:
-                    notes += _email_moved(change.record.email, props)
+                    notes += email_moved(change.record.email, props)
                 detail = "; ".join(notes) or None
                 out[change.key] = self._plan_claim(kind, change.key, new, claims, detail)
         for change in batch:
@@ -454,14 +461,12 @@ class HubSpotConnector:
                         Resolution(change.key, "create")
                         if write
                         else Resolution(
-                            change.key, _verdict(problem), None, problem.reason if problem else None
+                            change.key, verdict(problem), None, problem.reason if problem else None
                         )
                     )
                 else:
-                    reported = _reported(change.key, match, self.cfg.create_missing)
-                    out[change.key] = Resolution(
-                        change.key, _verdict(reported), match.dest_id, reported.reason
-                    )
+                    report = reported(change.key, match, self.cfg.create_missing)
+                    out[change.key] = Resolution(change.key, verdict(report), match.dest_id, report.reason)
         return [out[c.key] for c in batch]
 
     def _plan_claim(
@@ -476,60 +481,3 @@ class HubSpotConnector:
     async def aclose(self) -> None:
         self.ownership.close()
         await self.transport.aclose()
-
-
-def _reported(key: str, match: Match, create_missing: bool) -> Outcome:
-    """The rejection for a key whose lookup found nothing to write to."""
-    if match.verdict == "conflict":
-        return Outcome.reject(key, f"conflict: {match.detail}; {CONFLICT_HINT}", "conflict")
-    if match.verdict == "ambiguous":
-        return Outcome.reject(key, match.detail, "ambiguous")
-    if match.verdict == "invalid":
-        return Outcome.reject(key, match.detail, "invalid")
-    hint = "" if create_missing else "; not created because destinations.hubspot.create_missing is off"
-    return Outcome.reject(key, f"not found: {match.detail}{hint}", "not_found")
-
-
-def _email_moved(email: str | None, props: dict[str, Any]) -> list[str]:
-    """A note when the source's email is no longer the contact's: the object keeps its record anyway."""
-    wanted = normalise_email(email)
-    there = normalise_email(props.get("email"))
-    extra = str(props.get("hs_additional_emails") or "").lower().split(";")
-    if not wanted or wanted == there or wanted in extra:
-        return []
-    return [
-        f"the source's email is now {wanted!r}, the contact's is {there!r}: it keeps this contact (identity is "
-        "the key; docs/IDENTITY.md says how to re-match)"
-    ]
-
-
-def _verdict(outcome: Outcome | None) -> Any:
-    cls = outcome.reason_class if outcome else None
-    return cls if cls in ("conflict", "ambiguous") else "not_found"
-
-
-_DRIFT = re.compile(r"PROPERTY_DOESNT_EXIST|does not exist|INVALID_OPTION|was not one of the allowed options")
-
-
-def _missing_ids(reason: str, items: list[_Write]) -> set[str]:
-    """The batch's record ids a whole-batch OBJECT_NOT_FOUND answer names."""
-    if "OBJECT_NOT_FOUND" not in reason and "not found" not in reason.lower():
-        return set()
-    named = set(re.findall(r"\d+", reason))
-    return {w.ident["id"] for w in items if w.ident["id"] in named}
-
-
-def _drifted(outcome: Outcome) -> bool:
-    """HubSpot refused a write because a property or option accoil-sync knew of is gone."""
-    return outcome.reason_class == "invalid" and bool(_DRIFT.search(outcome.reason or ""))
-
-
-def _reason_class(text: str, mode: str) -> Any:
-    """HubSpot's word for an id it does not know, on a write by id, means the stored id went stale."""
-    if mode == "update" and ("OBJECT_NOT_FOUND" in text or "Object not found" in text):
-        return "not_found"
-    return "invalid"
-
-
-def _reason(exc: PermanentError) -> str:
-    return (exc.vendor_reason or str(exc))[:600]
