@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+import json
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -325,3 +326,32 @@ def test_emulate_messy_seeds_from_the_configured_source(make_settings: WriteConf
     assert {a["account_id"]: a["domain"] for a in accounts}["acc_g"] == "https://www.shared.io/"
     made = Emulator("clean").seed_messy(users, accounts)["hubspot"]
     assert set(made["existing_contacts"]) == {"u01", "u05"} and set(made["ambiguous_domain"]) == {"acc_b"}
+
+
+def test_plan_resolve_on_the_command_line(served: str, emulator: Emulator, tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    emulator.seed_messy(rows(USERS), rows(ACCOUNTS))
+    write(tmp_path / "users.csv", USERS)
+    write(tmp_path / "accounts.csv", ACCOUNTS)
+    section = destination_section(served, "hubspot", create_missing=False)
+    write(
+        tmp_path / "c.toml",
+        '[source]\nusers = "users.csv"\naccounts = "accounts.csv"\n[state]\npath = "state/state.db"\n'
+        + section,
+    )
+    env = {**os.environ, "ACCOIL_SYNC_DESTINATIONS__HUBSPOT__ACCESS_TOKEN": "pat-test", "COLUMNS": "200"}
+
+    def plan(*extra: str) -> subprocess.CompletedProcess[str]:
+        args = [sys.executable, "-m", "accoil_sync", "plan", "-c", "c.toml", "--resolve", *extra]
+        return subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, check=False)
+
+    table = plan()
+    assert table.returncode in (0, 1), table.stderr
+    assert "Resolve (read-only lookups)" in table.stdout
+    assert "'u06': conflict" in table.stdout and "u05" in table.stdout
+    data = json.loads(plan("--json").stdout)
+    counts = data["destinations"]["hubspot"]["resolve"]["counts"]
+    assert counts["user"] == {"update": 4, "create": 0, "not_found": 4, "ambiguous": 0, "conflict": 1}
