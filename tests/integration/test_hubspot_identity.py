@@ -355,3 +355,35 @@ def test_plan_resolve_on_the_command_line(served: str, emulator: Emulator, tmp_p
     data = json.loads(plan("--json").stdout)
     counts = data["destinations"]["hubspot"]["resolve"]["counts"]
     assert counts["user"] == {"update": 4, "create": 0, "not_found": 4, "ambiguous": 0, "conflict": 1}
+
+
+@pytest.mark.parametrize("fill", [False, True])
+def test_names_and_domains_of_matched_companies_are_filled_only_when_asked_and_empty(
+    served: str,
+    make_settings: WriteConfig,
+    emulator: Emulator,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    fill: bool,
+) -> None:
+    monkeypatch.setenv("ACCOIL_SYNC_DESTINATIONS__HUBSPOT__ACCESS_TOKEN", "pat-test")
+    hub = emulator.hubspot
+    nameless, _ = hub._write("companies", None, {"domain": "a.io"})
+    named, _ = hub._write("companies", None, {"domain": "b.io", "name": "Sales' name"})
+    write(tmp_path / "accounts.csv", "account_id,name,domain,score\nacc_a,Alpha,a.io,1\nacc_b,Beta,b.io,2\n")
+    section = destination_section(served, "hubspot", fill_company_details=fill)
+    settings = make_settings(None, "accounts.csv", section)
+    run(settings, Recorder())
+    companies = hub.state()["companies"]
+    assert companies[nameless["id"]].get("name") == ("Alpha" if fill else None)
+    assert companies[named["id"]]["name"] == "Sales' name"  # never overwritten
+    # A later change writes metrics only: names and domains are not sent again (nor cleared).
+    hub._write("companies", hub.objects["companies"][named["id"]], {"name": "Renamed by sales"})
+    write(
+        tmp_path / "accounts.csv", "account_id,name,domain,score\nacc_a,Alpha2,a.io,3\nacc_b,Beta2,b.io,4\n"
+    )
+    rec = Recorder()
+    run(settings, rec)
+    assert hub.state()["companies"][named["id"]]["name"] == "Renamed by sales"
+    sent = [i["properties"] for _, _, body in rec.writes() for i in (body or {}).get("inputs", [])]
+    assert sent and all(set(p) == {SCORE} for p in sent)
