@@ -411,19 +411,10 @@ async def test_an_archived_property_makes_writes_naming_it_fail(client: httpx.As
     await setup_schema(client)
     r = await client.delete(f"{BASE}/properties/contacts/accoil_default_score", headers=H)
     assert r.status_code == 204
+    item = {"id": "a@x.io", "idProperty": "email", "objectWriteTraceId": "u1"}
+    score = {"accoil_default_score": "5"}
     r = await client.post(
-        f"{BASE}/objects/contacts/batch/upsert",
-        headers=H,
-        json={
-            "inputs": [
-                {
-                    "id": "a@x.io",
-                    "idProperty": "email",
-                    "objectWriteTraceId": "u1",
-                    "properties": {"accoil_default_score": "5"},
-                }
-            ]
-        },
+        f"{BASE}/objects/contacts/batch/upsert", headers=H, json={"inputs": [{**item, "properties": score}]}
     )
     error = r.json()["errors"][0]
     assert r.status_code == 207 and error["errors"][0]["code"] == "PROPERTY_DOESNT_EXIST"
