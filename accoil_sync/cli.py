@@ -583,6 +583,16 @@ def emulate(
         Path | None,
         typer.Option("--persist", help="SQLite file that keeps the vendors' holdings across restarts."),
     ] = None,
+    messy: Annotated[
+        bool,
+        typer.Option(
+            "--messy",
+            help="Start with CRMs that already hold data, made from the configured source's rows "
+            "(pre-existing records without our keys, case-variant and additional emails, shared domains, "
+            "deleted records).",
+        ),
+    ] = False,
+    config: ConfigOption = None,
 ) -> None:
     """Serve local Segment, Intercom and HubSpot look-alikes (base URLs /segment, /intercom, /hubspot)."""
     from accoil_sync.emulator import Emulator
@@ -593,6 +603,17 @@ def emulate(
     except ValueError as exc:
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(EXIT_USAGE) from None
+    if messy:
+        from accoil_sync.emulator.messy import source_rows
+
+        with _user_errors():
+            users, accounts = source_rows(load_settings(config))
+        made = emulator.seed_messy(users, accounts)
+        for vendor, manifest in made.items():
+            counts = ", ".join(
+                f"{len(v)} {k.replace('_', ' ')}" for k, v in manifest.items() if isinstance(v, dict)
+            )
+            err.print(f"messy {vendor}: {counts}", markup=False)
     base = f"http://{host}:{port}"
     err.print(
         f"emulator ({profile}) on {base}: segment {base}/segment, intercom {base}/intercom, "

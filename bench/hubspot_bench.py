@@ -1,11 +1,13 @@
 """HubSpot delivery at the Professional tier's limit (190 requests / 10 s): accoil-sync against the obvious
 script (hubspot-api-client, one contact per call), same emulator, same run.
 
-    python bench/hubspot_bench.py --contacts 50000 --baseline 1000
+    python bench/hubspot_bench.py --contacts 50000 --new 5000 --baseline 1000
 
-1. accoil-sync creates the contacts (upsert by email), 2. every score changes, 3. accoil-sync syncs again
-(measured: batch/update by the HubSpot ids kept in state). The baseline updates --baseline contacts one
-call at a time with a sleep-and-retry on 429, as such scripts do; its rate is what is compared.
+1. accoil-sync creates the contacts (a first sync: looked up by email, then created by upsert on email),
+2. every score changes and accoil-sync syncs again (measured: batch/update by the HubSpot ids kept in
+state), 3. an unchanged re-run (must send nothing: the schema comes from its cache), 4. every contact moves
+to another segment (existing options), 5. --new contacts join (a first sync for them). The baseline updates
+--baseline contacts one call at a time with a sleep-and-retry on 429, as such scripts do.
 """
 
 from __future__ import annotations
@@ -24,11 +26,16 @@ from emulated import emulator_process, state
 CEILING_PER_S = 100 * 190 / 10  # 100 records per batch x 190 requests per 10 s
 
 
-def write_users(path: Path, n: int, bump: int) -> None:
+SEGMENTS = ("Engaged", "At Risk", "Champions")
+
+
+def write_users(path: Path, n: int, bump: int, shift: int = 0) -> None:
+    """``bump`` changes every score, ``shift`` moves every contact to another segment."""
     with path.open("w") as fh:
         fh.write("user_id,email,score,segments,activation\n")
         for i in range(n):
-            fh.write(f"u{i},user{i}@example.com,{(i + bump) % 101},Engaged,{(i * 7 + bump) % 101}\n")
+            segment = SEGMENTS[(i + shift) % len(SEGMENTS)]
+            fh.write(f"u{i},user{i}@example.com,{(i + bump) % 101},{segment},{(i * 7 + bump) % 101}\n")
 
 
 def run_accoil(directory: Path, url: str) -> dict[str, float]:
@@ -36,7 +43,8 @@ def run_accoil(directory: Path, url: str) -> dict[str, float]:
     from accoil_sync.sync.runner import execute
 
     settings = load_settings(directory / "hubspot.toml")
-    before = state(url)["hubspot"]["requests"]["total"]
+    before_all = state(url)["hubspot"]["requests"]
+    before = before_all["total"]
     start = time.perf_counter()
     result = asyncio.run(execute(settings, deliver=True))
     seconds = time.perf_counter() - start
@@ -51,6 +59,11 @@ def run_accoil(directory: Path, url: str) -> dict[str, float]:
         "share_of_ceiling": round(ok / seconds / CEILING_PER_S, 3),
         "requests": requests,
         "requests_per_record": round(requests / max(ok, 1), 5),
+        "by_endpoint": {
+            k: v - before_all["by_endpoint"].get(k, 0)
+            for k, v in after["by_endpoint"].items()
+            if v != before_all["by_endpoint"].get(k, 0)
+        },
     }
 
 
@@ -89,6 +102,7 @@ def run_baseline(url: str, n: int) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--contacts", type=int, default=50_000)
+    parser.add_argument("--new", type=int, default=5_000)
     parser.add_argument("--baseline", type=int, default=1_000)
     args = parser.parse_args()
     os.environ["ACCOIL_SYNC_DESTINATIONS__HUBSPOT__ACCESS_TOKEN"] = "pat-bench"
@@ -102,11 +116,22 @@ def main() -> None:
         )
         write_users(directory / "users.csv", args.contacts, 0)
         created = run_accoil(directory, url)
-        print(f"{'create (upsert by email)':>34}: {created}")
+        print(f"{'first sync (lookup + create)':>34}: {created}")
         write_users(directory / "users.csv", args.contacts, 1)
         time.sleep(10)  # a scheduled run starts after the previous one's window has passed
         changed = run_accoil(directory, url)
         print(f"{'update every contact (measured)':>34}: {changed}")
+        unchanged = run_accoil(directory, url)
+        print(f"{'unchanged re-run':>34}: {unchanged}")
+        assert unchanged["requests"] == 0, "an unchanged re-run must send HubSpot nothing"
+        write_users(directory / "users.csv", args.contacts, 1, shift=1)
+        time.sleep(10)
+        reshuffled = run_accoil(directory, url)
+        print(f"{'segment reshuffle (measured)':>34}: {reshuffled}")
+        write_users(directory / "users.csv", args.contacts + args.new, 1, shift=1)
+        time.sleep(10)
+        new = run_accoil(directory, url)
+        print(f"{'new records (first sync)':>34}: {new}")
         baseline = run_baseline(url, args.baseline)
         print(f"{'hubspot-api-client, 1 per call':>34}: {baseline}")
         print(

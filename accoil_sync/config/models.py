@@ -267,6 +267,10 @@ class HubSpotDestination(DestinationBase):
     company_id_property: str = Field("accoil_account_id", pattern=r"^[a-z][a-z0-9_]{0,98}$")
     create_missing: bool = False
     property_group: str = Field("accoil", pattern=r"^[a-z][a-z0-9_]{0,98}$")
+    fill_company_details: bool = Field(
+        False,
+        description="write the source's name and domain on a matched company that has none (never overwrites)",
+    )
     schema_ttl_hours: float = Field(
         24, ge=0, le=24 * 30, description="read HubSpot's properties again after this long (0: every run)"
     )

@@ -17,7 +17,6 @@ whole is split in halves until the bad record stands alone.
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -29,10 +28,20 @@ import httpx
 from accoil_sync.config.models import HubSpotDestination, ProfileConfig
 from accoil_sync.connectors.base import Capabilities, Change, Outcome, Resolution
 from accoil_sync.connectors.http import RateLimiter, RetryPolicy, Transport
+from accoil_sync.connectors.hubspot_answers import (
+    CONFLICT_HINT,
+    DRIFT,
+    drifted,
+    email_moved,
+    missing_ids,
+    reason_class,
+    reason_text,
+    reported,
+    verdict,
+)
 from accoil_sync.connectors.hubspot_identity import (
     OBJECT_TYPES,
     HubSpotIdentity,
-    Match,
     normalise_domain,
     normalise_email,
 )
@@ -41,8 +50,6 @@ from accoil_sync.errors import DestinationUnavailable, PermanentError
 from accoil_sync.sync.identity import Ownership
 from accoil_sync.traits.encoders import Encoder, HubSpotEncoder, hubspot_option_value, hubspot_property
 from accoil_sync.traits.names import Metric, ObjectKind
-
-CONFLICT_HINT = "nothing was written (see docs/IDENTITY.md)"
 
 MAX_BATCH = 100
 TIER_PER_10S = {
@@ -186,9 +193,10 @@ class HubSpotConnector:
         outcomes: dict[str, Outcome] = {}
         updates: list[_Write] = []
         unknown: list[Change] = []
+        refused = self._claim_all(kind, [(c.key, c.dest_id) for c in batch if c.dest_id])
         for change in batch:
             if change.dest_id:
-                if owner := self.ownership.claim(kind, change.key, change.dest_id):
+                if owner := refused.get(change.key):
                     outcomes[change.key] = Outcome.conflict(change.key, owner, change.dest_id, "HubSpot")
                 else:
                     updates.append(_Write(change, {"id": change.dest_id}, dict(change.fields)))
@@ -203,18 +211,33 @@ class HubSpotConnector:
             await self._place(kind, unknown, updates, creates, outcomes)
         seen = self.schema.rechecks
         results = await self._update(kind, updates) + await self._send(kind, "upsert", creates)
-        drifted = {o.key for o in results if _drifted(o)}
-        if drifted:
+        gone = {o.key for o in results if drifted(o)}
+        if gone:
             # Our property or option was archived in HubSpot after the schema was cached: check the schema
             # again and send the affected records once more, in this run.
             await self.schema.recheck(OBJECT_TYPES, seen)
-            await self._ensure_options(OBJECT_TYPES[kind], [c for c in batch if c.key in drifted])
-            results = [o for o in results if o.key not in drifted]
-            results += await self._update(kind, [w for w in updates if w.change.key in drifted])
-            results += await self._send(kind, "upsert", [w for w in creates if w.change.key in drifted])
+            await self._ensure_options(OBJECT_TYPES[kind], [c for c in batch if c.key in gone])
+            results = [o for o in results if o.key not in gone]
+            results += await self._update(kind, [w for w in updates if w.change.key in gone])
+            results += await self._send(kind, "upsert", [w for w in creates if w.change.key in gone])
         for outcome in results:
             outcomes[outcome.key] = outcome
         return [outcomes[c.key] for c in batch]
+
+    def _claim_all(self, kind: ObjectKind, pairs: list[tuple[str, str]]) -> dict[str, str]:
+        """Claim each (key, record id); returns key -> the other owner, for the claims refused. One state
+        query for the batch: in steady state every stored id is already its key's."""
+        owners = self.ownership.owners(kind, [d for _, d in pairs])
+        refused: dict[str, str] = {}
+        for key, dest_id in pairs:
+            owner = owners.get(dest_id)
+            if owner is None:
+                owner = self.ownership.claim(kind, key, dest_id)
+            if owner is not None and owner != key:
+                refused[key] = owner
+            else:
+                owners[dest_id] = key
+        return refused
 
     def _check_daily(self) -> None:
         left = self.daily.get("remaining")
@@ -251,7 +274,7 @@ class HubSpotConnector:
                     assert problem is not None
                     outcomes[key] = problem
             else:
-                outcomes[key] = _reported(key, match, self.cfg.create_missing)
+                outcomes[key] = reported(key, match, self.cfg.create_missing)
 
     def _creation(self, kind: ObjectKind, change: Change) -> tuple[_Write | None, Outcome | None]:
         """A new record for a key the lookup did not find, carrying what identifies it in HubSpot."""
@@ -318,9 +341,9 @@ class HubSpotConnector:
                 lost.append(replace(change, dest_id=None))
         creates: list[_Write] = []
         if lost:
-            reported: dict[str, Outcome] = {}
-            await self._place(kind, lost, again, creates, reported)
-            kept += reported.values()
+            found_out: dict[str, Outcome] = {}
+            await self._place(kind, lost, again, creates, found_out)
+            kept += found_out.values()
         return (
             kept + await self._update(kind, again, healing=True) + await self._send(kind, "upsert", creates)
         )
@@ -348,10 +371,18 @@ class HubSpotConnector:
                 "POST", f"/crm/v3/objects/{object_type}/batch/{mode}", json={"inputs": inputs}
             )
         except PermanentError as exc:
-            reason = _reason(exc)
-            if len(items) == 1 or _DRIFT.search(reason):
+            reason = reason_text(exc)
+            gone = missing_ids(reason, [w.ident["id"] for w in items]) if mode == "update" else set()
+            if gone and len(gone) < len(items):
+                # The whole batch failed for ids HubSpot names as unknown (stale): those are healed by the
+                # caller, the rest is sent again at once -- no bisection for a dead id.
+                stale = [w for w in items if w.ident["id"] in gone]
+                return [Outcome.reject(w.change.key, reason, "not_found") for w in stale] + await self._send(
+                    kind, mode, [w for w in items if w.ident["id"] not in gone]
+                )
+            if len(items) == 1 or DRIFT.search(reason):
                 # One record, or a property every record carries is gone (halving would not isolate it).
-                return [Outcome.reject(w.change.key, reason, _reason_class(reason, mode)) for w in items]
+                return [Outcome.reject(w.change.key, reason, reason_class(reason, mode)) for w in items]
             # The whole batch failed for something in it: halve until the bad record stands alone.
             half = len(items) // 2
             return await self._send(kind, mode, items[:half]) + await self._send(kind, mode, items[half:])
@@ -362,7 +393,7 @@ class HubSpotConnector:
             category = error.get("category", "error")
             text = f"{category}: {error.get('message', '')}"[:600]
             for trace in (error.get("context") or {}).get("objectWriteTraceId", []):
-                errors[trace] = (text, _reason_class(text, mode))
+                errors[trace] = (text, reason_class(text, mode))
         outcomes = []
         for write in items:
             key = write.change.key
@@ -393,22 +424,25 @@ class HubSpotConnector:
         claims: dict[str, str] = {}
         lookup: list[Change] = [c for c in batch if not c.dest_id and c.record is not None]
         if stored:
-            survivors = await self.identity.survivors(kind, [c.dest_id for c in stored if c.dest_id])
+            emails = ["email", "hs_additional_emails"] if kind is ObjectKind.USER else []
+            read = await self.identity.read_ids(kind, [c.dest_id for c in stored if c.dest_id], emails)
             for change in stored:
                 assert change.dest_id is not None
-                new = survivors.get(change.dest_id)
-                if new is None:
+                answer = read.get(change.dest_id)
+                if answer is None:
                     if change.record is None:
                         out[change.key] = Resolution(
                             change.key, "update", None, "record gone: nothing to clear"
                         )
                     else:
                         lookup.append(change)
-                else:
-                    detail = (
-                        None if new == change.dest_id else f"stored id {change.dest_id} merged into {new}"
-                    )
-                    out[change.key] = self._plan_claim(kind, change.key, new, claims, detail)
+                    continue
+                new, props = answer
+                notes = [] if new == change.dest_id else [f"stored id {change.dest_id} merged into {new}"]
+                if kind is ObjectKind.USER and change.record is not None:
+                    notes += email_moved(change.record.email, props)
+                detail = "; ".join(notes) or None
+                out[change.key] = self._plan_claim(kind, change.key, new, claims, detail)
         for change in batch:
             if not change.dest_id and change.record is None:
                 out[change.key] = Resolution(
@@ -427,15 +461,12 @@ class HubSpotConnector:
                         Resolution(change.key, "create")
                         if write
                         else Resolution(
-                            change.key, _verdict(problem), None, problem.reason if problem else None
+                            change.key, verdict(problem), None, problem.reason if problem else None
                         )
                     )
                 else:
-                    reported = _reported(change.key, match, self.cfg.create_missing)
-                    out[change.key] = Resolution(
-                        change.key, _verdict(reported), match.dest_id, reported.reason
-                    )
-        self._email_owner.clear()  # a plan claims nothing
+                    report = reported(change.key, match, self.cfg.create_missing)
+                    out[change.key] = Resolution(change.key, verdict(report), match.dest_id, report.reason)
         return [out[c.key] for c in batch]
 
     def _plan_claim(
@@ -450,39 +481,3 @@ class HubSpotConnector:
     async def aclose(self) -> None:
         self.ownership.close()
         await self.transport.aclose()
-
-
-def _reported(key: str, match: Match, create_missing: bool) -> Outcome:
-    """The rejection for a key whose lookup found nothing to write to."""
-    if match.verdict == "conflict":
-        return Outcome.reject(key, f"conflict: {match.detail}; {CONFLICT_HINT}", "conflict")
-    if match.verdict == "ambiguous":
-        return Outcome.reject(key, match.detail, "ambiguous")
-    if match.verdict == "invalid":
-        return Outcome.reject(key, match.detail, "invalid")
-    hint = "" if create_missing else "; not created because destinations.hubspot.create_missing is off"
-    return Outcome.reject(key, f"not found: {match.detail}{hint}", "not_found")
-
-
-def _verdict(outcome: Outcome | None) -> Any:
-    cls = outcome.reason_class if outcome else None
-    return cls if cls in ("conflict", "ambiguous") else "not_found"
-
-
-_DRIFT = re.compile(r"PROPERTY_DOESNT_EXIST|does not exist|INVALID_OPTION|was not one of the allowed options")
-
-
-def _drifted(outcome: Outcome) -> bool:
-    """HubSpot refused a write because a property or option accoil-sync knew of is gone."""
-    return outcome.reason_class == "invalid" and bool(_DRIFT.search(outcome.reason or ""))
-
-
-def _reason_class(text: str, mode: str) -> Any:
-    """HubSpot's word for an id it does not know, on a write by id, means the stored id went stale."""
-    if mode == "update" and ("OBJECT_NOT_FOUND" in text or "Object not found" in text):
-        return "not_found"
-    return "invalid"
-
-
-def _reason(exc: PermanentError) -> str:
-    return (exc.vendor_reason or str(exc))[:600]

@@ -87,10 +87,12 @@ class HubSpotIdentity:
         rest = list(items)
         prop = self.id_property(kind)
         if prop is not None:
-            found = await self._read(OBJECT_TYPES[kind], prop, [key for key, _ in rest], [prop])
-            for key, _ in rest:
+            wanted = [prop, "name", "domain"] if kind is ObjectKind.ACCOUNT else [prop]
+            found = await self._read(OBJECT_TYPES[kind], prop, [key for key, _ in rest], wanted)
+            for key, record in rest:
                 if key in found:
-                    out[key] = Match("found", found[key][0]["id"])
+                    hit = found[key][0]
+                    out[key] = Match("found", hit["id"], stamp=self._details(kind, record, hit))
             rest = [(k, r) for k, r in rest if k not in out]
         if kind is ObjectKind.USER:
             await self._by_email(rest, out)
@@ -110,6 +112,18 @@ class HubSpotIdentity:
                 ),
             )
         return out
+
+    def _details(self, kind: ObjectKind, record: ObjectRecord, hit: dict[str, Any]) -> dict[str, str]:
+        """With ``fill_company_details``: the source's name and domain for a matched company that has none
+        (never overwritten, never cleared)."""
+        if kind is not ObjectKind.ACCOUNT or not self.cfg.fill_company_details:
+            return {}
+        fill = {}
+        if not hit.get("name") and (record.name or "").strip():
+            fill["name"] = (record.name or "").strip()
+        if not hit.get("domain") and (domain := normalise_domain(record.domain)):
+            fill["domain"] = domain
+        return fill
 
     async def _read(
         self, object_type: str, id_property: str, values: list[str], properties: list[str]
@@ -186,7 +200,9 @@ class HubSpotIdentity:
                     "not_found", detail=f"no HubSpot company has {prop} {key!r}, and no domain to match by"
                 )
         matches = await self.search_domains(sorted(set(domains.values())))
+        records = dict(items)
         for key, domain in domains.items():
+            record = records[key]
             hits = matches.get(domain, [])
             if not hits:
                 out[key] = Match(
@@ -207,7 +223,11 @@ class HubSpotIdentity:
                     f"{hits[0][prop]!r}, another key than {key!r}",
                 )
             else:
-                out[key] = Match("found", hits[0]["id"], stamp={prop: key})
+                out[key] = Match(
+                    "found",
+                    hits[0]["id"],
+                    stamp={prop: key, **self._details(ObjectKind.ACCOUNT, record, hits[0])},
+                )
 
     async def search_domains(self, domains: list[str]) -> dict[str, list[dict[str, Any]]]:
         """Normalised domain -> the companies on it (each a dict of id and properties)."""
@@ -242,24 +262,29 @@ class HubSpotIdentity:
         """For stored record ids that HubSpot no longer writes to: id -> the id of the record that survived
         its merge (a read of a merged-away id answers with the survivor, whose ``hs_merged_object_ids``
         lists it), or None when the record is gone (deleted)."""
-        out: dict[str, str | None] = dict.fromkeys(ids)
+        return {old: found[0] if found else None for old, found in (await self.read_ids(kind, ids)).items()}
+
+    async def read_ids(
+        self, kind: ObjectKind, ids: list[str], properties: Sequence[str] = ()
+    ) -> dict[str, tuple[str, dict[str, Any]] | None]:
+        """Stored id -> (the id of the record that answers for it, its ``properties``), or None when gone."""
+        out: dict[str, tuple[str, dict[str, Any]] | None] = dict.fromkeys(ids)
         for start in range(0, len(ids), READ_BATCH):
             chunk = ids[start : start + READ_BATCH]
             response = await self.transport.request(
                 "POST",
                 f"/crm/v3/objects/{OBJECT_TYPES[kind]}/batch/read",
                 json={
-                    "properties": ["hs_merged_object_ids"],
+                    "properties": ["hs_merged_object_ids", *properties],
                     "propertiesWithHistory": [],
                     "inputs": [{"id": i} for i in chunk],
                 },
             )
             for result in response.json().get("results", []):
                 rid = str(result["id"])
-                merged = str((result.get("properties") or {}).get("hs_merged_object_ids") or "").split(";")
+                props = result.get("properties") or {}
+                merged = str(props.get("hs_merged_object_ids") or "").split(";")
                 for old in chunk:
-                    if old != rid and old in merged:
-                        out[old] = rid
-                    elif old == rid:
-                        out[old] = rid  # it exists after all (a transient miss)
+                    if old == rid or old in merged:
+                        out[old] = (rid, props)
         return out

@@ -970,8 +970,15 @@ class HubSpot(Vendor):
     async def archive_property(self, request: Request, kind: str) -> Response:
         """Archive a property (204): writes naming it fail with PROPERTY_DOESNT_EXIST from now on."""
         prop = self.properties[kind].get(request.path_params["name"])
-        if prop is None or not prop["modificationMetadata"].get("archivable"):
+        if prop is None:
             return self._reply(request, error_body(404, "OBJECT_NOT_FOUND", "property not found"), 404)
+        if not prop["modificationMetadata"].get("archivable"):  # [U] the exact answer for a default property
+            body = error_body(
+                400,
+                "VALIDATION_ERROR",
+                f"{prop['name']} is a HubSpot default property and cannot be archived",
+            )
+            return self._reply(request, body, 400)
         del self.properties[kind][prop["name"]]
         for obj in self.objects[kind].values():
             obj["properties"].pop(prop["name"], None)

@@ -2,7 +2,8 @@
 
 Changes are passed to the connector's ``resolve`` in its batch size, per kind; the answers are counted per
 verdict (update, create, not_found, ambiguous, conflict) and the first reported ones kept with their
-details (both keys of a conflict, the candidate ids of an ambiguity).
+details (both keys of a conflict, the candidate ids of an ambiguity; for updates, a merge followed or an
+email that changed in the source).
 """
 
 from __future__ import annotations
@@ -70,5 +71,6 @@ class Resolver:
         counts = self.report.counts.setdefault(kind.value, Counter())
         for answer in answers:
             counts[answer.verdict] += 1
-            if answer.verdict not in ("update", "create") and len(self.report.notable) < NOTABLE:
+            worth_saying = answer.verdict not in ("update", "create") or answer.detail
+            if worth_saying and len(self.report.notable) < NOTABLE:
                 self.report.notable.append((kind.value, answer))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import random
+import signal
 import subprocess
 import sys
 import time
@@ -78,6 +79,31 @@ def run_sync(config: Path) -> subprocess.CompletedProcess[str]:
         text=True,
         check=False,
     )
+
+
+def kill_at_random_points(
+    config: Path, points: int, rng: random.Random, low: float, high: float, max_runs: int = 200
+) -> int:
+    """Start syncs and ``kill -9`` each ``uniform(low, high)`` seconds in, until ``points`` kills landed
+    (a sync that finished first does not count). Returns the number of runs started."""
+    env = {**os.environ, **SECRETS}
+    kills, runs = 0, 0
+    while kills < points:
+        runs += 1
+        proc = subprocess.Popen(
+            sync_command(config),
+            cwd=config.parent,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        time.sleep(rng.uniform(low, high))
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            kills += 1
+        proc.wait()
+        assert runs < max_runs, "the sync never got far enough to be killed"
+    return runs
 
 
 def total_requests(emulator: Emulator) -> int:

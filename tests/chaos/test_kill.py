@@ -6,10 +6,7 @@ no duplicate contact, and Segment holding one message per user after its message
 
 from __future__ import annotations
 
-import os
 import random
-import signal
-import subprocess
 import time
 from pathlib import Path
 
@@ -17,11 +14,10 @@ import pytest
 
 from accoil_sync.emulator import Emulator
 from tests.chaos.harness import (
-    SECRETS,
     SEED,
     assert_vendors_hold_the_source,
+    kill_at_random_points,
     run_sync,
-    sync_command,
     total_requests,
     write_config,
     write_source,
@@ -45,21 +41,9 @@ def test_kill_nine_at_random_points_loses_and_duplicates_nothing(
 ) -> None:
     write_source(tmp_path, USERS)
     config = write_config(tmp_path, served)
-    env = {**os.environ, **SECRETS}
-    rng = random.Random(SEED)
-    kills, runs = 0, 0
     started = time.monotonic()
-    while kills < KILL_POINTS:
-        runs += 1
-        proc = subprocess.Popen(
-            sync_command(config), cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        time.sleep(rng.uniform(0.5, 4.0))
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-            kills += 1
-        proc.wait()
-        assert runs < 200, "the sync never got far enough to be killed"
+    runs = kill_at_random_points(config, KILL_POINTS, random.Random(SEED), 0.5, 4.0)
+    kills = KILL_POINTS
     requests_before_final = total_requests(emulator)
     final = run_sync(config)
     assert final.returncode == 0, final.stderr[-2000:]

@@ -402,3 +402,22 @@ def test_seed_messy_makes_the_traps_from_the_source_rows(emulator: Emulator) -> 
     )
     assert hub.objects["companies"][made["existing_companies"]["a0"]]["properties"]["domain"] == "www.D0.IO"
     assert len(made["ambiguous_domain"]["a1"]) == 2 and set(made["existing_companies"]) == {"a0", "a3"}
+
+
+async def test_an_archived_property_makes_writes_naming_it_fail(client: httpx.AsyncClient) -> None:
+    """DELETE /crm/v3/properties/{type}/{name} archives a property (properties API); a write naming it then
+    fails with PROPERTY_DOESNT_EXIST, 'Property "x" does not exist' (/work/shared/reference/hubspot.md,
+    section 1, the observed body)."""
+    await setup_schema(client)
+    r = await client.delete(f"{BASE}/properties/contacts/accoil_default_score", headers=H)
+    assert r.status_code == 204
+    item = {"id": "a@x.io", "idProperty": "email", "objectWriteTraceId": "u1"}
+    score = {"accoil_default_score": "5"}
+    r = await client.post(
+        f"{BASE}/objects/contacts/batch/upsert", headers=H, json={"inputs": [{**item, "properties": score}]}
+    )
+    error = r.json()["errors"][0]
+    assert r.status_code == 207 and error["errors"][0]["code"] == "PROPERTY_DOESNT_EXIST"
+    assert 'Property "accoil_default_score" does not exist' in error["message"]
+    built_in = await client.delete(f"{BASE}/properties/contacts/email", headers=H)
+    assert built_in.status_code == 400  # HubSpot's own properties are not archivable ([U]: the exact answer)

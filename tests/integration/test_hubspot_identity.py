@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+import json
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -76,7 +77,9 @@ def state_rows(settings: Settings, kind: str) -> dict[str, tuple[str | None, str
         }
 
 
-def check_ownership(emulator: Emulator, settings: Settings, users: str, accounts: str, rec: Recorder) -> None:
+def check_ownership(
+    emulator: Emulator, settings: Settings, users: str, accounts: str, rec: Recorder | None = None
+) -> None:
     """Record by record: a HubSpot record carrying metrics is owned by exactly one key, and carries that
     key's current metrics; no company is nameless; no batch names an id twice."""
     hub = emulator.hubspot.state()
@@ -94,7 +97,7 @@ def check_ownership(emulator: Emulator, settings: Settings, users: str, accounts
             owner = owners.get(record_id)
             assert owner is not None, f"{object_type} {record_id} carries metrics but no key owns it: {props}"
             assert props[SCORE] == scores[owner], f"{object_type} {record_id} has another key's metrics"
-    for _, path, body in rec.writes():
+    for _, path, body in rec.writes() if rec else []:
         inputs = (body or {}).get("inputs") or []
         ids = [str(i["id"]).lower() for i in inputs]
         assert len(ids) == len(set(ids)), f"a batch named an id twice: {path} {ids}"
@@ -297,7 +300,7 @@ def test_plan_resolve_counts_verdicts_before_anything_is_written(
     # After the sync, a changed run resolves from the stored ids: one read per kind, everything "update"
     # except the reported ones.
     run(settings, Recorder())
-    write(tmp_path / "users.csv", bump(USERS, 1))
+    write(tmp_path / "users.csv", bump(USERS, 1, u07="e7-new@x.io"))
     write(tmp_path / "accounts.csv", bump(ACCOUNTS, 1))
     rec.requests.clear()
     resolved = plan()
@@ -309,3 +312,79 @@ def test_plan_resolve_counts_verdicts_before_anything_is_written(
         "conflict": 1,
     }
     assert resolved["counts"]["account"]["update"] == 5
+    moved = {r["key"]: r for r in resolved["reported"]}["u07"]
+    assert moved["verdict"] == "update" and "e7-new@x.io" in moved["detail"]
+    assert "keeps this contact" in moved["detail"]
+
+
+def test_emulate_messy_seeds_from_the_configured_source(make_settings: WriteConfig, tmp_path: Path) -> None:
+    from accoil_sync.emulator.messy import source_rows
+
+    write(tmp_path / "users.csv", USERS)
+    write(tmp_path / "accounts.csv", ACCOUNTS)
+    users, accounts = source_rows(make_settings("users.csv", "accounts.csv"))
+    assert users[0] == {"user_id": "u01", "email": "a1@acme.io", "domain": None, "name": None}
+    assert {a["account_id"]: a["domain"] for a in accounts}["acc_g"] == "https://www.shared.io/"
+    made = Emulator("clean").seed_messy(users, accounts)["hubspot"]
+    assert set(made["existing_contacts"]) == {"u01", "u05"} and set(made["ambiguous_domain"]) == {"acc_b"}
+
+
+def test_plan_resolve_on_the_command_line(served: str, emulator: Emulator, tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    emulator.seed_messy(rows(USERS), rows(ACCOUNTS))
+    write(tmp_path / "users.csv", USERS)
+    write(tmp_path / "accounts.csv", ACCOUNTS)
+    section = destination_section(served, "hubspot", create_missing=False)
+    write(
+        tmp_path / "c.toml",
+        '[source]\nusers = "users.csv"\naccounts = "accounts.csv"\n[state]\npath = "state/state.db"\n'
+        + section,
+    )
+    env = {**os.environ, "ACCOIL_SYNC_DESTINATIONS__HUBSPOT__ACCESS_TOKEN": "pat-test", "COLUMNS": "200"}
+
+    def plan(*extra: str) -> subprocess.CompletedProcess[str]:
+        args = [sys.executable, "-m", "accoil_sync", "plan", "-c", "c.toml", "--resolve", *extra]
+        return subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, check=False)
+
+    table = plan()
+    assert table.returncode in (0, 1), table.stderr
+    assert "Resolve (read-only lookups)" in table.stdout
+    assert "'u06': conflict" in table.stdout and "u05" in table.stdout
+    data = json.loads(plan("--json").stdout)
+    counts = data["destinations"]["hubspot"]["resolve"]["counts"]
+    assert counts["user"] == {"update": 4, "create": 0, "not_found": 4, "ambiguous": 0, "conflict": 1}
+
+
+@pytest.mark.parametrize("fill", [False, True])
+def test_names_and_domains_of_matched_companies_are_filled_only_when_asked_and_empty(
+    served: str,
+    make_settings: WriteConfig,
+    emulator: Emulator,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    fill: bool,
+) -> None:
+    monkeypatch.setenv("ACCOIL_SYNC_DESTINATIONS__HUBSPOT__ACCESS_TOKEN", "pat-test")
+    hub = emulator.hubspot
+    nameless, _ = hub._write("companies", None, {"domain": "a.io"})
+    named, _ = hub._write("companies", None, {"domain": "b.io", "name": "Sales' name"})
+    write(tmp_path / "accounts.csv", "account_id,name,domain,score\nacc_a,Alpha,a.io,1\nacc_b,Beta,b.io,2\n")
+    section = destination_section(served, "hubspot", fill_company_details=fill)
+    settings = make_settings(None, "accounts.csv", section)
+    run(settings, Recorder())
+    companies = hub.state()["companies"]
+    assert companies[nameless["id"]].get("name") == ("Alpha" if fill else None)
+    assert companies[named["id"]]["name"] == "Sales' name"  # never overwritten
+    # A later change writes metrics only: names and domains are not sent again (nor cleared).
+    hub._write("companies", hub.objects["companies"][named["id"]], {"name": "Renamed by sales"})
+    write(
+        tmp_path / "accounts.csv", "account_id,name,domain,score\nacc_a,Alpha2,a.io,3\nacc_b,Beta2,b.io,4\n"
+    )
+    rec = Recorder()
+    run(settings, rec)
+    assert hub.state()["companies"][named["id"]]["name"] == "Renamed by sales"
+    sent = [i["properties"] for _, _, body in rec.writes() for i in (body or {}).get("inputs", [])]
+    assert sent and all(set(p) == {SCORE} for p in sent)

@@ -50,6 +50,7 @@ def test_sentinels_never_appear(examples: Path, served: str, tmp_path: Path) -> 
         enabled = true
         base_url = "{served}/hubspot"
         create_missing = true
+        schema_ttl_hours = 0  # every run reads the schema, so the triggered run meets the revoked token
         [destinations.card]
         enabled = true
     """,
