@@ -4,18 +4,14 @@ attached to its company (docs/IDENTITY.md). Bounded: 1,200 users, 6 kill points.
 
 from __future__ import annotations
 
-import os
 import random
-import signal
 import sqlite3
-import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
 from accoil_sync.emulator import Emulator
-from tests.chaos.harness import SECRETS, SEED, run_sync, sync_command
+from tests.chaos.harness import SEED, kill_at_random_points, run_sync
 from tests.integration.test_intercom_identity import accounts, check_every_record, users, write_source
 
 USERS = 1_200
@@ -37,20 +33,7 @@ def test_kill_nine_keeps_intercom_ownership_unique(served: str, emulator: Emulat
         f'[destinations.intercom]\nenabled = true\nbase_url = "{served}/intercom"\n'
         "create_missing_contacts = true\ntimeout_seconds = 30\n"
     )
-    env = {**os.environ, **SECRETS}
-    rng = random.Random(SEED)
-    kills = runs = 0
-    while kills < KILL_POINTS:
-        runs += 1
-        proc = subprocess.Popen(
-            sync_command(config), cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        time.sleep(rng.uniform(1.0, 3.5))
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-            kills += 1
-        proc.wait()
-        assert runs < 60, "the sync never got far enough to be killed"
+    kill_at_random_points(config, random.Random(SEED), KILL_POINTS, (1.0, 3.5), max_runs=60)
     final = run_sync(config)
     assert final.returncode in (0, 1), final.stderr[-2000:]  # 1: conflicts and ambiguities are reported
     check_every_record(emulator, 0, manifest, create=True, count=USERS)
