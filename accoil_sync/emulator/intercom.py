@@ -218,7 +218,6 @@ class Intercom(Vendor):
             "company_id": c["company_id"],
             "app_id": "emu",
             "name": c.get("name"),
-            "website": c.get("website"),
             "created_at": int(c["created"]),
             "updated_at": int(c["updated"]),
             "user_count": users,
@@ -230,6 +229,7 @@ class Intercom(Vendor):
                 "tags": [{"type": "tag", "id": t, "name": self.tags[t]["name"]} for t in tag_ids],
             },
             "segments": {"type": "segment.list", "segments": []},
+            **({"website": c["website"]} if c.get("website") else {}),  # the spec's website is a string
         }
 
     def _check_attributes(self, model: str, values: Any) -> Response | None:

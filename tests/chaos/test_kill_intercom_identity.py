@@ -1,6 +1,6 @@
 """kill -9 at random points of a sync into a messy Intercom workspace, then a clean run: every contact that
 carries metrics still carries its owner's, no contact is owned by two keys, and every synced user is
-attached to its company (docs/IDENTITY.md). Bounded: 1,200 users, 6 kill points."""
+attached to its company (docs/IDENTITY.md). Bounded: 800 users, 6 kill points."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from accoil_sync.emulator import Emulator
 from tests.chaos.harness import SEED, kill_at_random_points, run_sync
 from tests.integration.test_intercom_identity import accounts, check_every_record, users, write_source
 
-USERS = 1_200
+USERS = 800
 KILL_POINTS = 6
 
 
