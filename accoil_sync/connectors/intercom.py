@@ -170,13 +170,20 @@ class IntercomConnector:
             raise
         except DestinationError:
             matches = {}  # each contact is looked up on its own below
-        written: dict[str, str | Outcome] = dict(
-            zip(
-                [c.key for c in batch],
-                await self._each(batch, lambda c: self._write_contact(c, matches.get(c.key))),
-                strict=True,
-            )
-        )
+        # Two new keys of a batch behind one mailbox: the first by key resolves (and claims) before the
+        # others try, so which one owns the contact does not depend on request timing.
+        first: list[Change] = []
+        later: list[Change] = []
+        seen: set[str] = set()
+        for change in sorted(batch, key=lambda c: c.key):
+            email = change.record.email.lower() if change.record and change.record.email else None
+            (later if not change.dest_id and email and email in seen else first).append(change)
+            if email and not change.dest_id:
+                seen.add(email)
+        written: dict[str, str | Outcome] = {}
+        for wave in (first, later):
+            results = await self._each(wave, lambda c: self._write_contact(c, matches.get(c.key)))
+            written.update(zip([c.key for c in wave], results, strict=True))
         retags = {
             c.key: r
             for c in batch
