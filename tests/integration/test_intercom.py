@@ -26,11 +26,13 @@ def intercom_settings(
     monkeypatch.setenv("ACCOIL_SYNC_DESTINATIONS__INTERCOM__ACCESS_TOKEN", "tok-test")
 
     def make(
-        users: str | None = "users.csv", accounts: str | None = None, create: bool = True, extra: str = ""
+        users: str | None = "users.csv",
+        accounts: str | None = None,
+        create: bool = True,
+        extra: str = "",
+        prefix: str = "Accoil: ",
     ) -> Settings:
-        section = destination_section(
-            served, "intercom", create_missing_contacts=create, tag_prefix="Accoil: "
-        )
+        section = destination_section(served, "intercom", create_missing_contacts=create, tag_prefix=prefix)
         return make_settings(users, accounts, extra + section)
 
     return make
@@ -290,18 +292,12 @@ def test_attribute_list_is_read_again_only_when_older_than_its_ttl(
 
 
 def test_a_deleted_contact_whose_tags_alone_changed_is_created_again(
-    served: str,
-    make_settings: WriteConfig,
-    emulator: Emulator,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    intercom_settings: WriteConfig, emulator: Emulator, tmp_path: Path
 ) -> None:
-    monkeypatch.setenv("ACCOIL_SYNC_DESTINATIONS__INTERCOM__ACCESS_TOKEN", "tok-test")
     write(tmp_path / "users.csv", HEADER + "u1,u1@x.io,,10,A,,\nu2,u2@x.io,,20,A,,\n")
 
     def settings(prefix: str) -> Settings:
-        section = destination_section(served, "intercom", create_missing_contacts=True, tag_prefix=prefix)
-        return make_settings("users.csv", None, section)
+        return intercom_settings(prefix=prefix)
 
     sync(settings("Accoil: "))
     emulator.intercom.delete_contact(emulator.intercom.state()["contacts"]["u1"]["id"])
