@@ -170,13 +170,20 @@ class IntercomConnector:
             raise
         except DestinationError:
             matches = {}  # each contact is looked up on its own below
-        written: dict[str, str | Outcome] = dict(
-            zip(
-                [c.key for c in batch],
-                await self._each(batch, lambda c: self._write_contact(c, matches.get(c.key))),
-                strict=True,
-            )
-        )
+        # Two new keys of a batch behind one mailbox: the first by key resolves (and claims) before the
+        # others try, so which one owns the contact does not depend on request timing.
+        first: list[Change] = []
+        later: list[Change] = []
+        seen: set[str] = set()
+        for change in sorted(batch, key=lambda c: c.key):
+            email = change.record.email.lower() if change.record and change.record.email else None
+            (later if not change.dest_id and email and email in seen else first).append(change)
+            if email and not change.dest_id:
+                seen.add(email)
+        written: dict[str, str | Outcome] = {}
+        for wave in (first, later):
+            results = await self._each(wave, lambda c: self._write_contact(c, matches.get(c.key)))
+            written.update(zip([c.key for c in wave], results, strict=True))
         retags = {
             c.key: r
             for c in batch
@@ -192,7 +199,20 @@ class IntercomConnector:
         if isinstance(written, Outcome):
             return written
         if change.key in tag_errors:
-            return _failed(change.key, tag_errors[change.key])
+            exc = tag_errors[change.key]
+            stale = isinstance(exc, PermanentError) and exc.status in (404, 410)
+            if not (stale and change.dest_id and change.record is not None):
+                return _failed(change.key, exc)
+            # Only tags changed, so the stale id showed up here: resolve, write everything, tag it alone.
+            self._forget(change)
+            again = await self._write_contact(change, None)
+            if isinstance(again, Outcome):
+                return again
+            written = again
+            retag = _retag(change, written)
+            errors = await self.tagger.contacts({change.key: retag}) if retag else {}
+            if errors:
+                return _failed(change.key, errors[change.key])
         try:
             problem = await self._attach(change, written)
         except DestinationUnavailable:
@@ -200,6 +220,15 @@ class IntercomConnector:
         except DestinationError as exc:
             return _failed(change.key, exc)
         return problem or Outcome.ok(change.key, written)
+
+    def _forget(self, change: Change) -> None:
+        """The stored id is gone (deleted, or merged into another contact): drop it, and plan the whole
+        record for the contact it resolves to now."""
+        assert change.dest_id is not None and change.record is not None
+        self.ownership.release(ObjectKind.USER, change.key, change.dest_id)
+        change.dest_id = None
+        change.fields = self.encoder.encode(change.record)
+        change.previous = {}
 
     async def _write_contact(self, change: Change, match: Match | None) -> str | Outcome:
         """The contact's Intercom id once its attributes are written, or its outcome when they are not."""
@@ -227,10 +256,7 @@ class IntercomConnector:
             except PermanentError as exc:
                 if exc.status not in (404, 410) or change.record is None:
                     raise
-            # The stored id is gone (deleted, or merged into another contact): resolve again now.
-            self.ownership.release(ObjectKind.USER, change.key, change.dest_id)
-            change.fields = self.encoder.encode(change.record)
-            change.previous = {}
+            self._forget(change)
             match = (await self.finder.find([change], exact_when_missing=True))[change.key]
             attributes = _attributes(change.fields)
         if change.record is None:

@@ -13,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from accoil_sync.emulator import intercom_messy
 from accoil_sync.emulator.common import Faults, Vendor, Window, json_body
 
 MAX_CUSTOM_ATTRIBUTES = 250
@@ -218,7 +219,6 @@ class Intercom(Vendor):
             "company_id": c["company_id"],
             "app_id": "emu",
             "name": c.get("name"),
-            "website": c.get("website"),
             "created_at": int(c["created"]),
             "updated_at": int(c["updated"]),
             "user_count": users,
@@ -230,6 +230,7 @@ class Intercom(Vendor):
                 "tags": [{"type": "tag", "id": t, "name": self.tags[t]["name"]} for t in tag_ids],
             },
             "segments": {"type": "segment.list", "segments": []},
+            **({"website": c["website"]} if c.get("website") else {}),  # the spec's website is a string
         }
 
     def _check_attributes(self, model: str, values: Any) -> Response | None:
@@ -579,69 +580,11 @@ class Intercom(Vendor):
     # ------------------------------------------------------------------------------------- messy portal
 
     def _seed_contact(self, external_id: str | None, email: str | None, **extra: Any) -> dict[str, Any]:
-        then = time.time() - 3600  # long since indexed by search
-        contact = {
-            "id": self._next(),
-            "external_id": external_id,
-            "email": email,
-            "role": "user",
-            "name": extra.pop("name", None),
-            "created": then,
-            "updated": then,
-            "custom_attributes": {},
-        }
-        self.contacts[contact["id"]] = contact
-        for tag_name in extra.pop("tags", []):
-            self.contact_tags.setdefault(contact["id"], set()).add(self._tag_by_name(tag_name)["id"])
-        return contact
+        return intercom_messy.seed_contact(self, external_id, email, **extra)
 
     def seed_messy(self, users: list[dict[str, Any]], accounts: list[dict[str, Any]]) -> dict[str, Any]:
-        """A workspace people have used before accoil-sync, made from the source rows (``user_id``,
-        ``email``, ``account_id``; ``account_id``, ``name``, ``domain``). Users by position, in turn:
-
-        - ``adopt``: a contact with the user's email in another case and no external_id (imported by
-          hand), carrying a hand-made tag ``New`` and a name: the user's record, to be adopted;
-        - ``conflict``: a contact with the user's email and someone else's external_id (``crm-<n>``):
-          not the user's, never written;
-        - ``ambiguous``: two contacts without external_id whose emails differ only in case: not guessed;
-        - ``fresh``: nothing (found nowhere: created when creating is on).
-
-        Accounts in turn: a company with our company_id whose name and website were edited by hand
-        (``hand_edited``: kept), a company with the same name under another company_id (``lookalike``:
-        not ours), or nothing. Returns a manifest: per user and account, the case and the ids made."""
-        manifest: dict[str, Any] = {"contacts": {}, "companies": {}}
-        cases = ("adopt", "conflict", "ambiguous", "fresh")
-        for n, row in enumerate(u for u in users if u.get("email")):
-            key, email = str(row["user_id"]), str(row["email"])
-            case = cases[n % len(cases)]
-            made: list[str] = []
-            if case == "adopt":
-                made.append(self._seed_contact(None, email.upper(), name="Hand Made", tags=["New"])["id"])
-            elif case == "conflict":
-                made.append(self._seed_contact(f"crm-{n}", email)["id"])
-            elif case == "ambiguous":
-                made.append(self._seed_contact(None, email)["id"])
-                made.append(self._seed_contact(None, email.title())["id"])
-            manifest["contacts"][key] = {"case": case, "ids": made, "owner": f"crm-{n}"}
-        for n, row in enumerate(accounts):
-            key = str(row["account_id"])
-            case = ("hand_edited", "lookalike", "fresh")[n % 3]
-            then = time.time() - 3600
-            made = []
-            if case != "fresh":
-                company: dict[str, Any] = {
-                    "id": self._next(),
-                    "company_id": key if case == "hand_edited" else f"crm-{key}",
-                    "name": "Named By Hand" if case == "hand_edited" else row.get("name"),
-                    "website": "https://by-hand.example" if case == "hand_edited" else None,
-                    "created": then,
-                    "updated": then,
-                    "custom_attributes": {},
-                }
-                self.companies[company["id"]] = company
-                made.append(company["id"])
-            manifest["companies"][key] = {"case": case, "ids": made}
-        return manifest
+        """A workspace people have used before accoil-sync (see emulator/intercom_messy.py)."""
+        return intercom_messy.seed_messy(self, users, accounts)
 
     def delete_contact(self, contact_id: str) -> None:
         """Someone deleted the contact in Intercom: its id answers 404 from now on."""

@@ -26,11 +26,13 @@ def intercom_settings(
     monkeypatch.setenv("ACCOIL_SYNC_DESTINATIONS__INTERCOM__ACCESS_TOKEN", "tok-test")
 
     def make(
-        users: str | None = "users.csv", accounts: str | None = None, create: bool = True, extra: str = ""
+        users: str | None = "users.csv",
+        accounts: str | None = None,
+        create: bool = True,
+        extra: str = "",
+        prefix: str = "Accoil: ",
     ) -> Settings:
-        section = destination_section(
-            served, "intercom", create_missing_contacts=create, tag_prefix="Accoil: "
-        )
+        section = destination_section(served, "intercom", create_missing_contacts=create, tag_prefix=prefix)
         return make_settings(users, accounts, extra + section)
 
     return make
@@ -290,3 +292,22 @@ def test_attribute_list_is_read_again_only_when_older_than_its_ttl(
     write(users, HEADER + "u1,u1@x.io,,3,,,\n")
     sync(settings)
     assert _endpoints(emulator)["data_attributes/list"] == listed + 2  # contacts and companies
+
+
+def test_a_deleted_contact_whose_tags_alone_changed_is_created_again(
+    intercom_settings: WriteConfig, emulator: Emulator, tmp_path: Path
+) -> None:
+    write(tmp_path / "users.csv", HEADER + "u1,u1@x.io,,10,A,,\nu2,u2@x.io,,20,A,,\n")
+
+    def settings(prefix: str) -> Settings:
+        return intercom_settings(prefix=prefix)
+
+    sync(settings("Accoil: "))
+    emulator.intercom.delete_contact(emulator.intercom.state()["contacts"]["u1"]["id"])
+    # A new prefix re-plans every object, and only the tags differ: no attribute update finds the gone id,
+    # the tag call does.
+    report = sync(settings("Acc: ")).deliveries["intercom"]
+    assert report.counts == {"ok": 2}, report.reasons
+    state = emulator.intercom.state()["contacts"]
+    assert state["u1"]["tags"] == ["Acc: A"] and state["u2"]["tags"] == ["Acc: A"]
+    assert state["u1"]["custom_attributes"]["Accoil_Default_Score"] == 10  # the whole record, again

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 import respx
 from pydantic import SecretStr
 
@@ -14,7 +15,9 @@ from accoil_sync.config.models import IntercomDestination, ProfileConfig
 from accoil_sync.connectors import Change
 from accoil_sync.connectors.http import RateLimiter, RetryPolicy
 from accoil_sync.connectors.intercom import IntercomConnector
+from accoil_sync.errors import ConfigError
 from accoil_sync.traits import ObjectKind
+from tests.conftest import WriteConfig
 
 API = "https://api.eu.intercom.io"
 
@@ -131,3 +134,19 @@ async def test_one_contacts_exhausted_retry_fails_only_that_contact(tmp_path: Pa
     outcomes = await c.deliver(ObjectKind.USER, changes)
     assert [o.status for o in outcomes] == ["ok", "retryable", "ok"]
     await c.aclose()
+
+
+def test_an_empty_tag_prefix_is_a_config_error_naming_the_field(make_settings: WriteConfig) -> None:
+    with pytest.raises(ConfigError) as info:
+        make_settings(extra='[destinations.intercom]\ntag_prefix = ""\n')
+    assert "destinations.intercom.tag_prefix" in str(info.value)
+
+
+def test_clears_are_null_and_tags_are_per_profile_when_profiles_differ() -> None:
+    from accoil_sync.traits.encoders import IntercomEncoder
+
+    one, several = IntercomEncoder(), IntercomEncoder(per_profile_tags=True)
+    assert one.cleared("Accoil_Default_Score") is None and one.cleared("tags") == []
+    assert one.tag("Default", "New") == "Accoil: New"
+    assert several.tag("Usage", "New") == "Accoil: Usage: New"
+    assert one.signature != several.signature

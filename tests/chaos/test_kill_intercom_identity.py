@@ -1,0 +1,46 @@
+"""kill -9 at random points of a sync into a messy Intercom workspace, then a clean run: every contact that
+carries metrics still carries its owner's, no contact is owned by two keys, and every synced user is
+attached to its company (docs/IDENTITY.md). Bounded: 800 users, 6 kill points."""
+
+from __future__ import annotations
+
+import random
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from accoil_sync.emulator import Emulator
+from tests.chaos.harness import SEED, kill_at_random_points, run_sync
+from tests.integration.test_intercom_identity import accounts, check_every_record, users, write_source
+
+USERS = 800
+KILL_POINTS = 6
+
+
+@pytest.fixture
+def emulator() -> Emulator:
+    return Emulator("unlimited", seed=SEED, intercom_search_lag=0.5)
+
+
+@pytest.mark.slow
+def test_kill_nine_keeps_intercom_ownership_unique(served: str, emulator: Emulator, tmp_path: Path) -> None:
+    manifest = emulator.seed_messy(users(0, USERS), accounts(0))["intercom"]
+    write_source(tmp_path, 0, USERS)
+    config = tmp_path / "chaos.toml"
+    config.write_text(
+        '[source]\nusers = "users.csv"\naccounts = "accounts.csv"\n[state]\npath = "state/state.db"\n'
+        f'[destinations.intercom]\nenabled = true\nbase_url = "{served}/intercom"\n'
+        "create_missing_contacts = true\ntimeout_seconds = 30\n"
+    )
+    kill_at_random_points(config, random.Random(SEED), KILL_POINTS, (1.0, 3.5), max_runs=60)
+    final = run_sync(config)
+    assert final.returncode in (0, 1), final.stderr[-2000:]  # 1: conflicts and ambiguities are reported
+    check_every_record(emulator, 0, manifest, create=True, count=USERS)
+    db = sqlite3.connect(tmp_path / "state" / "state.db")
+    shared = db.execute(
+        "SELECT dest_id, count(*) FROM records WHERE destination = 'intercom' AND dest_id IS NOT NULL "
+        "GROUP BY kind, dest_id HAVING count(*) > 1"
+    ).fetchall()
+    db.close()
+    assert shared == []
