@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -18,6 +19,7 @@ import respx
 from pydantic import SecretStr
 
 from accoil_sync.config.models import SegmentDestination
+from accoil_sync.config.settings import load_settings
 from accoil_sync.connectors import Change
 from accoil_sync.connectors.base import UsesSourceView
 from accoil_sync.connectors.http import RetryPolicy
@@ -29,6 +31,7 @@ from accoil_sync.connectors.segment import (
     link_message_id,
     member_message_id,
 )
+from accoil_sync.errors import ConfigError
 from accoil_sync.traits import ObjectKind
 from accoil_sync.traits.model import ObjectRecord
 from accoil_sync.traits.names import Metric
@@ -271,3 +274,16 @@ async def test_a_refused_request_fails_only_the_accounts_in_it() -> None:
 async def test_members_mode_without_a_source_view_is_a_clear_programming_error() -> None:
     with pytest.raises(RuntimeError, match="bind_source"):
         await connector(None).deliver(ObjectKind.ACCOUNT, [account_change("acc_1", 1)])
+
+
+def test_a_wrong_group_mode_is_a_config_error_naming_the_field(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[source]\nusers = "u.csv"\n[destinations.segment]\ngroup_mode = "anonymous"\n')
+    with pytest.raises(ConfigError) as info:
+        load_settings(cfg)
+    assert info.value.problems[0][0] == "destinations.segment.group_mode"
+    assert "'members'" in str(info.value) and "'synthetic'" in str(info.value)
+    cfg.write_text('[source]\nusers = "u.csv"\n[destinations.segment]\nmemberless_accounts = "drop"\n')
+    with pytest.raises(ConfigError) as info:
+        load_settings(cfg)
+    assert info.value.problems[0][0] == "destinations.segment.memberless_accounts"
