@@ -255,7 +255,10 @@ class SegmentConnector:
         )
         self.view: SourceView | None = None
         # Accounts whose member calls this run carried all their traits and were acknowledged: every member
-        # is linked already, so a member's own link call would repeat it (a first sync would send two).
+        # is linked already, so an existing member's own link call would repeat it. A user new to Segment
+        # still gets its own, after its identify: its member call went out before the user existed
+        # downstream, and a destination may only attach a contact it has (Intercom answers 404 "Contact Not
+        # Found" to attaching an unknown one).
         self._linked: set[str] = set()
         self.memberless: list[str] = []  # accounts skipped for want of members (members mode, "skip")
         # Account deliveries in flight. The planner yields accounts before users and the engine starts
@@ -380,21 +383,16 @@ class SegmentConnector:
         self, batch: Sequence[Change], requests: _Requests, failures: dict[int, Outcome], now: bytes
     ) -> None:
         """An identify for changed traits; a group call to the user's current account when the link
-        changed (joined, moved, first sync), with all the account's current traits."""
-        links = {
-            str(change.fields[GROUP_FIELD])
-            for change in batch
-            if change.fields.get(GROUP_FIELD) is not None and change.fields[GROUP_FIELD] not in self._linked
-        }
-        accounts = self._account_traits(links)
+        changed (joined, moved, first sync), with all the account's current traits, after the identify."""
+        links = {i: str(account) for i, change in enumerate(batch) if (account := self._link(change))}
+        accounts = self._account_traits(set(links.values()))
         for i, change in enumerate(batch):
             traits = {k: v for k, v in change.fields.items() if k != GROUP_FIELD}
             try:
                 if traits:
-                    requests.add(i, encode_message(change, now, traits))
-                account = change.fields.get(GROUP_FIELD)
-                if account is not None and account not in self._linked:
-                    account = str(account)
+                    requests.add(i, encode_message(change, now, traits))  # before the link: see _linked
+                account = links.get(i)
+                if account is not None:
                     record, fields = accounts.get(account, (None, {}))
                     mid = link_message_id(change.key, account, change.version, fields)
                     message = encode_group(
@@ -405,6 +403,13 @@ class SegmentConnector:
                 failures.setdefault(i, Outcome.reject(change.key, f"not valid JSON for Segment: {exc}"))
             if requests.ready:
                 await requests.send_ready()
+
+    def _link(self, change: Change) -> FieldValue:
+        """The account this user change must be linked to with a call of its own, if any."""
+        account = change.fields.get(GROUP_FIELD)
+        if account is None or (account in self._linked and not change.is_new):
+            return None
+        return account
 
     def _account_traits(self, keys: Iterable[str]) -> dict[str, tuple[ObjectRecord, dict[str, FieldValue]]]:
         """The current traits of the accounts users link to; an account the source does not have is linked

@@ -43,7 +43,7 @@ def current_traits(settings: Settings, account: str) -> dict[str, object]:
         stage.close()
 
 
-def test_members_mode_links_every_user_once_and_adds_no_tracked_user(
+def test_members_mode_links_every_user_after_its_identify_and_adds_no_tracked_user(
     segment_settings: WriteConfig, emulator: Emulator, tmp_path: Path
 ) -> None:
     source(
@@ -60,10 +60,15 @@ def test_members_mode_links_every_user_once_and_adds_no_tracked_user(
     assert state["groups"]["acc_1"] == current_traits(settings, "acc_1")
     assert "acc_3" not in state["groups"]  # no member: skipped (memberless_accounts = "skip")
     assert state["tracked_users"] == 4  # the four users; no anonymous account users
-    groups = [m for m in emulator.segment.messages if m["type"] == "group"]
-    # One group call per member: a user's own link is not repeated after its account's member calls.
-    assert sorted(m["userId"] for m in groups) == ["u1", "u2", "u3"]
-    assert all("anonymousId" not in m for m in groups)
+    sent = [(m["type"], m["userId"], m.get("groupId")) for m in emulator.segment.messages]
+    assert all("anonymousId" not in m for m in emulator.segment.messages)
+    # A first sync: each member's call for its account (accounts go first), then each new user's identify
+    # followed by its own link, so a destination that can only attach an existing contact links it too.
+    members = [("group", "u1", "acc_1"), ("group", "u2", "acc_1"), ("group", "u3", "acc_2")]
+    assert sorted(sent[:3]) == members
+    for user, account in (("u1", "acc_1"), ("u2", "acc_1"), ("u3", "acc_2")):
+        mine = [m for m in sent[3:] if m[1] == user]
+        assert mine == [("identify", user, None), ("group", user, account)]
     requests = state["requests"]["total"]
     assert sync(settings).deliveries["segment"].counts == {}  # a re-run sends nothing
     assert emulator.segment.state()["requests"]["total"] == requests

@@ -222,6 +222,22 @@ async def test_members_linked_by_this_runs_account_calls_are_not_linked_twice(ro
     assert view.record_calls == []
 
 
+async def test_a_new_user_is_linked_after_its_identify_even_when_its_account_was_sent(
+    route: respx.Route,
+) -> None:
+    """Its member call went out before the user existed downstream; Intercom, for one, answers 404
+    "Contact Not Found" to attaching a contact it does not have (developers.intercom.com, "Attach a
+    Contact to a Company")."""
+    view = View({"acc_1": ["u1"]}, {"acc_1": account_record("acc_1", 50)})
+    c = connector(view)
+    await c.deliver(ObjectKind.ACCOUNT, [account_change("acc_1", 50)])
+    route.reset()
+    new = user_change("u1", Accoil_Default_Score=1, groupId="acc_1")
+    new.is_new = True
+    await c.deliver(ObjectKind.USER, [new])
+    assert [(m["type"], m.get("groupId")) for m in sent(route)] == [("identify", None), ("group", "acc_1")]
+
+
 async def test_a_partial_account_update_does_not_stand_in_for_a_members_link(route: respx.Route) -> None:
     view = View({"acc_1": ["u1"]}, {"acc_1": account_record("acc_1", 55)})
     c = connector(view)
