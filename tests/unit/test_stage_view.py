@@ -53,3 +53,13 @@ def test_users_without_an_account_column_have_no_members(tmp_path: Path) -> None
     s = stage(tmp_path, "user_id,score\nu1,5\n")
     assert list(StageView(s).members(["acc_1"])) == []
     s.close()
+
+
+def test_unsorted_and_non_ascii_account_keys_all_find_their_members(tmp_path: Path) -> None:
+    # The lookup narrows to the range min..max of the keys asked for: it must order strings as DuckDB does.
+    keys = ["acc_é", "Acc_Z", "acc_10", "acc_9", "ärger", "zz"]
+    users = "user_id,account_id,score\n" + "".join(f"u{n},{k},1\n" for n, k in enumerate(keys))
+    s = stage(tmp_path, users)
+    found = dict((account, user) for account, user in StageView(s).members(list(reversed(keys))))
+    assert found == {k: f"u{n}" for n, k in enumerate(keys)}
+    s.close()
