@@ -19,10 +19,8 @@ anonymousId, as earlier releases did. The costs of each are in docs/CONFIG.md.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import itertools
 import logging
-import math
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from operator import itemgetter
@@ -34,8 +32,20 @@ from accoil_sync import __version__
 from accoil_sync.config.models import SegmentDestination
 from accoil_sync.connectors.base import Capabilities, Change, Outcome, SourceView
 from accoil_sync.connectors.http import RateLimiter, RetryPolicy, Transport
+from accoil_sync.connectors.segment_messages import (
+    GROUP_FIELD,
+    SegmentEncoder,
+    anonymous_group_id,
+    encode_group,
+    encode_message,
+    link_message_id,
+    member_message_id,
+    message_id,
+    timestamp_json,
+    traits_json,
+)
 from accoil_sync.errors import PermanentError
-from accoil_sync.traits.encoders import Encoder, FieldValue, TraitsEncoder
+from accoil_sync.traits.encoders import Encoder, FieldValue
 from accoil_sync.traits.model import ObjectRecord
 from accoil_sync.traits.names import ObjectKind
 
@@ -48,123 +58,8 @@ CONTEXT = {"library": {"name": "accoil-sync", "version": __version__}}
 _CONTEXT_JSON = orjson.dumps(CONTEXT)
 
 
-GROUP_FIELD = "groupId"  # members mode, users: the account the user is linked to (state only, never a trait)
-
-
-def message_id(change: Change) -> str:
-    """Deterministic per (object, delivery version, values): a re-send of an acknowledged but uncommitted
-    batch repeats its ids and Segment drops the copy; A -> B -> A within Segment's 24 h de-duplication
-    window still delivers the second A, because the delivery version moved on. 45 characters (< 100)."""
-    fields = orjson.dumps(change.fields, option=orjson.OPT_SORT_KEYS)
-    return _message_id(change, orjson.dumps(change.key), fields).decode()
-
-
-def _message_id(change: Change, key: bytes, traits: bytes) -> bytes:
-    # The bytes of orjson.dumps([kind, key, version, fields], OPT_SORT_KEYS), assembled from the key and
-    # traits already encoded for the message so the hot path serialises them once.
-    body = b"[%b,%b,%d,%b]" % (_KIND_JSON[change.kind], key, change.version, traits)
-    return _digest(body)
-
-
-def _digest(body: bytes) -> bytes:
-    return b"accoil-" + hashlib.sha256(body).hexdigest()[:38].encode()
-
-
-_KIND_JSON = {kind: orjson.dumps(kind.value) for kind in ObjectKind}
-
-
-def member_message_id(account: str, user: str, version: int, traits: dict[str, FieldValue]) -> str:
-    """A member's group call for an account change: per (account, member, account version, values), so a
-    re-sent batch is de-duplicated member by member. Five elements where ``message_id`` hashes four, so
-    the two can never coincide."""
-    body = orjson.dumps(["account", account, user, version, traits], option=orjson.OPT_SORT_KEYS)
-    return _digest(body).decode()
-
-
-def link_message_id(user: str, account: str, version: int, traits: dict[str, FieldValue]) -> str:
-    """A user's group call to its (new) account: per (user, account, user version, account values)."""
-    body = orjson.dumps(["link", user, account, version, traits], option=orjson.OPT_SORT_KEYS)
-    return _digest(body).decode()
-
-
-def _traits_json(fields: dict[str, FieldValue]) -> bytes:
-    """Raises ``ValueError`` for a value Segment's JSON cannot carry: NaN and infinities are not numbers
-    there (orjson would quietly write null)."""
-    traits = orjson.dumps(fields, option=orjson.OPT_SORT_KEYS)
-    if b"null" in traits:  # a cleared trait, or a NaN that orjson wrote as null
-        for value in fields.values():
-            if type(value) is float and not math.isfinite(value):
-                raise ValueError(f"{value} is not a JSON number")
-    return traits
-
-
-def _timestamp(record: ObjectRecord | None, now: bytes) -> bytes:
-    computed_at = record.computed_at if record is not None else None
-    return orjson.dumps(computed_at) if computed_at else now
-
-
-def encode_message(change: Change, now: bytes, fields: dict[str, FieldValue] | None = None) -> bytes:
-    """The identify (user) or synthetic group (account) message as Segment's JSON; ``now`` is the JSON
-    string of the timestamp for messages whose record has no computed-at time; ``fields`` the traits when
-    they are not all of the change's fields (members mode keeps ``groupId`` out of a user's traits).
-
-    Raises ``ValueError`` for a value Segment's JSON cannot carry.
-    """
-    traits = _traits_json(change.fields if fields is None else fields)
-    key = orjson.dumps(change.key)
-    tail = b'"messageId":"%b","timestamp":%b,"traits":%b}' % (
-        _message_id(change, key, traits),
-        _timestamp(change.record, now),
-        traits,
-    )
-    if change.kind is ObjectKind.USER:
-        return b'{"type":"identify","userId":%b,%b' % (key, tail)
-    anonymous = orjson.dumps(anonymous_group_id(change.key))
-    return b'{"type":"group","groupId":%b,"anonymousId":%b,%b' % (key, anonymous, tail)
-
-
-def encode_group(group_id: str, user_id: str, message_id: str, timestamp: bytes, traits: bytes) -> bytes:
-    """A group call from a known user: Segment's spec for associating a user with a group."""
-    return b'{"type":"group","groupId":%b,"userId":%b,"messageId":"%b","timestamp":%b,"traits":%b}' % (
-        orjson.dumps(group_id),
-        orjson.dumps(user_id),
-        message_id.encode(),
-        timestamp,
-        traits,
-    )
-
-
 def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def anonymous_group_id(account_id: str) -> str:
-    """``group`` needs a userId or anonymousId; a stable one derived from the account (docs/TRAITS.md)."""
-    return "accoil-account-" + hashlib.sha256(account_id.encode()).hexdigest()[:24]
-
-
-class SegmentEncoder:
-    """The contract's traits; in members mode users also carry ``groupId`` (their account), so a user who
-    joins or moves to an account is planned and linked even when no trait of theirs changed. The signature
-    differs per mode: switching modes re-plans every object once (and links every user once)."""
-
-    def __init__(self, link_users: bool) -> None:
-        self.link_users = link_users
-        self._traits = TraitsEncoder()
-
-    @property
-    def signature(self) -> str:
-        # The synthetic mode keeps the signature of earlier releases: upgrading with it re-sends nothing.
-        return self._traits.signature + ("/members" if self.link_users else "")
-
-    def encode(self, record: ObjectRecord) -> dict[str, FieldValue]:
-        out = self._traits.encode(record)
-        if self.link_users and record.kind is ObjectKind.USER and record.account_id:
-            out[GROUP_FIELD] = record.account_id
-        return out
-
-    def cleared(self, field: str) -> FieldValue:
-        return None
 
 
 class _Requests:
@@ -255,7 +150,10 @@ class SegmentConnector:
         )
         self.view: SourceView | None = None
         # Accounts whose member calls this run carried all their traits and were acknowledged: every member
-        # is linked already, so a member's own link call would repeat it (a first sync would send two).
+        # is linked already, so an existing member's own link call would repeat it. A user new to Segment
+        # still gets its own, after its identify: its member call went out before the user existed
+        # downstream, and a destination may only attach a contact it has (Intercom answers 404 "Contact Not
+        # Found" to attaching an unknown one).
         self._linked: set[str] = set()
         self.memberless: list[str] = []  # accounts skipped for want of members (members mode, "skip")
         # Account deliveries in flight. The planner yields accounts before users and the engine starts
@@ -341,11 +239,11 @@ class SegmentConnector:
             change = batch[i]
             with_members.add(i)
             try:
-                traits = _traits_json(change.fields)
+                traits = traits_json(change.fields)
             except (ValueError, TypeError) as exc:
                 failures[i] = Outcome.reject(change.key, f"not valid JSON for Segment: {exc}")
                 continue
-            timestamp = _timestamp(change.record, now)
+            timestamp = timestamp_json(change.record, now)
             for _, user in rows:
                 if i in failures:
                     break  # one member's message over 32 KB: the account is rejected, not half-sent
@@ -380,31 +278,33 @@ class SegmentConnector:
         self, batch: Sequence[Change], requests: _Requests, failures: dict[int, Outcome], now: bytes
     ) -> None:
         """An identify for changed traits; a group call to the user's current account when the link
-        changed (joined, moved, first sync), with all the account's current traits."""
-        links = {
-            str(change.fields[GROUP_FIELD])
-            for change in batch
-            if change.fields.get(GROUP_FIELD) is not None and change.fields[GROUP_FIELD] not in self._linked
-        }
-        accounts = self._account_traits(links)
+        changed (joined, moved, first sync), with all the account's current traits, after the identify."""
+        links = {i: str(account) for i, change in enumerate(batch) if (account := self._link(change))}
+        accounts = self._account_traits(set(links.values()))
         for i, change in enumerate(batch):
             traits = {k: v for k, v in change.fields.items() if k != GROUP_FIELD}
             try:
                 if traits:
-                    requests.add(i, encode_message(change, now, traits))
-                account = change.fields.get(GROUP_FIELD)
-                if account is not None and account not in self._linked:
-                    account = str(account)
+                    requests.add(i, encode_message(change, now, traits))  # before the link: see _linked
+                account = links.get(i)
+                if account is not None:
                     record, fields = accounts.get(account, (None, {}))
                     mid = link_message_id(change.key, account, change.version, fields)
                     message = encode_group(
-                        account, change.key, mid, _timestamp(record, now), _traits_json(fields)
+                        account, change.key, mid, timestamp_json(record, now), traits_json(fields)
                     )
                     requests.add(i, message)
             except (ValueError, TypeError) as exc:
                 failures.setdefault(i, Outcome.reject(change.key, f"not valid JSON for Segment: {exc}"))
             if requests.ready:
                 await requests.send_ready()
+
+    def _link(self, change: Change) -> FieldValue:
+        """The account this user change must be linked to with a call of its own, if any."""
+        account = change.fields.get(GROUP_FIELD)
+        if account is None or (account in self._linked and not change.is_new):
+            return None
+        return account
 
     def _account_traits(self, keys: Iterable[str]) -> dict[str, tuple[ObjectRecord, dict[str, FieldValue]]]:
         """The current traits of the accounts users link to; an account the source does not have is linked
@@ -436,3 +336,17 @@ class SegmentConnector:
                 sample,
             )
         await self.transport.aclose()
+
+
+__all__ = [
+    "GROUP_FIELD",
+    "MAX_EVENTS",
+    "MAX_MESSAGE_BYTES",
+    "SegmentConnector",
+    "SegmentEncoder",
+    "anonymous_group_id",
+    "encode_message",
+    "link_message_id",
+    "member_message_id",
+    "message_id",
+]

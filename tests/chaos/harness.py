@@ -126,7 +126,13 @@ def assert_vendors_hold_the_source(
     segment = emulator.segment.state()
     traits = TraitsEncoder()
     assert segment["users"] == {key: traits.encode(r) for key, r in records.items()}
-    assert segment["messages"] == users  # each user's one delivery, once, after de-duplication
+    # Each user's identify and its group call linking it to its account (group_mode = "members"), once
+    # each after de-duplication.
+    assert segment["messages"] == 2 * users
+    accounts = {r.account_id for r in records.values()}
+    assert segment["members"] == {
+        a: sorted(k for k, r in records.items() if r.account_id == a) for a in sorted(accounts)
+    }
 
     intercom = emulator.intercom.state()
     assert len(emulator.intercom.contacts) == users  # no contact created twice

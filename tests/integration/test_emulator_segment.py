@@ -129,7 +129,8 @@ async def test_state_persists_to_sqlite(tmp_path: object) -> None:
     first = Emulator("clean", persist=path)
     transport = httpx.ASGITransport(app=first.app())
     async with httpx.AsyncClient(transport=transport, base_url="http://e") as c:
-        await c.post("/segment/v1/batch", json={"batch": [identify(1)]}, auth=AUTH)
+        group = {"type": "group", "groupId": "acc_1", "userId": "u1", "traits": {}}
+        await c.post("/segment/v1/batch", json={"batch": [identify(1), group]}, auth=AUTH)
         await c.post(
             "/hubspot/crm/v3/objects/contacts",
             headers={"Authorization": "Bearer t"},
@@ -140,5 +141,23 @@ async def test_state_persists_to_sqlite(tmp_path: object) -> None:
     second = Emulator("clean", persist=path)
     assert second.segment.state()["users"] == {"u1": {"Accoil_Default_Score": 1}}
     assert "m1" in second.segment.seen  # de-duplication survives the restart
+    assert second.segment.state()["members"] == {"acc_1": ["u1"]}  # and who is linked to which group
+    assert second.segment.state()["tracked_users"] == 1
     assert [c["email"] for c in second.hubspot.state()["contacts"].values()] == ["a@x.io"]
     assert second.intercom.state()["tags"] == ["T"]
+
+
+async def test_tracked_users_are_counted_as_segment_bills_mtus(client: httpx.AsyncClient) -> None:
+    """ "Segment counts the number of unique userIds, and then adds the number of unique anonymousIds that
+    were not associated with a userId" (segment-docs src/guides/usage-and-billing/mtus-and-throughput.md)."""
+    batch = [
+        {"type": "identify", "userId": "u1", "traits": {}},
+        {"type": "group", "groupId": "g1", "userId": "u1", "traits": {}},  # the same user again
+        {"type": "identify", "userId": "u2", "anonymousId": "a2", "traits": {}},  # a2 belongs to u2
+        {"type": "group", "groupId": "g1", "anonymousId": "a2", "traits": {}},
+        {"type": "group", "groupId": "g2", "anonymousId": "a3", "traits": {}},  # an anonymous user of its own
+    ]
+    await client.post("/segment/v1/batch", json={"batch": batch}, auth=AUTH)
+    state = (await client.get("/_emulator/state")).json()["segment"]
+    assert state["tracked_users"] == 3
+    assert state["members"] == {"g1": ["a2", "u1"], "g2": ["a3"]}

@@ -26,6 +26,11 @@ USERS = "user_id,account_id,score\n"
 ACCOUNTS = "account_id,score,active_users,total_users\n"
 
 
+def source(directory: Path, users: str, accounts: str) -> None:
+    write(directory / "users.csv", USERS + users)
+    write(directory / "accounts.csv", ACCOUNTS + accounts)
+
+
 def settings_for(make: WriteConfig, **segment: object) -> Settings:
     return make(users="users.csv", accounts="accounts.csv", **segment)  # type: ignore[no-any-return]
 
@@ -38,11 +43,14 @@ def current_traits(settings: Settings, account: str) -> dict[str, object]:
         stage.close()
 
 
-def test_members_mode_links_every_user_once_and_adds_no_tracked_user(
+def test_members_mode_links_every_user_after_its_identify_and_adds_no_tracked_user(
     segment_settings: WriteConfig, emulator: Emulator, tmp_path: Path
 ) -> None:
-    write(tmp_path / "users.csv", USERS + "u1,acc_1,10\nu2,acc_1,20\nu3,acc_2,30\nu4,,40\n")
-    write(tmp_path / "accounts.csv", ACCOUNTS + "acc_1,50,2,2\nacc_2,60,1,1\nacc_3,70,0,0\n")
+    source(
+        tmp_path,
+        "u1,acc_1,10\nu2,acc_1,20\nu3,acc_2,30\nu4,,40\n",
+        "acc_1,50,2,2\nacc_2,60,1,1\nacc_3,70,0,0\n",
+    )
     settings = settings_for(segment_settings)
     result = sync(settings)
     assert result.deliveries["segment"].counts == {"ok": 7}
@@ -52,10 +60,15 @@ def test_members_mode_links_every_user_once_and_adds_no_tracked_user(
     assert state["groups"]["acc_1"] == current_traits(settings, "acc_1")
     assert "acc_3" not in state["groups"]  # no member: skipped (memberless_accounts = "skip")
     assert state["tracked_users"] == 4  # the four users; no anonymous account users
-    groups = [m for m in emulator.segment.messages if m["type"] == "group"]
-    # One group call per member: a user's own link is not repeated after its account's member calls.
-    assert sorted(m["userId"] for m in groups) == ["u1", "u2", "u3"]
-    assert all("anonymousId" not in m for m in groups)
+    sent = [(m["type"], m["userId"], m.get("groupId")) for m in emulator.segment.messages]
+    assert all("anonymousId" not in m for m in emulator.segment.messages)
+    # A first sync: each member's call for its account (accounts go first), then each new user's identify
+    # followed by its own link, so a destination that can only attach an existing contact links it too.
+    members = [("group", "u1", "acc_1"), ("group", "u2", "acc_1"), ("group", "u3", "acc_2")]
+    assert sorted(sent[:3]) == members
+    for user, account in (("u1", "acc_1"), ("u2", "acc_1"), ("u3", "acc_2")):
+        mine = [m for m in sent[3:] if m[1] == user]
+        assert mine == [("identify", user, None), ("group", user, account)]
     requests = state["requests"]["total"]
     assert sync(settings).deliveries["segment"].counts == {}  # a re-run sends nothing
     assert emulator.segment.state()["requests"]["total"] == requests
@@ -64,8 +77,7 @@ def test_members_mode_links_every_user_once_and_adds_no_tracked_user(
 def test_synthetic_mode_adds_one_tracked_user_per_account(
     segment_settings: WriteConfig, emulator: Emulator, tmp_path: Path
 ) -> None:
-    write(tmp_path / "users.csv", USERS + "u1,acc_1,10\nu2,acc_1,20\n")
-    write(tmp_path / "accounts.csv", ACCOUNTS + "acc_1,50,2,2\nacc_2,60,0,0\n")
+    source(tmp_path, "u1,acc_1,10\nu2,acc_1,20\n", "acc_1,50,2,2\nacc_2,60,0,0\n")
     sync(settings_for(segment_settings, group_mode="synthetic"))
     state = emulator.segment.state()
     assert state["tracked_users"] == 2 + 2  # two users, plus one anonymous user per account
@@ -101,8 +113,7 @@ def test_a_moved_user_is_linked_to_its_new_account_without_other_writes(
 def test_switching_from_synthetic_to_members_links_each_user_once(
     segment_settings: WriteConfig, emulator: Emulator, tmp_path: Path
 ) -> None:
-    write(tmp_path / "users.csv", USERS + "u1,acc_1,10\nu2,acc_1,20\n")
-    write(tmp_path / "accounts.csv", ACCOUNTS + "acc_1,50,2,2\n")
+    source(tmp_path, "u1,acc_1,10\nu2,acc_1,20\n", "acc_1,50,2,2\n")
     sync(settings_for(segment_settings, group_mode="synthetic"))
     before = len(emulator.segment.messages)
     result = sync(settings_for(segment_settings, group_mode="members"))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -18,6 +19,7 @@ import respx
 from pydantic import SecretStr
 
 from accoil_sync.config.models import SegmentDestination
+from accoil_sync.config.settings import load_settings
 from accoil_sync.connectors import Change
 from accoil_sync.connectors.base import UsesSourceView
 from accoil_sync.connectors.http import RetryPolicy
@@ -29,6 +31,7 @@ from accoil_sync.connectors.segment import (
     link_message_id,
     member_message_id,
 )
+from accoil_sync.errors import ConfigError
 from accoil_sync.traits import ObjectKind
 from accoil_sync.traits.model import ObjectRecord
 from accoil_sync.traits.names import Metric
@@ -219,6 +222,22 @@ async def test_members_linked_by_this_runs_account_calls_are_not_linked_twice(ro
     assert view.record_calls == []
 
 
+async def test_a_new_user_is_linked_after_its_identify_even_when_its_account_was_sent(
+    route: respx.Route,
+) -> None:
+    """Its member call went out before the user existed downstream; Intercom, for one, answers 404
+    "Contact Not Found" to attaching a contact it does not have (developers.intercom.com, "Attach a
+    Contact to a Company")."""
+    view = View({"acc_1": ["u1"]}, {"acc_1": account_record("acc_1", 50)})
+    c = connector(view)
+    await c.deliver(ObjectKind.ACCOUNT, [account_change("acc_1", 50)])
+    route.reset()
+    new = user_change("u1", Accoil_Default_Score=1, groupId="acc_1")
+    new.is_new = True
+    await c.deliver(ObjectKind.USER, [new])
+    assert [(m["type"], m.get("groupId")) for m in sent(route)] == [("identify", None), ("group", "acc_1")]
+
+
 async def test_a_partial_account_update_does_not_stand_in_for_a_members_link(route: respx.Route) -> None:
     view = View({"acc_1": ["u1"]}, {"acc_1": account_record("acc_1", 55)})
     c = connector(view)
@@ -271,3 +290,16 @@ async def test_a_refused_request_fails_only_the_accounts_in_it() -> None:
 async def test_members_mode_without_a_source_view_is_a_clear_programming_error() -> None:
     with pytest.raises(RuntimeError, match="bind_source"):
         await connector(None).deliver(ObjectKind.ACCOUNT, [account_change("acc_1", 1)])
+
+
+def test_a_wrong_group_mode_is_a_config_error_naming_the_field(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[source]\nusers = "u.csv"\n[destinations.segment]\ngroup_mode = "anonymous"\n')
+    with pytest.raises(ConfigError) as info:
+        load_settings(cfg)
+    assert info.value.problems[0][0] == "destinations.segment.group_mode"
+    assert "'members'" in str(info.value) and "'synthetic'" in str(info.value)
+    cfg.write_text('[source]\nusers = "u.csv"\n[destinations.segment]\nmemberless_accounts = "drop"\n')
+    with pytest.raises(ConfigError) as info:
+        load_settings(cfg)
+    assert info.value.problems[0][0] == "destinations.segment.memberless_accounts"
