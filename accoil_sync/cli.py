@@ -8,7 +8,7 @@ import csv
 import dataclasses
 import json
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, get_args
@@ -20,11 +20,15 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    ProgressColumn,
     SpinnerColumn,
+    Task,
+    TaskID,
     TextColumn,
     TimeElapsedColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
 from accoil_sync import __version__, logs
 from accoil_sync.config.settings import Settings, load_settings, masked_dump, secret_values
@@ -108,32 +112,59 @@ def _load(config: Path | None, log_format: str, log_level: str | None) -> Settin
     return settings
 
 
-def _progress_factory() -> tuple[Progress | None, Callable[[str, int], Callable[[int], None]] | None]:
-    if not sys.stderr.isatty():
-        return None, None
-    progress = Progress(
-        SpinnerColumn(),
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err,
-        transient=False,
-    )
+class _Bar:
+    def __init__(self, progress: Progress, task: TaskID) -> None:
+        self._progress, self._task = progress, task
 
-    def factory(name: str, total: int) -> Callable[[int], None]:
-        task = progress.add_task(f"{name}: records sent", total=total or None)
-        return lambda n: progress.advance(task, n)
+    def advance(self, n: int) -> None:
+        self._progress.advance(self._task, n)
 
-    return progress, factory
+    def add_total(self, n: int) -> None:
+        task = self._progress.tasks[self._progress.task_ids.index(self._task)]
+        self._progress.update(self._task, total=(task.total or 0) + n)
 
 
-def _run(settings: Settings, **kwargs: Any) -> RunResult:
-    progress, factory = _progress_factory() if kwargs.get("deliver") else (None, None)
-    if progress is not None:
-        with progress:
-            return asyncio.run(execute(settings, progress=factory, **kwargs))
-    return asyncio.run(execute(settings, **kwargs))
+class _Rate(ProgressColumn):
+    """Items a second (rich's own speed column counts bytes)."""
+
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text(f"{speed:,.0f}/s" if speed else "", style="progress.data.speed")
+
+
+class _Bars:
+    """``sync.progress.Progress`` drawn by rich: count, total, rate and elapsed time per phase."""
+
+    def __init__(self) -> None:
+        self.progress = Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            _Rate(),
+            TimeElapsedColumn(),
+            console=err,
+            transient=False,
+        )
+
+    def task(self, description: str, total: int | None) -> _Bar:
+        return _Bar(self.progress, self.progress.add_task(description, total=total))
+
+
+def _progress_bars(log_format: str, settings: Settings) -> _Bars | None:
+    """Bars on a terminal only, and never beside JSON logs (a collector would get the escape codes)."""
+    fmt = log_format if log_format != "auto" else settings.log.format
+    if not sys.stderr.isatty() or fmt == "json":
+        return None
+    return _Bars()
+
+
+def _run(settings: Settings, log_format: str = "auto", **kwargs: Any) -> RunResult:
+    bars = _progress_bars(log_format, settings)
+    if bars is None:
+        return asyncio.run(execute(settings, **kwargs))
+    with bars.progress:
+        return asyncio.run(execute(settings, progress=bars, **kwargs))
 
 
 @app.command()
@@ -151,6 +182,7 @@ def plan(
         settings = _load(config, log_format, log_level or ("WARNING" if as_json else None))
         result = _run(
             settings,
+            log_format,
             deliver=False,
             destinations=destination,
             full_refresh=full_refresh,
@@ -190,6 +222,7 @@ def sync(
         settings = _load(config, log_format, log_level)
         result = _run(
             settings,
+            log_format,
             deliver=True,
             destinations=destination,
             full_refresh=full_refresh,

@@ -291,3 +291,5 @@ class Engine:
                     [],
                 )
         self.report.counts["refreshed"] += len(changes)
+        if self.on_progress:  # planned, and settled without a write
+            self.on_progress(len(changes))

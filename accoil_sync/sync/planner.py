@@ -18,6 +18,7 @@ from accoil_sync.connectors.base import Change
 from accoil_sync.sources.records import RecordDecoder, document_sql
 from accoil_sync.sources.stage import Stage
 from accoil_sync.sync.heal import RecheckPolicy
+from accoil_sync.sync.progress import PlanProgress
 from accoil_sync.sync.state import CLEARED, STATUS_REJECTED, StateStore
 from accoil_sync.traits.encoders import Encoder, diff_fields
 from accoil_sync.traits.names import ObjectKind
@@ -62,11 +63,13 @@ class Planner:
         *,
         full_refresh: bool = False,
         recheck: Callable[[str], RecheckPolicy] | None = None,
+        progress: Callable[[str], PlanProgress | None] | None = None,
     ) -> None:
         self.stage = stage
         self.state = state
         self.full_refresh = full_refresh
         self.recheck = recheck  # None: a rejection waits for its values to change
+        self.progress = progress  # destination -> its progress, when shown
 
     def plan(
         self,
@@ -130,6 +133,16 @@ class Planner:
             f"FROM desired_{kind.value} d JOIN {st} s USING (key)"
         ).fetchall()[0]
         counts.still_rejected, counts.rechecking = int(still), int(rechecking)
+        progress = self.progress(destination) if self.progress is not None else None
+        if progress is not None:  # the total for the bars: one more join, only when they are shown
+            progress.candidates(
+                int(
+                    con.execute(
+                        f"SELECT count(*) FROM desired_{kind.value} d FULL OUTER JOIN {st} s ON d.key = s.key "
+                        f"WHERE ({changed}) OR ({gone})"
+                    ).fetchall()[0][0]
+                )
+            )
         # One streaming pass: candidates joined with their staged rows, one JSON document per row (built only
         # for the objects planned), in key order. Fetching records per chunk of keys instead would rescan
         # the staged table once per chunk: quadratic at a million rows.
@@ -148,6 +161,8 @@ class Planner:
         full_refresh = self.full_refresh
         single = len(self.stage.profiles) == 1
         for part in _objects(cur, RECORD_CHUNK, single):
+            if progress is not None:
+                progress.planned(len(part))
             # An object the state has never seen (c_new) has nothing to load: a first sync skips the reads.
             stored = self.state.load(destination, kind.value, [row[0] for row, _ in part if not row[3]])
             for (key, fingerprint, is_gone, is_new, status, _), docs in part:

@@ -15,7 +15,7 @@ from accoil_sync.connectors import Connector, build_connector
 from accoil_sync.connectors.base import Change
 from accoil_sync.errors import ConfigError, DestinationUnavailable
 from accoil_sync.logs import run_id_var
-from accoil_sync.sources import Stage, load_stage
+from accoil_sync.sources import Stage
 from accoil_sync.sources.base import RowError
 from accoil_sync.sources.stage import SourceStats
 from accoil_sync.sync import continuity
@@ -23,6 +23,7 @@ from accoil_sync.sync.engine import DeliveryReport, Engine
 from accoil_sync.sync.heal import recheck_policies
 from accoil_sync.sync.lease import hold, run_holder
 from accoil_sync.sync.planner import DestinationPlan, Planner
+from accoil_sync.sync.progress import PlanProgress, Progress, load_with_progress
 from accoil_sync.sync.state import StateStore, new_run_id
 from accoil_sync.sync.synclog import SyncLog, prune
 
@@ -32,7 +33,6 @@ EXIT_OK, EXIT_FAILED_RECORDS, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3
 SAMPLE_SIZE = 5
 
 ConnectorFactory = Callable[[str, Settings, str], Connector]
-ProgressFactory = Callable[[str, int], Callable[[int], None]]
 
 
 @dataclass(slots=True)
@@ -182,7 +182,7 @@ async def execute(
     limit: int | None = None,
     run_id: str | None = None,
     connector_factory: ConnectorFactory = build_connector,
-    progress: ProgressFactory | None = None,
+    progress: Progress | None = None,
     sample_size: int = SAMPLE_SIZE,
     error_limit: int = 1000,
     halt: asyncio.Event | None = None,
@@ -248,7 +248,7 @@ async def _execute(
     limit: int | None,
     run_id: str | None,
     connector_factory: ConnectorFactory,
-    progress: ProgressFactory | None,
+    progress: Progress | None,
     sample_size: int,
     error_limit: int,
     halt: asyncio.Event | None,
@@ -279,7 +279,7 @@ async def _execute(
                 "the state store is new, but earlier deliveries exist (%s): a sync would refuse", found[0]
             )
         stage = Stage(state_dir / "tmp", settings.profiles, run_id)
-        load_stage(stage, settings.source)
+        load_with_progress(stage, settings.source, progress)
         result = RunResult(run_id, stage.stats)
         result.errors = stage.errors(limit=error_limit)
         result.error_summary = stage.error_summary()
@@ -296,17 +296,24 @@ async def _execute(
                 s.duplicates,
                 s.objects,
             )
+        bars: dict[str, PlanProgress] = {}
         planner = Planner(
             stage,
             state,
             full_refresh=full_refresh,
             recheck=recheck_policies(settings, retry_rejected=retry_rejected),
+            progress=bars.get if progress is not None else None,
         )
         for name in names:
             if halt is not None and halt.is_set():
                 result.halted = True
                 break
             connector = connector_factory(name, settings, run_id)
+            sending = None
+            if progress is not None:
+                planning = progress.task(f"{name}: planning", 0)
+                sending = progress.task(f"{name}: sending", 0) if deliver else None
+                bars[name] = PlanProgress(planning, sending)
             plan = DestinationPlan(name)
             result.plans[name] = plan
             removal = getattr(settings.destinations, name).removal
@@ -335,7 +342,7 @@ async def _execute(
                     synclog,
                     run_id,
                     limit=limit,
-                    on_progress=progress(name, 0) if progress else None,
+                    on_progress=sending.advance if sending is not None else None,
                     halt=halt,
                 )
                 report = await engine.run(changes)
