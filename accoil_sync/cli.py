@@ -34,6 +34,7 @@ from accoil_sync import __version__, logs
 from accoil_sync.config.settings import Settings, load_settings, masked_dump, secret_values
 from accoil_sync.connectors.base import HEALABLE, ReasonClass
 from accoil_sync.errors import ConfigError, StateStoreError, SyncBusy, UserError
+from accoil_sync.sync.lease import Lease
 from accoil_sync.sync.runner import EXIT_USAGE, RunResult, execute
 from accoil_sync.sync.state import StateStore
 
@@ -237,6 +238,14 @@ def sync(
     raise typer.Exit(result.exit_code)
 
 
+def _read_state(settings: Settings) -> StateStore:
+    """The state store, read-only (``status`` and ``failures`` work on a store they may not write)."""
+    if not settings.state.path.exists():
+        err.print(f"no state yet at {settings.state.path}: run `accoil-sync sync` first")
+        raise typer.Exit(0)
+    return StateStore(settings.state.path, readonly=True)
+
+
 @app.command()
 def status(
     config: ConfigOption = None,
@@ -245,22 +254,21 @@ def status(
 ) -> None:
     """Recent runs, and the records failing now grouped by reason class (`failures` lists them)."""
     with _user_errors():
-        settings = load_settings(config)
-        if not settings.state.path.exists():
-            err.print(f"no state yet at {settings.state.path}: run `accoil-sync sync` first")
-            raise typer.Exit(0)
-        store = StateStore(settings.state.path, readonly=True)
+        store = _read_state(load_settings(config))
         try:
             recent = store.runs(runs)
             per_run = {r.run_id: store.run_reasons(r.run_id) for r in recent}
             failing = store.failure_counts()
             classes = store.failure_classes()
+            lease = Lease(store, "")
+            running = lease.describe_holder() if lease.holder_now() is not None else None
         finally:
             store.close()
     if as_json:
         print(
             json.dumps(
                 {
+                    "running": running,
                     "runs": [{**dataclasses.asdict(run), "reasons": per_run[run.run_id]} for run in recent],
                     "failing": [{"destination": d, "status": s, "count": n} for d, s, n in failing],
                     "classes": [
@@ -292,6 +300,8 @@ def status(
             per or (r.message or ""),
         )
     out.print(table)
+    if running is not None:
+        out.print(f"A sync holds the state store's lease now: {running}", highlight=False, markup=False)
     if classes:
         out.print("Records failing now: " + ", ".join(f"{d} {s} {n}" for d, s, n in failing))
         t = Table(title="Failing now, by reason class")
@@ -354,11 +364,7 @@ def failures(
             problems.append(("--status", f"{failing_status!r} is not rejected or retryable"))
         if problems:
             raise ConfigError(problems)
-        settings = load_settings(config)
-        if not settings.state.path.exists():
-            err.print(f"no state yet at {settings.state.path}: run `accoil-sync sync` first")
-            raise typer.Exit(0)
-        store = StateStore(settings.state.path, readonly=True)
+        store = _read_state(load_settings(config))
         try:
             found = store.failures(
                 destination=destination,

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -13,7 +15,7 @@ from typing import Any
 from accoil_sync.config.settings import Settings
 from accoil_sync.connectors import Connector, build_connector
 from accoil_sync.connectors.base import Change
-from accoil_sync.errors import ConfigError, DestinationUnavailable
+from accoil_sync.errors import AccoilSyncError, ConfigError, DestinationUnavailable, StateStoreError
 from accoil_sync.logs import run_id_var
 from accoil_sync.sources import Stage
 from accoil_sync.sources.base import RowError
@@ -191,34 +193,20 @@ async def execute(
     """Plan (``deliver=False``) or sync. The state store is only written when delivering, and only under
     its sync lease (``sync.lease``): a caller that already holds it passes its ``lease_holder``."""
     with _bulk_allocation():
-        if not deliver:
-            return await _execute(
-                settings,
-                deliver=deliver,
-                destinations=destinations,
-                full_refresh=full_refresh,
-                retry_rejected=retry_rejected,
-                accept_new_state=accept_new_state,
-                limit=limit,
-                run_id=run_id,
-                connector_factory=connector_factory,
-                progress=progress,
-                sample_size=sample_size,
-                error_limit=error_limit,
-                halt=halt,
-                holder="",
+        holder = ""
+        lease: contextlib.AbstractAsyncContextManager[object] = contextlib.nullcontext()
+        if deliver:
+            select_destinations(settings, destinations)  # a usage error needs no lease
+            holder = lease_holder or run_holder()
+            halt = halt or asyncio.Event()
+            lease = hold(
+                settings.state.path,
+                holder,
+                ttl=settings.serve.lease_seconds,
+                wait_seconds=settings.state.wait_seconds if settings.state.on_busy == "wait" else 0,
+                on_lost=halt.set,
             )
-        select_destinations(settings, destinations)  # a usage error needs no lease
-        holder = lease_holder or run_holder()
-        halt = halt or asyncio.Event()
-        state_cfg = settings.state
-        async with hold(
-            state_cfg.path,
-            holder,
-            ttl=settings.serve.lease_seconds,
-            wait_seconds=state_cfg.wait_seconds if state_cfg.on_busy == "wait" else 0,
-            on_lost=halt.set,
-        ):
+        async with lease:
             return await _execute(
                 settings,
                 deliver=deliver,
@@ -366,11 +354,23 @@ async def _execute(
         if synclog is not None:
             synclog.close()
         if deliver:
-            if result is None or not completed:
-                invalid = result.source.invalid if result else 0
-                state.finish_run(run_id, "failed", EXIT_USAGE, invalid, "the run stopped before it finished")
-            else:
-                code = result.exit_code
-                stopped = "; ".join(f"{n}: {d.stopped}" for n, d in result.deliveries.items() if d.stopped)
-                state.finish_run(run_id, result.status, code, result.source.invalid, stopped or None)
+            raised = sys.exc_info()[1]  # the error this run stops with, if any: its exit code, its words
+            try:
+                if result is None or not completed:
+                    invalid = result.source.invalid if result else 0
+                    code = getattr(raised, "exit_code", EXIT_USAGE)
+                    why = str(raised)[:500] if isinstance(raised, AccoilSyncError) else None
+                    state.finish_run(
+                        run_id, "failed", code, invalid, why or "the run stopped before it finished"
+                    )
+                else:
+                    code = result.exit_code
+                    stopped = "; ".join(
+                        f"{n}: {d.stopped}" for n, d in result.deliveries.items() if d.stopped
+                    )
+                    state.finish_run(run_id, result.status, code, result.source.invalid, stopped or None)
+            except StateStoreError as exc:  # the store failing is already the run's error, or becomes it
+                if raised is None:
+                    raise
+                log.error("could not close run %s in the ledger: %s", run_id, exc)
         state.close()

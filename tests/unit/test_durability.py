@@ -15,7 +15,7 @@ import pytest
 
 from accoil_sync.config.settings import Settings
 from accoil_sync.connectors import jsonl as jsonl_module
-from accoil_sync.errors import StateStoreError
+from accoil_sync.errors import EXIT_STATE, StateStoreError
 from accoil_sync.sync.runner import execute
 from accoil_sync.sync.state import StateStore, explain
 from accoil_sync.sync.synclog import SyncLog
@@ -54,7 +54,10 @@ def test_a_full_disk_under_the_state_store_takes_the_jsonl_batch_back(
             asyncio.run(execute(settings, deliver=True))
     store = StateStore(settings.state.path)
     recorded = {k for (part, rows) in store.fingerprints("jsonl", "user") for k, *_ in rows}
+    last = store.runs(1)[0]
     store.close()
+    assert (last.status, last.exit_code) == ("failed", EXIT_STATE)  # the ledger says why it stopped
+    assert last.message is not None and "the disk is full" in last.message
     assert len(recorded) == 45  # three batches of five a run: each run recorded the next three
     assert sorted(delivered()) == sorted(recorded)  # nothing the state does not know is in the file
     monkeypatch.setattr(StateStore, "commit_batch", real)

@@ -135,6 +135,8 @@ def test_the_cli_refuses_a_sync_while_another_process_holds_the_lease(settings: 
     assert "cron-pod:7" in result.stderr and "20260101T000000-000001" in result.stderr
     assert "Traceback" not in result.stderr
     assert not Path("out/deliveries.jsonl").exists()
+    status = json.loads(cli("status", "-c", "accoil-sync.toml", "--json").stdout)
+    assert status["running"].startswith("cron-pod:7, run 20260101T000000-000001")
     other.release()
     assert cli("sync", "-c", "accoil-sync.toml", "--json").returncode == 0
     lines = Path("out/deliveries.jsonl").read_text().splitlines()
