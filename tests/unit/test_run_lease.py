@@ -165,3 +165,20 @@ def test_the_lease_of_a_killed_process_on_this_host_is_taken_at_once(settings: S
         with pytest.raises(SyncBusy):
             asyncio.run(sync(settings, Slow(delay=0)))
     store.close()
+
+
+async def test_a_manual_sync_beside_a_scheduled_run_is_refused(settings: Settings) -> None:
+    from accoil_sync.serve.scheduler import Scheduler, Started
+
+    scheduled = Slow(delay=0.1)
+    scheduler = Scheduler(settings, connector_factory=factory(scheduled))  # type: ignore[arg-type]
+    assert isinstance(scheduler.trigger("schedule"), Started)
+    await scheduled.started.wait()
+    manual = Slow(delay=0)
+    with pytest.raises(SyncBusy) as refused:
+        await sync(settings, manual)
+    assert manual.sent == [] and "another sync is running" in str(refused.value)
+    assert scheduler.current is not None
+    await scheduler.current
+    assert len(scheduled.sent) == 8 and scheduler.last["status"] == "ok"
+    await scheduler.shutdown(0)
