@@ -99,18 +99,23 @@ class Planner:
             con.register("st_chunk", chunk)
             con.execute(f"INSERT INTO {table} SELECT {select} FROM st_chunk").fetchall()
             con.unregister("st_chunk")
+        return table
+
+    def _recheck(self, destination: str, kind: ObjectKind, table: str) -> None:
+        """Rejections due for a re-check (sync/heal.py) become changes like any other: forgetting which
+        values they were for. Done when planning, not when loading, so no guard counts them as changed."""
         policy = None if self.recheck is None or self.full_refresh else self.recheck(destination)
         if policy is not None and (due := policy.due(self.state, destination, kind.value)):
-            # Forgetting which values a rejection was for makes it a change like any other.
+            con = self.stage.con
             con.register("st_due", pa.table({"key": pa.array(due, pa.string())}))
             con.execute(f"UPDATE {table} SET failed = NULL WHERE key IN (SELECT key FROM st_due)").fetchall()
             con.unregister("st_due")
-        return table
 
     def _plan_kind(
         self, destination: str, kind: ObjectKind, encoder: Encoder, removal: str, counts: PlanCounts
     ) -> Iterator[Change]:
         st = self._load_state(destination, kind)
+        self._recheck(destination, kind, st)
         con = self.stage.con
         salt = encoder.signature.replace("'", "''")
         # The encoder signature salts the fingerprint: a new encoding re-plans every object once.
