@@ -499,8 +499,11 @@ def _print_result(result: RunResult, delivered: bool) -> None:
         if delivery.get("stopped"):
             out.print(f"[red]{name} stopped:[/red] {delivery['stopped']}")
         for reason_class, n in delivery.get("reasons", {}).items():
+            keys = delivery.get("example_keys", {}).get(reason_class, [])[:3]
             out.print(
-                f"  {name} failure x{n}: {reason_class} (accoil-sync failures -d {name} --class {reason_class})",
+                f"  {name} failure x{n}: {reason_class}"
+                + (f" (e.g. {', '.join(keys)})" if keys else "")
+                + f"; reasons: accoil-sync failures -d {name} --class {reason_class}",
                 highlight=False,
                 markup=False,
             )

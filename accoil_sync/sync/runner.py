@@ -114,6 +114,7 @@ class RunResult:
                                 "counts": dict(d.counts),
                                 "by_kind": {k: dict(v) for k, v in d.by_kind.items()},
                                 "reasons": dict(d.reasons),
+                                "example_keys": {c: [k for k, _ in ex] for c, ex in d.examples.items()},
                                 "stopped": d.stopped,
                                 "limited": d.limited,
                             }

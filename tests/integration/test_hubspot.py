@@ -132,7 +132,7 @@ def test_one_bad_email_in_100_fails_alone(
     result = sync(hubspot_settings())
     report = result.deliveries["hubspot"]
     assert report.counts == {"ok": 98, "rejected": 2}
-    assert any("INVALID_EMAIL" in r for r in report.reasons)
+    assert any("INVALID_EMAIL" in r for r in report.reason_texts())
     assert len(emulator.hubspot.state()["contacts"]) == 98
 
 
@@ -140,7 +140,7 @@ def test_duplicate_email_is_a_reported_conflict(hubspot_settings: WriteConfig, t
     users_csv(tmp_path, ["u1,same@x.io,1,,,", "u2,SAME@x.io,2,,,", "u3,other@x.io,3,,,"])
     report = sync(hubspot_settings()).deliveries["hubspot"]
     assert report.counts == {"ok": 2, "rejected": 1}
-    assert any("also belongs to user 'u1'" in r for r in report.reasons)
+    assert any("also belongs to user 'u1'" in r for r in report.reason_texts())
 
 
 def test_missing_records_are_skipped_and_reported_unless_created(
@@ -158,7 +158,7 @@ def test_missing_records_are_skipped_and_reported_unless_created(
     result = sync(settings)
     report = result.deliveries["hubspot"]
     assert report.counts == {"ok": 1, "rejected": 1}
-    assert any("not found in HubSpot by email 'unknown@x.io'" in r for r in report.reasons)
+    assert any("not found in HubSpot by email 'unknown@x.io'" in r for r in report.reason_texts())
     assert len(emulator.hubspot.state()["contacts"]) == 1
     # Switched on later, a --full-refresh creates what was missing (rejections wait for new values otherwise).
     again = asyncio.run(

@@ -141,7 +141,7 @@ def test_oversize_message_is_reported_and_others_delivered(
     assert result.exit_code == 1
     report = result.deliveries["segment"]
     assert report.counts == {"ok": 1, "rejected": 1}
-    (reason,) = report.reasons
+    (reason,) = report.reason_texts()
     assert "over Segment's 32 KB limit" in reason
     assert set(emulator.segment.state()["users"]) == {"u2"}
 
