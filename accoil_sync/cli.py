@@ -394,7 +394,7 @@ def failures(
         for col in FAILURE_COLUMNS:
             table.add_column(col)
         for row in rows:
-            table.add_row(*(("" if v is None else str(v))[:120] for v in row))
+            table.add_row(*(Text(("" if v is None else str(v))[:120]) for v in row))  # no markup
         out.print(table)
         return
     with (
