@@ -185,6 +185,7 @@ class HubSpotConnector:
                         c.key,
                         f"not found in HubSpot by {self._id_property(kind)} {v!r}; "
                         "not created because destinations.hubspot.create_missing is off",
+                        "not_found",  # heals once the record exists in HubSpot (sync/heal.py)
                     )
                     for c, v in missing
                 ]
