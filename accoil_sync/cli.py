@@ -9,7 +9,7 @@ import dataclasses
 import json
 import signal
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, get_args
@@ -21,16 +21,21 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    ProgressColumn,
     SpinnerColumn,
+    Task,
+    TaskID,
     TextColumn,
     TimeElapsedColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
 from accoil_sync import __version__, logs
 from accoil_sync.config.settings import Settings, load_settings, masked_dump, secret_values
 from accoil_sync.connectors.base import HEALABLE, ReasonClass
 from accoil_sync.errors import ConfigError, StateStoreError, SyncBusy, UserError
+from accoil_sync.sync.lease import Lease
 from accoil_sync.sync.runner import EXIT_INTERRUPTED, EXIT_USAGE, RunResult, execute
 from accoil_sync.sync.state import StateStore
 
@@ -117,33 +122,60 @@ def _load(config: Path | None, log_format: str, log_level: str | None) -> Settin
     return settings
 
 
-def _progress_factory() -> tuple[Progress | None, Callable[[str, int], Callable[[int], None]] | None]:
-    if not sys.stderr.isatty():
-        return None, None
-    progress = Progress(
-        SpinnerColumn(),
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err,
-        transient=False,
-    )
+class _Bar:
+    def __init__(self, progress: Progress, task: TaskID) -> None:
+        self._progress, self._task = progress, task
 
-    def factory(name: str, total: int) -> Callable[[int], None]:
-        task = progress.add_task(f"{name}: records sent", total=total or None)
-        return lambda n: progress.advance(task, n)
+    def advance(self, n: int) -> None:
+        self._progress.advance(self._task, n)
 
-    return progress, factory
+    def add_total(self, n: int) -> None:
+        task = self._progress.tasks[self._progress.task_ids.index(self._task)]
+        self._progress.update(self._task, total=(task.total or 0) + n)
 
 
-def _run(settings: Settings, **kwargs: Any) -> RunResult:
-    progress, factory = _progress_factory() if kwargs.get("deliver") else (None, None)
+class _Rate(ProgressColumn):
+    """Items a second (rich's own speed column counts bytes)."""
+
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text(f"{speed:,.0f}/s" if speed else "", style="progress.data.speed")
+
+
+class _Bars:
+    """``sync.progress.Progress`` drawn by rich: count, total, rate and elapsed time per phase."""
+
+    def __init__(self) -> None:
+        self.progress = Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            _Rate(),
+            TimeElapsedColumn(),
+            console=err,
+            transient=False,
+        )
+
+    def task(self, description: str, total: int | None) -> _Bar:
+        return _Bar(self.progress, self.progress.add_task(description, total=total))
+
+
+def _progress_bars(log_format: str, settings: Settings) -> _Bars | None:
+    """Bars on a terminal only, and never beside JSON logs (a collector would get the escape codes)."""
+    fmt = log_format if log_format != "auto" else settings.log.format
+    if not sys.stderr.isatty() or fmt == "json":
+        return None
+    return _Bars()
+
+
+def _run(settings: Settings, log_format: str = "auto", **kwargs: Any) -> RunResult:
+    bars = _progress_bars(log_format, settings)
     try:
-        if progress is not None:
-            with progress:
-                return asyncio.run(_interruptible(settings, progress=factory, **kwargs))
-        return asyncio.run(_interruptible(settings, **kwargs))
+        if bars is None:
+            return asyncio.run(_interruptible(settings, **kwargs))
+        with bars.progress:
+            return asyncio.run(_interruptible(settings, progress=bars, **kwargs))
     except (asyncio.CancelledError, KeyboardInterrupt):
         err.print("stopped at once: acknowledged writes are kept, the next run sends the rest")
         raise typer.Exit(EXIT_INTERRUPTED) from None
@@ -206,6 +238,7 @@ def plan(
         settings = _load(config, log_format, log_level or ("WARNING" if as_json else None))
         result = _run(
             settings,
+            log_format,
             deliver=False,
             destinations=destination,
             full_refresh=full_refresh,
@@ -250,6 +283,7 @@ def sync(
         settings = _load(config, log_format, log_level)
         result = _run(
             settings,
+            log_format,
             deliver=True,
             destinations=destination,
             full_refresh=full_refresh,
@@ -265,6 +299,14 @@ def sync(
     raise typer.Exit(result.exit_code)
 
 
+def _read_state(settings: Settings) -> StateStore:
+    """The state store, read-only (``status`` and ``failures`` work on a store they may not write)."""
+    if not settings.state.path.exists():
+        err.print(f"no state yet at {settings.state.path}: run `accoil-sync sync` first")
+        raise typer.Exit(0)
+    return StateStore(settings.state.path, readonly=True)
+
+
 @app.command()
 def status(
     config: ConfigOption = None,
@@ -273,22 +315,21 @@ def status(
 ) -> None:
     """Recent runs, and the records failing now grouped by reason class (`failures` lists them)."""
     with _user_errors():
-        settings = load_settings(config)
-        if not settings.state.path.exists():
-            err.print(f"no state yet at {settings.state.path}: run `accoil-sync sync` first")
-            raise typer.Exit(0)
-        store = StateStore(settings.state.path, readonly=True)
+        store = _read_state(load_settings(config))
         try:
             recent = store.runs(runs)
             per_run = {r.run_id: store.run_reasons(r.run_id) for r in recent}
             failing = store.failure_counts()
             classes = store.failure_classes()
+            lease = Lease(store, "")
+            running = lease.describe_holder() if lease.holder_now() is not None else None
         finally:
             store.close()
     if as_json:
         print(
             json.dumps(
                 {
+                    "running": running,
                     "runs": [{**dataclasses.asdict(run), "reasons": per_run[run.run_id]} for run in recent],
                     "failing": [{"destination": d, "status": s, "count": n} for d, s, n in failing],
                     "classes": [
@@ -320,6 +361,8 @@ def status(
             per or (r.message or ""),
         )
     out.print(table)
+    if running is not None:
+        out.print(f"A sync holds the state store's lease now: {running}", highlight=False, markup=False)
     if classes:
         out.print("Records failing now: " + ", ".join(f"{d} {s} {n}" for d, s, n in failing))
         t = Table(title="Failing now, by reason class")
@@ -382,11 +425,7 @@ def failures(
             problems.append(("--status", f"{failing_status!r} is not rejected or retryable"))
         if problems:
             raise ConfigError(problems)
-        settings = load_settings(config)
-        if not settings.state.path.exists():
-            err.print(f"no state yet at {settings.state.path}: run `accoil-sync sync` first")
-            raise typer.Exit(0)
-        store = StateStore(settings.state.path, readonly=True)
+        store = _read_state(load_settings(config))
         try:
             found = store.failures(
                 destination=destination,
@@ -416,7 +455,7 @@ def failures(
         for col in FAILURE_COLUMNS:
             table.add_column(col)
         for row in rows:
-            table.add_row(*(("" if v is None else str(v))[:120] for v in row))
+            table.add_row(*(Text(("" if v is None else str(v))[:120]) for v in row))  # no markup
         out.print(table)
         return
     with (
@@ -562,8 +601,11 @@ def _print_result(result: RunResult, delivered: bool) -> None:
         if delivery.get("stopped"):
             out.print(f"[red]{name} stopped:[/red] {delivery['stopped']}")
         for reason_class, n in delivery.get("reasons", {}).items():
+            keys = delivery.get("example_keys", {}).get(reason_class, [])[:3]
             out.print(
-                f"  {name} failure x{n}: {reason_class} (accoil-sync failures -d {name} --class {reason_class})",
+                f"  {name} failure x{n}: {reason_class}"
+                + (f" (e.g. {', '.join(keys)})" if keys else "")
+                + f"; reasons: accoil-sync failures -d {name} --class {reason_class}",
                 highlight=False,
                 markup=False,
             )

@@ -2,7 +2,8 @@
 
 It starts the Segment/Intercom/HubSpot look-alikes in-process, points every destination whose connector
 exists at them, plans, syncs, shows what each "vendor" now holds, syncs again (nothing may be sent) and
-says how to switch to real accounts. Demo state lives in ``.accoil-sync/demo`` and is reset each time.
+says how to switch to real accounts. Demo state lives in ``.accoil-sync/demo`` (whatever the config says)
+and is reset each time; the example configuration's own state is never touched.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from accoil_sync.sync.runner import RunResult, execute
 from accoil_sync.traits.names import ObjectKind
 
 EXAMPLE_CONFIG = Path("examples/accoil-sync.toml")
+DEMO_STATE = Path(".accoil-sync/demo/state.db")
 DEMO_SECRETS = {
     "segment": ("WRITE_KEY", "demo-write-key"),
     "intercom": ("ACCESS_TOKEN", "demo-intercom-token"),
@@ -112,6 +114,10 @@ def run_demo(config: Path = EXAMPLE_CONFIG, console: Console | None = None) -> i
     emulator = Emulator("clean")
     with EmulatorServer(emulator) as url:
         vendors = _point_at_emulator(url)
+        os.environ["ACCOIL_SYNC_STATE__PATH"] = str(DEMO_STATE.resolve())
+        os.environ["ACCOIL_SYNC_DESTINATIONS__JSONL__PATH"] = str(
+            DEMO_STATE.resolve().parent / "deliveries.jsonl"
+        )
         settings = load_settings(config)
         shutil.rmtree(settings.state.directory, ignore_errors=True)
         console.print(f"emulator on {url}; destinations: jsonl, {', '.join(vendors)}")
@@ -139,10 +145,13 @@ def run_demo(config: Path = EXAMPLE_CONFIG, console: Console | None = None) -> i
         console.print(f"changes on the second run: {changes}; writes sent to the vendors: {writes}")
     console.rule("next")
     console.print(
-        "Point accoil-sync at your own metrics and real accounts: copy examples/accoil-sync.toml to "
-        "accoil-sync.toml, set [source] users/accounts, enable a destination and export its secret, e.g.\n"
-        "  export ACCOIL_SYNC_DESTINATIONS__SEGMENT__WRITE_KEY=...\n"
-        "then run `accoil-sync config check` and `accoil-sync plan` (README.md walks through each vendor).",
+        "accoil-sync is installed in .venv: `. .venv/bin/activate` puts it on your PATH, then\n"
+        "  accoil-sync sync -c examples/accoil-sync.toml     # the example, into its own state\n"
+        "  accoil-sync status -c examples/accoil-sync.toml\n"
+        "For your own metrics and real accounts: copy examples/accoil-sync.toml next to your data, point "
+        "[source] users/accounts at it (paths are relative to the config file), enable a destination and "
+        "export its secret, e.g. export ACCOIL_SYNC_DESTINATIONS__SEGMENT__WRITE_KEY=... "
+        "(README.md walks through each vendor).",
         markup=False,
     )
     if changes or writes:

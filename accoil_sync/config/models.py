@@ -173,7 +173,7 @@ class DestinationBase(_Section):
 
 
 class JsonlDestination(DestinationBase):
-    path: Path = Path(".accoil-sync/out/deliveries.jsonl")
+    path: Path = Field(Path(".accoil-sync/out/deliveries.jsonl"), description="default: <state dir>/out/")
     batch_size: int = Field(1000, ge=1, le=100_000)
 
 

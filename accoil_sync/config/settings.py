@@ -77,6 +77,16 @@ class Settings(BaseSettings):
             seen[folded] = profile.name
         return self
 
+    @model_validator(mode="after")
+    def _jsonl_beside_state(self) -> Settings:
+        """Unless set, the jsonl destination's file lives beside the state store (``<state dir>/out/``)."""
+        jsonl = self.destinations.jsonl
+        if "path" not in jsonl.model_fields_set:
+            moved = jsonl.model_copy(update={"path": self.state.directory / "out" / "deliveries.jsonl"})
+            # model_copy, not assignment: the sections are frozen and their defaults are shared
+            object.__setattr__(self, "destinations", self.destinations.model_copy(update={"jsonl": moved}))
+        return self
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -127,6 +137,7 @@ def load_settings(path: Path | None = None, *, secrets_dir: Path | None = None) 
             raise ConfigError([(str(path), f"not valid TOML: {exc}")]) from None
         _refuse_secrets_in_file(data, path)
         data.pop("config", None)
+        _resolve_paths(data, path.resolve().parent)
     if secrets_dir is None and DEFAULT_SECRETS_DIR.is_dir():
         secrets_dir = DEFAULT_SECRETS_DIR
     token = _toml_data.set(data)
@@ -140,6 +151,40 @@ def load_settings(path: Path | None = None, *, secrets_dir: Path | None = None) 
         raise ConfigError([_settings_problem(exc)]) from None
     finally:
         _toml_data.reset(token)
+
+
+# Settings that name files, as (section path, key). Relative values written in the config file -- and the
+# state store's default -- are relative to the file's directory, so that cron, systemd or a CI step run
+# from anywhere reads and writes the same files. Values from the environment stay relative to the working
+# directory, like any command-line path.
+FILE_SETTINGS: tuple[tuple[tuple[str, ...], str], ...] = (
+    (("state",), "path"),
+    (("destinations", "jsonl"), "path"),
+    (("source",), "database"),
+)
+SOURCE_FILES = ("users", "accounts")  # paths or globs when source.kind = "files", else SQL
+
+
+def _resolve_paths(data: dict[str, Any], base: Path) -> None:
+    state = data.setdefault("state", {})
+    if isinstance(state, dict):  # (anything else is reported by validation)
+        state.setdefault("path", str(StateConfig.model_fields["path"].default))
+    targets: list[tuple[dict[str, Any], str]] = []
+    for section_path, key in FILE_SETTINGS:
+        node: Any = data
+        for part in section_path:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            targets.append((node, key))
+    source = data.get("source")
+    if isinstance(source, dict) and source.get("kind", "files") == "files":
+        targets += [(source, key) for key in SOURCE_FILES]
+    for node, key in targets:
+        value = node.get(key)
+        if isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
+            node[key] = str(base / value)
+        elif isinstance(value, str) and value.startswith("~"):
+            node[key] = str(Path(value).expanduser())
 
 
 def secret_paths(model: type[Any] = Settings, prefix: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:

@@ -33,6 +33,8 @@ from accoil_sync.traits.names import ObjectKind
 
 log = logging.getLogger("accoil_sync.engine")
 
+EXAMPLES = 20  # failures kept per reason class in a run's report
+
 
 @dataclass(slots=True)
 class DeliveryReport:
@@ -40,6 +42,9 @@ class DeliveryReport:
     counts: Counter[str] = field(default_factory=Counter)  # ok / retryable / rejected / refreshed
     by_kind: dict[str, Counter[str]] = field(default_factory=dict)
     reasons: Counter[str] = field(default_factory=Counter)  # failures by reason class (connectors.base)
+    # The first failures of each class, (key, the vendor's reason): for callers and `--json`'s keys; the
+    # reasons can hold emails, so nothing logs or alerts them (`accoil-sync failures` reads the store).
+    examples: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
     stopped: str | None = None
     limited: int = 0  # changes left for a later run by --limit
     halted: bool = False  # a shutdown asked the run to stop; what was in flight finished and was committed
@@ -47,6 +52,10 @@ class DeliveryReport:
     @property
     def failed(self) -> int:
         return self.counts["retryable"] + self.counts["rejected"]
+
+    def reason_texts(self) -> list[str]:
+        """The vendor's reasons of the example failures, every class."""
+        return [reason for examples in self.examples.values() for _, reason in examples]
 
 
 class Committer:
@@ -257,6 +266,9 @@ class Engine:
                 # Counted by class only: the reason's text names keys and emails, which stay in the state
                 # store and the sync log (``accoil-sync failures``), out of logs, alerts and metrics.
                 self.report.reasons[reason_class] += 1
+                examples = self.report.examples.setdefault(reason_class, [])
+                if len(examples) < EXAMPLES:
+                    examples.append((change.key, outcome.reason or "unknown"))
             lines.append(
                 (
                     run_id,
@@ -291,3 +303,5 @@ class Engine:
                     [],
                 )
         self.report.counts["refreshed"] += len(changes)
+        if self.on_progress:  # planned, and settled without a write
+            self.on_progress(len(changes))

@@ -3,8 +3,9 @@
 Every delivering run takes it -- ``accoil-sync sync`` as well as ``serve``'s scheduled and triggered runs --
 so a CronJob, a manual ``sync`` and ``serve.schedule`` on one store never overlap. A holder renews its lease
 while it works; a lease that was not renewed before ``expires_at`` belonged to a process that died, and the
-next taker gets it. Taking, renewing and releasing are single statements inside ``BEGIN IMMEDIATE``
-transactions, so two takers can never both succeed.
+next taker gets it -- at once when the holder ran on the same host and its process is gone (kill -9).
+Taking, renewing and releasing are single statements inside ``BEGIN IMMEDIATE`` transactions, so two
+takers can never both succeed.
 """
 
 from __future__ import annotations
@@ -31,6 +32,22 @@ log = logging.getLogger("accoil_sync.lease")
 def process_holder() -> str:
     """This process's name for a lease: host and pid (what ``status`` and a refused run show)."""
     return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _exited_here(holder: str) -> bool:
+    """A ``host:pid[:...]`` holder on this host whose process no longer exists. Anything else -- another
+    host, a name that is no host:pid, a live pid (even one reused by another program) -- counts as alive."""
+    host, _, rest = holder.partition(":")
+    pid_text = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid_text.isdigit() or int(pid_text) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid_text), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # it exists, but belongs to someone else
+        return False
+    return False
 
 
 def run_holder() -> str:
@@ -67,6 +84,19 @@ class Lease:
     def release(self) -> None:
         with self.state.transaction() as db:
             db.execute("DELETE FROM leases WHERE name = ? AND holder = ?", (self.name, self.holder))
+
+    def take_over_from_dead(self) -> str | None:
+        """Take the lease from a holder on this host whose process has exited (kill -9, OOM, a crash):
+        waiting out its ``ttl`` would only delay the next run. Returns the dead holder, if taken."""
+        holder = self.holder_now()
+        if holder is None or not _exited_here(holder):
+            return None
+        with self.state.transaction() as db:
+            cur = db.execute(
+                "UPDATE leases SET holder = ?, expires_at = ? WHERE name = ? AND holder = ?",
+                (self.holder, time.time() + self.ttl, self.name, holder),
+            )
+            return holder if cur.rowcount == 1 else None
 
     def holder_now(self) -> str | None:
         row = self.state.db.execute(
@@ -123,6 +153,9 @@ async def _acquire(lease: Lease, wait_seconds: float) -> None:
     deadline = time.monotonic() + wait_seconds
     announced = False
     while not await asyncio.to_thread(lease.acquire):
+        if dead := await asyncio.to_thread(lease.take_over_from_dead):
+            log.warning("took over the sync lease from %s: that process is no longer running", dead)
+            return
         other = await asyncio.to_thread(lease.describe_holder)
         remaining = deadline - time.monotonic()
         if remaining <= 0:

@@ -19,6 +19,7 @@ from accoil_sync.sources.records import RecordDecoder, document_sql
 from accoil_sync.sources.stage import Stage
 from accoil_sync.sync.guards import HELD_PREFIX, Preview
 from accoil_sync.sync.heal import RecheckPolicy
+from accoil_sync.sync.progress import PlanProgress
 from accoil_sync.sync.state import CLEARED, STATUS_REJECTED, StateStore
 from accoil_sync.traits.encoders import Encoder, FieldValue, diff_fields
 from accoil_sync.traits.names import ObjectKind
@@ -65,6 +66,7 @@ class Planner:
         full_refresh: bool = False,
         removable: Mapping[ObjectKind, bool] | None = None,
         recheck: Callable[[str], RecheckPolicy] | None = None,
+        progress: Callable[[str], PlanProgress | None] | None = None,
     ) -> None:
         """``removable``: per kind, whether objects absent from the source may be cleared at all (the
         guards' removal verdict); a kind not named may not. ``recheck``: each destination's policy for
@@ -73,6 +75,7 @@ class Planner:
         self.state = state
         self.full_refresh = full_refresh
         self.recheck = recheck
+        self.progress = progress  # destination -> its progress, when shown
         self.removable = dict(removable) if removable is not None else dict.fromkeys(ObjectKind, True)
         self._state_tables: set[str] = set()
 
@@ -164,18 +167,23 @@ class Planner:
             con.register("st_chunk", chunk)
             con.execute(f"INSERT INTO {table} SELECT {select} FROM st_chunk").fetchall()
             con.unregister("st_chunk")
+        return table
+
+    def _recheck(self, destination: str, kind: ObjectKind, table: str) -> None:
+        """Rejections due for a re-check (sync/heal.py) become changes like any other: forgetting which
+        values they were for. Done when planning, not when loading, so no guard counts them as changed."""
         policy = None if self.recheck is None or self.full_refresh else self.recheck(destination)
         if policy is not None and (due := policy.due(self.state, destination, kind.value)):
-            # Forgetting which values a rejection was for makes it a change like any other.
+            con = self.stage.con
             con.register("st_due", pa.table({"key": pa.array(due, pa.string())}))
             con.execute(f"UPDATE {table} SET failed = NULL WHERE key IN (SELECT key FROM st_due)").fetchall()
             con.unregister("st_due")
-        return table
 
     def _plan_kind(
         self, destination: str, kind: ObjectKind, encoder: Encoder, removal: str, counts: PlanCounts
     ) -> Iterator[Change]:
         st = self._load_state(destination, kind)
+        self._recheck(destination, kind, st)
         con = self.stage.con
         sql = self._conditions(kind, encoder, removal)
         want, rejected, changed, gone = sql.want, sql.rejected, sql.changed, sql.gone
@@ -189,6 +197,16 @@ class Planner:
             f"FROM desired_{kind.value} d JOIN {st} s USING (key)"
         ).fetchall()[0]
         counts.still_rejected, counts.rechecking = int(still), int(rechecking)
+        progress = self.progress(destination) if self.progress is not None else None
+        if progress is not None:  # the total for the bars: one more join, only when they are shown
+            progress.candidates(
+                int(
+                    con.execute(
+                        f"SELECT count(*) FROM desired_{kind.value} d FULL OUTER JOIN {st} s ON d.key = s.key "
+                        f"WHERE ({changed}) OR ({gone})"
+                    ).fetchall()[0][0]
+                )
+            )
         # One streaming pass: candidates joined with their staged rows, one JSON document per row (built only
         # for the objects planned), in key order. Fetching records per chunk of keys instead would rescan
         # the staged table once per chunk: quadratic at a million rows.
@@ -208,6 +226,8 @@ class Planner:
         full_refresh = self.full_refresh
         single = len(self.stage.profiles) == 1
         for part in _objects(cur, RECORD_CHUNK, single):
+            if progress is not None:
+                progress.planned(len(part))
             # An object the state has never seen (c_new) has nothing to load: a first sync skips the reads.
             stored = self.state.load(destination, kind.value, [row[0] for row, _ in part if not row[3]])
             for (key, fingerprint, is_gone, is_new, status, _, held), docs in part:

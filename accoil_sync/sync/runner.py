@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -13,9 +14,9 @@ from typing import Any
 from accoil_sync.config.settings import Settings
 from accoil_sync.connectors import Connector, build_connector
 from accoil_sync.connectors.base import Change, UsesSourceView
-from accoil_sync.errors import ConfigError, DestinationUnavailable
+from accoil_sync.errors import AccoilSyncError, ConfigError, DestinationUnavailable, StateStoreError
 from accoil_sync.logs import run_id_var
-from accoil_sync.sources import Stage, load_stage
+from accoil_sync.sources import Stage
 from accoil_sync.sources.base import RowError
 from accoil_sync.sources.stage import SourceStats
 from accoil_sync.sources.view import StageView
@@ -34,6 +35,7 @@ from accoil_sync.sync.guards import (
 from accoil_sync.sync.heal import recheck_policies
 from accoil_sync.sync.lease import hold, run_holder
 from accoil_sync.sync.planner import DestinationPlan, Planner
+from accoil_sync.sync.progress import PlanProgress, Progress, load_with_progress
 from accoil_sync.sync.resolve import Resolver, ResolveReport
 from accoil_sync.sync.sanity import sanity_warnings
 from accoil_sync.sync.state import StateStore, new_run_id
@@ -58,7 +60,6 @@ STOPPED_AT_ONCE = (
 )
 
 ConnectorFactory = Callable[[str, Settings, str], Connector]
-ProgressFactory = Callable[[str, int], Callable[[int], None]]
 
 
 @dataclass(slots=True)
@@ -166,6 +167,7 @@ class RunResult:
                                 "counts": dict(d.counts),
                                 "by_kind": {k: dict(v) for k, v in d.by_kind.items()},
                                 "reasons": dict(d.reasons),
+                                "example_keys": {c: [k for k, _ in ex] for c, ex in d.examples.items()},
                                 "stopped": d.stopped,
                                 "limited": d.limited,
                             }
@@ -294,7 +296,7 @@ async def execute(
     limit: int | None = None,
     run_id: str | None = None,
     connector_factory: ConnectorFactory = build_connector,
-    progress: ProgressFactory | None = None,
+    progress: Progress | None = None,
     sample_size: int = SAMPLE_SIZE,
     error_limit: int = 1000,
     halt: asyncio.Event | None = None,
@@ -355,7 +357,7 @@ async def _execute(
     limit: int | None,
     run_id: str | None,
     connector_factory: ConnectorFactory,
-    progress: ProgressFactory | None,
+    progress: Progress | None,
     sample_size: int,
     error_limit: int,
     halt: asyncio.Event | None,
@@ -392,7 +394,7 @@ async def _execute(
         # A column the source had at the last accepted run is required again, unless this run is allowed
         # to drop it (its values are then cleared like any emptied field).
         expected = {kind: () if allow_mass_change else b.columns for kind, b in baselines.items()}
-        load_stage(stage, settings.source, expected)
+        load_with_progress(stage, settings.source, progress, expected)
         result = RunResult(run_id, stage.stats, fail_on_invalid_rows=settings.safety.fail_on_invalid_rows)
         verdicts = _removal_verdicts(settings, names, stage, baselines, allow_mass_change, result)
         result.errors = stage.errors(limit=error_limit)
@@ -410,12 +412,14 @@ async def _execute(
                 s.duplicates,
                 s.objects,
             )
+        bars: dict[str, PlanProgress] = {}
         planner = Planner(
             stage,
             state,
             full_refresh=full_refresh,
             removable={kind: v.allowed for kind, v in verdicts.items()},
             recheck=recheck_policies(settings, retry_rejected=retry_rejected),
+            progress=bars.get if progress is not None else None,
         )
         for name in names:
             if halt is not None and halt.is_set():
@@ -425,6 +429,11 @@ async def _execute(
             if isinstance(connector, UsesSourceView):
                 # Read-only lookups into this run's stage (Segment's member group calls); see ARCHITECTURE.
                 connector.bind_source(StageView(stage))
+            sending = None
+            if progress is not None:
+                planning = progress.task(f"{name}: planning", 0)
+                sending = progress.task(f"{name}: sending", 0) if deliver else None
+                bars[name] = PlanProgress(planning, sending)
             plan = DestinationPlan(name)
             result.plans[name] = plan
             removal = getattr(settings.destinations, name).removal
@@ -462,7 +471,7 @@ async def _execute(
                     synclog,
                     run_id,
                     limit=limit,
-                    on_progress=progress(name, 0) if progress else None,
+                    on_progress=sending.advance if sending is not None else None,
                     halt=halt,
                 )
                 report = await engine.run(changes)
@@ -493,16 +502,26 @@ async def _execute(
         if synclog is not None:
             synclog.close()
         if deliver:
-            if result is None or not completed:
-                invalid = result.source.invalid if result else 0
-                if cancelled:
-                    state.finish_run(run_id, "interrupted", EXIT_INTERRUPTED, invalid, STOPPED_AT_ONCE)
+            raised = sys.exc_info()[1]  # the error this run stops with, if any: its exit code, its words
+            try:
+                if result is None or not completed:
+                    invalid = result.source.invalid if result else 0
+                    if cancelled:
+                        state.finish_run(run_id, "interrupted", EXIT_INTERRUPTED, invalid, STOPPED_AT_ONCE)
+                    else:
+                        code = getattr(raised, "exit_code", EXIT_USAGE)
+                        why = str(raised)[:500] if isinstance(raised, AccoilSyncError) else None
+                        state.finish_run(
+                            run_id, "failed", code, invalid, why or "the run stopped before it finished"
+                        )
                 else:
-                    state.finish_run(
-                        run_id, "failed", EXIT_USAGE, invalid, "the run stopped before it finished"
+                    code = result.exit_code
+                    stopped = "; ".join(
+                        f"{n}: {d.stopped}" for n, d in result.deliveries.items() if d.stopped
                     )
-            else:
-                code = result.exit_code
-                stopped = "; ".join(f"{n}: {d.stopped}" for n, d in result.deliveries.items() if d.stopped)
-                state.finish_run(run_id, result.status, code, result.source.invalid, stopped or None)
+                    state.finish_run(run_id, result.status, code, result.source.invalid, stopped or None)
+            except StateStoreError as exc:  # the store failing is already the run's error, or becomes it
+                if raised is None:
+                    raise
+                log.error("could not close run %s in the ledger: %s", run_id, exc)
         state.close()

@@ -174,28 +174,3 @@ def run_profile(
     requests = total_requests(emulator)
     assert_vendors_hold_the_source(emulator, config, users, monkeypatch)
     return requests, elapsed
-
-
-def kill_at_random_points(
-    config: Path, rng: random.Random, kills: int, window: tuple[float, float], max_runs: int = 200
-) -> int:
-    """Start ``sync`` and ``kill -9`` it after a random ``window`` of seconds, until ``kills`` runs were
-    killed mid-way; returns the number of runs started."""
-    env = {**os.environ, **SECRETS}
-    killed = runs = 0
-    while killed < kills:
-        runs += 1
-        proc = subprocess.Popen(
-            sync_command(config),
-            cwd=config.parent,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        time.sleep(rng.uniform(*window))
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-            killed += 1
-        proc.wait()
-        assert runs < max_runs, "the sync never got far enough to be killed"
-    return runs

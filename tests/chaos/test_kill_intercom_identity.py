@@ -33,7 +33,7 @@ def test_kill_nine_keeps_intercom_ownership_unique(served: str, emulator: Emulat
         f'[destinations.intercom]\nenabled = true\nbase_url = "{served}/intercom"\n'
         "create_missing_contacts = true\ntimeout_seconds = 30\n"
     )
-    kill_at_random_points(config, random.Random(SEED), KILL_POINTS, (1.0, 3.5), max_runs=60)
+    kill_at_random_points(config, KILL_POINTS, random.Random(SEED), 1.0, 3.5, max_runs=60)
     final = run_sync(config)
     assert final.returncode in (0, 1), final.stderr[-2000:]  # 1: conflicts and ambiguities are reported
     check_every_record(emulator, 0, manifest, create=True, count=USERS)

@@ -18,7 +18,7 @@ from accoil_sync.connectors.hubspot import HubSpotConnector
 from accoil_sync.emulator import Emulator, Faults
 from accoil_sync.sync.identity import Ownership
 from accoil_sync.sync.runner import RunResult, execute
-from tests.conftest import WriteConfig, failure_reasons, write
+from tests.conftest import WriteConfig, write
 from tests.integration.conftest import call, destination_section
 
 HEADER = "user_id,email,score,segments,last_active,frequency\n"
@@ -136,7 +136,7 @@ def test_one_bad_email_in_100_fails_alone(
     result = sync(settings)
     report = result.deliveries["hubspot"]
     assert report.counts == {"ok": 98, "rejected": 2}
-    assert any("INVALID_EMAIL" in r for r in failure_reasons(settings, "hubspot"))
+    assert any("INVALID_EMAIL" in r for r in report.reason_texts())
     assert len(emulator.hubspot.state()["contacts"]) == 98
 
 
@@ -145,7 +145,7 @@ def test_duplicate_email_is_a_reported_conflict(hubspot_settings: WriteConfig, t
     settings = hubspot_settings()
     report = sync(settings).deliveries["hubspot"]
     assert report.counts == {"ok": 2, "rejected": 1}
-    assert any("also belongs to key 'u1'" in r for r in failure_reasons(settings, "hubspot"))
+    assert any("also belongs to key 'u1'" in r for r in report.reason_texts())
 
 
 def test_missing_records_are_skipped_and_reported_unless_created(
@@ -163,9 +163,7 @@ def test_missing_records_are_skipped_and_reported_unless_created(
     result = sync(settings)
     report = result.deliveries["hubspot"]
     assert report.counts == {"ok": 1, "rejected": 1}
-    assert any(
-        "no HubSpot contact has email 'unknown@x.io'" in r for r in failure_reasons(settings, "hubspot")
-    )
+    assert any("no HubSpot contact has email 'unknown@x.io'" in r for r in report.reason_texts())
     assert len(emulator.hubspot.state()["contacts"]) == 1
     # Switched on later, a --full-refresh creates what was missing (rejections wait for new values otherwise).
     again = asyncio.run(

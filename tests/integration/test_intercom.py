@@ -94,7 +94,7 @@ def test_missing_contact_is_skipped_and_reported_by_default(
     result = sync(settings)
     report = result.deliveries["intercom"]
     assert report.counts == {"ok": 1, "rejected": 1}
-    assert any("create_missing_contacts is off" in r for r in failure_reasons(settings, "intercom"))
+    assert any("create_missing_contacts is off" in r for r in report.reason_texts())
     assert set(emulator.intercom.state()["contacts"]) == {"u1"}
 
 
@@ -137,7 +137,7 @@ def test_a_validation_error_fails_only_that_contact(
     result = sync(intercom_settings())
     report = result.deliveries["intercom"]
     assert report.counts == {"ok": 2, "rejected": 1}
-    assert any("Email address is invalid" in r for r in failure_reasons(settings, "intercom"))
+    assert any("Email address is invalid" in r for r in report.reason_texts())
     assert set(emulator.intercom.state()["contacts"]) == {"u1", "u3"}
 
 

@@ -15,7 +15,7 @@ from accoil_sync.emulator import Emulator, Faults
 from accoil_sync.sources import Stage, load_stage
 from accoil_sync.sync.runner import RunResult, execute
 from accoil_sync.traits import ObjectKind, TraitsEncoder
-from tests.conftest import WriteConfig, failure_reasons, write
+from tests.conftest import WriteConfig, write
 from tests.integration.conftest import destination_section
 
 HEADER = "user_id,email,score,segments,activation,last_active,frequency\n"
@@ -144,7 +144,7 @@ def test_oversize_message_is_reported_and_others_delivered(
     assert result.exit_code == 1
     report = result.deliveries["segment"]
     assert report.counts == {"ok": 1, "rejected": 1}
-    (reason,) = failure_reasons(settings, "segment")
+    (reason,) = report.reason_texts()
     assert "over Segment's 32 KB limit" in reason
     assert set(emulator.segment.state()["users"]) == {"u2"}
 

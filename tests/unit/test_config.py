@@ -40,7 +40,7 @@ def test_env_overrides_toml_with_nested_delimiter(tmp_path: Path, monkeypatch: p
 def test_config_path_from_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = write(tmp_path / "other.toml", '[source]\nusers = "x.csv"\n')
     monkeypatch.setenv("ACCOIL_SYNC_CONFIG", str(cfg))
-    assert load_settings().source.users == "x.csv"
+    assert load_settings().source.users == str(tmp_path / "x.csv")  # relative to the config file
 
 
 def test_secret_from_secrets_dir_is_masked_in_dump(tmp_path: Path) -> None:

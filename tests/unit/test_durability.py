@@ -15,7 +15,7 @@ import pytest
 
 from accoil_sync.config.settings import Settings
 from accoil_sync.connectors import jsonl as jsonl_module
-from accoil_sync.errors import StateStoreError
+from accoil_sync.errors import EXIT_STATE, StateStoreError
 from accoil_sync.sync.runner import execute
 from accoil_sync.sync.state import StateStore, explain
 from accoil_sync.sync.synclog import SyncLog
@@ -54,7 +54,10 @@ def test_a_full_disk_under_the_state_store_takes_the_jsonl_batch_back(
             asyncio.run(execute(settings, deliver=True))
     store = StateStore(settings.state.path)
     recorded = {k for (part, rows) in store.fingerprints("jsonl", "user") for k, *_ in rows}
+    last = store.runs(1)[0]
     store.close()
+    assert (last.status, last.exit_code) == ("failed", EXIT_STATE)  # the ledger says why it stopped
+    assert last.message is not None and "the disk is full" in last.message
     assert len(recorded) == 45  # three batches of five a run: each run recorded the next three
     assert sorted(delivered()) == sorted(recorded)  # nothing the state does not know is in the file
     monkeypatch.setattr(StateStore, "commit_batch", real)
@@ -107,3 +110,36 @@ def test_a_finished_runs_sync_log_is_one_parquet_file(settings: Settings) -> Non
     asyncio.run(execute(settings, deliver=True))
     (log,) = Path("state/synclog").glob("run-*")
     assert log.suffix == ".parquet" and pq.read_table(log).num_rows == USERS
+
+
+@pytest.mark.slow
+def test_kill_nine_mid_run_keeps_the_audit_rows_of_every_committed_batch(
+    make_settings: WriteConfig, tmp_path: Path
+) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    write(tmp_path / "users.csv", "user_id,score\n" + "".join(f"u{i:06d},{i % 100}\n" for i in range(60_000)))
+    make_settings(extra="batch_size = 50\n")
+    command = [sys.executable, "-m", "accoil_sync", "sync", "-c", "accoil-sync.toml", "--log-level", "ERROR"]
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not list(Path("state/synclog").glob("*.arrows")):
+        time.sleep(0.05)
+    time.sleep(0.5)  # some batches committed, the run far from done
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    store = StateStore(Path("state/state.db"))
+    committed = {k for (_, rows) in store.fingerprints("jsonl", "user") for k, *_ in rows}
+    store.close()
+    assert 0 < len(committed) < 60_000, "the kill did not land mid-run"
+    assert not list(Path("state/synclog").glob("*.parquet"))  # the run never closed its log
+
+    assert subprocess.run(command, check=False).returncode == 0  # takes the dead run's lease, finishes
+    logged = set()
+    for log in Path("state/synclog").glob("run-*.parquet"):
+        logged |= set(pq.read_table(log, columns=["key"]).column("key").to_pylist())
+    assert committed <= logged  # every record the killed run delivered and recorded is in its audit log
+    assert len(list(Path("state/synclog").glob("run-*.parquet"))) == 2

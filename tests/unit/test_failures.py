@@ -48,7 +48,7 @@ class Rejecting:
                     Outcome.reject(c.key, f"not found in HubSpot by email {c.key}@example.com", "not_found")
                 )
             else:
-                out.append(Outcome.reject(c.key, f"email '{c.key}@bad' is not one HubSpot accepts"))
+                out.append(Outcome.reject(c.key, f"email '{c.key}@bad' is not one HubSpot accepts [bold]"))
         return out
 
     async def aclose(self) -> None:
@@ -106,6 +106,9 @@ def test_status_groups_by_class_and_failures_lists_and_exports_the_keys(settings
     assert written.returncode == 0 and "5 failing record(s) written" in written.stderr
     data = json.loads(target.read_text())
     assert len(data) == 5 and set(data[0]) >= {"key", "class", "reason", "attempts", "last_tried"}
+
+    table = cli("failures", "-c", "accoil-sync.toml", "--class", "invalid")
+    assert table.returncode == 0 and "u1@bad" in table.stdout  # reasons shown as text, on request
 
     wrong = cli("failures", "-c", "accoil-sync.toml", "--class", "nope")
     assert wrong.returncode == 2 and "--class" in wrong.stderr and "not_found" in wrong.stderr

@@ -135,8 +135,50 @@ def test_the_cli_refuses_a_sync_while_another_process_holds_the_lease(settings: 
     assert "cron-pod:7" in result.stderr and "20260101T000000-000001" in result.stderr
     assert "Traceback" not in result.stderr
     assert not Path("out/deliveries.jsonl").exists()
+    status = json.loads(cli("status", "-c", "accoil-sync.toml", "--json").stdout)
+    assert status["running"].startswith("cron-pod:7, run 20260101T000000-000001")
     other.release()
     assert cli("sync", "-c", "accoil-sync.toml", "--json").returncode == 0
     lines = Path("out/deliveries.jsonl").read_text().splitlines()
     assert len(lines) == 8 and {json.loads(line)["key"] for line in lines} == {f"u{i}" for i in range(1, 9)}
     store.close()
+
+
+def test_the_lease_of_a_killed_process_on_this_host_is_taken_at_once(settings: Settings) -> None:
+    import os
+    import socket
+    import subprocess
+
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # its pid now names no process
+    store = StateStore(settings.state.path)
+    assert Lease(store, f"{socket.gethostname()}:{gone.pid}:dead", ttl=600).acquire()
+    started = time.monotonic()
+    first = Slow(delay=0)
+    assert asyncio.run(sync(settings, first)).exit_code == 0 and len(first.sent) == 8
+    assert time.monotonic() - started < 10  # not the 600 s the dead holder had left
+
+    # a live holder on this host (the test runner's parent) keeps it, and so does one on another host
+    for live in (f"{socket.gethostname()}:{os.getppid()}:alive", f"other-host:{gone.pid}:x"):
+        store.db.execute("DELETE FROM leases")
+        assert Lease(store, live, ttl=600).acquire()
+        with pytest.raises(SyncBusy):
+            asyncio.run(sync(settings, Slow(delay=0)))
+    store.close()
+
+
+async def test_a_manual_sync_beside_a_scheduled_run_is_refused(settings: Settings) -> None:
+    from accoil_sync.serve.scheduler import Scheduler, Started
+
+    scheduled = Slow(delay=0.1)
+    scheduler = Scheduler(settings, connector_factory=factory(scheduled))  # type: ignore[arg-type]
+    assert isinstance(scheduler.trigger("schedule"), Started)
+    await scheduled.started.wait()
+    manual = Slow(delay=0)
+    with pytest.raises(SyncBusy) as refused:
+        await sync(settings, manual)
+    assert manual.sent == [] and "another sync is running" in str(refused.value)
+    assert scheduler.current is not None
+    await scheduler.current
+    assert len(scheduled.sent) == 8 and scheduler.last["status"] == "ok"
+    await scheduler.shutdown(0)
