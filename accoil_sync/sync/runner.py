@@ -13,7 +13,7 @@ from typing import Any
 from accoil_sync.config.settings import Settings
 from accoil_sync.connectors import Connector, build_connector
 from accoil_sync.connectors.base import Change
-from accoil_sync.errors import ConfigError, DestinationUnavailable
+from accoil_sync.errors import ConfigError, DestinationError, DestinationUnavailable
 from accoil_sync.logs import run_id_var
 from accoil_sync.sources import Stage, load_stage
 from accoil_sync.sources.base import RowError
@@ -260,11 +260,15 @@ async def _execute(
                     continue
                 try:
                     await connector.ensure_schema()
-                except DestinationUnavailable as exc:
-                    # A schema we cannot use (a type clash, the attribute cap, refused credentials) stops
-                    # this destination, not the run.
-                    log.error("%s stopped before sending: %s", name, exc)
-                    result.deliveries[name] = DeliveryReport(name, stopped=str(exc))
+                except DestinationError as exc:
+                    # A schema we cannot use (a type clash, the attribute cap, refused credentials) or cannot
+                    # read or create (a 5xx or timeout that outlived the retry policy) stops this
+                    # destination, not the run.
+                    why = (
+                        str(exc) if isinstance(exc, DestinationUnavailable) else f"schema setup failed: {exc}"
+                    )
+                    log.error("%s stopped before sending: %s", name, why)
+                    result.deliveries[name] = DeliveryReport(name, stopped=why)
                     state.add_counts(run_id, name, {}, {})
                     continue
                 assert synclog is not None
