@@ -64,10 +64,17 @@ class HumanFormatter(logging.Formatter):
         return line
 
 
+# What the last ``setup`` was given (the format resolved), so a child process can log the same way.
+current: tuple[str, str, tuple[str, ...]] = ("INFO", "json", ())
+
+
 def setup(level: str = "INFO", fmt: str = "auto", secrets: Iterable[str] = (), stream: object = None) -> None:
+    global current
     out = stream if stream is not None else sys.stderr
     if fmt == "auto":
         fmt = "human" if getattr(out, "isatty", lambda: False)() else "json"
+    secrets = tuple(secrets)
+    current = (str(level), fmt, secrets)
     handler = logging.StreamHandler(out)  # type: ignore[arg-type]
     handler.setFormatter(JsonFormatter() if fmt == "json" else HumanFormatter())
     handler.addFilter(_Redactor(secrets))
