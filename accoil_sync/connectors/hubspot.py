@@ -14,7 +14,6 @@ whole is split in halves until the bad record stands alone.
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -23,6 +22,7 @@ import httpx
 from accoil_sync.config.models import HubSpotDestination, ProfileConfig
 from accoil_sync.connectors.base import Capabilities, Change, Outcome
 from accoil_sync.connectors.http import RateLimiter, RetryPolicy, Transport
+from accoil_sync.connectors.hubspot_auth import OAuthRefresh
 from accoil_sync.connectors.hubspot_schema import OBJECT_TYPES, HubSpotSchema
 from accoil_sync.errors import DestinationUnavailable, PermanentError
 from accoil_sync.traits.encoders import Encoder, HubSpotEncoder, hubspot_option_value, hubspot_property
@@ -38,40 +38,6 @@ TIER_PER_10S = {
 }
 _EMAIL = re.compile(r"^[^@\s;,]+@[^@\s;,]+\.[A-Za-z]{2,}$")
 DAILY_RESERVE = 50  # stop cleanly before the last requests of the day, leaving room for people's own tools
-
-
-class OAuthRefresh(httpx.Auth):
-    """Bearer auth from a refresh token; a new access token shortly before the old one expires."""
-
-    requires_response_body = True
-
-    def __init__(self, base_url: str, client_id: str, client_secret: str, refresh_token: str) -> None:
-        self.url = f"{base_url.rstrip('/')}/oauth/v1/token"
-        self.form = {
-            "grant_type": "refresh_token",
-            "client_id": client_id,
-            "client_secret": client_secret,
-            "refresh_token": refresh_token,
-        }
-        self.token: str | None = None
-        self.expires = 0.0
-
-    def auth_flow(self, request: httpx.Request):  # type: ignore[no-untyped-def]
-        if self.token is None or time.time() > self.expires - 60:
-            response = yield httpx.Request("POST", self.url, data=self.form)
-            if response.status_code != 200:
-                raise DestinationUnavailable(
-                    f"HubSpot refused the OAuth refresh token ({response.status_code}): "
-                    f"{response.text[:300]}",
-                    status=response.status_code,
-                )
-            body = response.json()
-            self.token = body["access_token"]
-            self.expires = time.time() + float(body.get("expires_in", 1800))
-            if body.get("refresh_token"):
-                self.form["refresh_token"] = body["refresh_token"]
-        request.headers["Authorization"] = f"Bearer {self.token}"
-        yield request
 
 
 def _headers_observer(limiter: RateLimiter, daily: dict[str, int]) -> Any:
