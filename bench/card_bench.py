@@ -51,6 +51,25 @@ app = Starlette(routes=[Route("/card/app", constant, methods=["GET", "POST"]), R
 """
 
 
+# The server as it was before syncs moved to a child process: the same app, the sync on the server's loop.
+IN_PROCESS = """
+import sys
+from pathlib import Path
+
+import uvicorn
+
+from accoil_sync import logs
+from accoil_sync.config.settings import load_settings
+from accoil_sync.serve.app import create_app
+from accoil_sync.serve.scheduler import Scheduler
+
+settings = load_settings(Path(sys.argv[1]))
+logs.setup("WARNING", "json")
+app = create_app(settings, Scheduler(settings))
+uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[3]), log_level="warning", access_log=False)
+"""
+
+
 def populate(workdir: Path, objects: int) -> Path:
     users = workdir / "users.csv"
     with users.open("w", newline="") as fh:
@@ -254,10 +273,14 @@ async def syncs_back_to_back(base: str, stop: asyncio.Event) -> list[tuple[float
 
 
 def measure_during_sync(
-    config: Path, env: dict[str, str], objects: int, rate: float, seconds: float
+    config: Path, env: dict[str, str], objects: int, rate: float, seconds: float, script: Path | None = None
 ) -> tuple[dict[str, float], dict[str, float]]:
+    """``script``: run that server (given the config) instead of ``accoil-sync serve``."""
     port = free_port()
-    args = ["-m", "accoil_sync", "serve", "-c", str(config), "--log-level", "WARNING", "--port", str(port)]
+    args = ["-m", "accoil_sync", "serve", "-c", str(config), "--log-level", "WARNING"]
+    if script is not None:
+        args = [str(script), str(config)]
+    args += ["--port", str(port)]
     with server_process(args, port, {**env, "ACCOIL_SYNC_SERVE__TRIGGER_TOKEN": TRIGGER_TOKEN}) as url:
         reqs = requests("http://127.0.0.1", objects, int(rate * seconds))
         asyncio.run(open_loop(url, reqs[:300], 100))  # warm-up
@@ -297,6 +320,11 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=300)
     parser.add_argument("--seconds", type=float, default=30)
     parser.add_argument("--during-sync", action="store_true", help="idle vs while re-plans run")
+    parser.add_argument(
+        "--compare-in-process",
+        action="store_true",
+        help="with --during-sync: also the sync on the server's loop",
+    )
     a = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
@@ -304,7 +332,13 @@ def main() -> None:
         env = {**os.environ, "ACCOIL_SYNC_SERVE__HUBSPOT_CLIENT_SECRET": SECRET}
         if a.during_sync:
             print(f"open loop at {a.rate:.0f} req/s for {a.seconds:.0f}s, idle then during syncs")
+            print("-- serve (syncs in a child process)")
             measure_during_sync(config, env, a.objects, a.rate, a.seconds)
+            if a.compare_in_process:
+                script = workdir / "in_process_serve.py"
+                script.write_text(IN_PROCESS)
+                print("-- the same app with the sync on the server's event loop (before)")
+                measure_during_sync(config, env, a.objects, a.rate, a.seconds, script)
             return
         bare_module = workdir / "bare_app.py"
         bare_module.write_text(BARE)
