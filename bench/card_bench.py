@@ -266,7 +266,7 @@ async def syncs_back_to_back(base: str, stop: asyncio.Event) -> list[tuple[float
             run_id = answer.json()["run_id"]
             status = "starting"
             while status in ("starting", "running"):
-                await asyncio.sleep(0.05)
+                await asyncio.sleep(0.25)  # a monitor's poll, not load of its own
                 status = (await client.get(f"/syncs/{run_id}")).json().get("status", "starting")
             runs.append((started, time.perf_counter(), status))
     return runs
