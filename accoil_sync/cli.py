@@ -681,6 +681,7 @@ def serve(
 
     from accoil_sync.serve.alerts import Alerter
     from accoil_sync.serve.app import create_app
+    from accoil_sync.serve.child import run_in_child
     from accoil_sync.serve.scheduler import Scheduler
 
     with _user_errors():
@@ -691,7 +692,7 @@ def serve(
     if not no_scheduler:
         webhook = cfg.alert_webhook_url.get_secret_value() if cfg.alert_webhook_url else None
         alerter = Alerter(webhook, cfg.alert_rejected_share, StateStore(settings.state.path))
-        scheduler = Scheduler(settings, alerter=alerter)
+        scheduler = Scheduler(settings, alerter=alerter, executor=run_in_child)  # syncs off the card's loop
     server = uvicorn.Server(
         uvicorn.Config(
             create_app(settings, scheduler),

@@ -5,35 +5,84 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from collections.abc import Iterable
 from contextvars import ContextVar
 from datetime import UTC, datetime
+from urllib.parse import parse_qsl, quote, quote_plus, urlsplit
 
 run_id_var: ContextVar[str | None] = ContextVar("run_id", default=None)
 MASK = "**********"
 _STD_ATTRS = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
 
 
+MIN_SECRET = 4  # shorter values would mask ordinary words
+MIN_PART = 8  # a URL's path segment or query value that is masked on its own
+
+
+def secret_forms(secret: str) -> set[str]:
+    """Every form a secret can take in a log line: as given, percent-encoded (``quote`` and
+    ``quote_plus``, with or without ``/``), and for a URL (a webhook's token is its path) the path and
+    query without the host (hosts are lower-cased on the way out) and each path segment or query value
+    long enough to be a token."""
+    forms = {secret}
+    for encoded in (quote(secret, safe=""), quote(secret), quote_plus(secret), quote_plus(secret, safe="/")):
+        forms.add(encoded)
+    parsed = urlsplit(secret) if "://" in secret else None
+    if parsed is not None and parsed.netloc:
+        tail = parsed.path + (f"?{parsed.query}" if parsed.query else "")
+        if len(tail.strip("/")) >= MIN_PART:
+            forms.add(tail)
+        parts = [p for p in parsed.path.split("/") if p]
+        parts += [v for _, v in parse_qsl(parsed.query)]
+        if parsed.password:
+            parts.append(parsed.password)
+        for part in parts:
+            if len(part) >= MIN_PART and (any(c.isdigit() for c in part) or len(part) >= 16):
+                forms |= {part, quote(part, safe="")}
+    return {f for f in forms if len(f) >= MIN_SECRET}
+
+
+class Redactor:
+    """Replaces every form of every secret with the mask, case-insensitively (hex escapes and hosts
+    change case on the way to a log line)."""
+
+    def __init__(self, secrets: Iterable[str]) -> None:
+        forms = {f for s in secrets if len(s) >= MIN_SECRET for f in secret_forms(s)}
+        # Longest first, so that a secret containing another is masked whole.
+        ordered = sorted(forms, key=len, reverse=True)
+        self.pattern = re.compile("|".join(map(re.escape, ordered)), re.IGNORECASE) if ordered else None
+
+    def __call__(self, text: str) -> str:
+        return text if self.pattern is None else self.pattern.sub(MASK, text)
+
+
+_redactor = Redactor(())
+
+
+def redact(text: str) -> str:
+    """``text`` with the secrets the logging was set up with masked (for messages that leave the process
+    another way: alerts, error output)."""
+    return _redactor(text)
+
+
 class _Redactor(logging.Filter):
     def __init__(self, secrets: Iterable[str]) -> None:
         super().__init__()
-        # Longest first, so that a secret containing another is masked whole.
-        self.secrets = sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
-
-    def redact(self, text: str) -> str:
-        for secret in self.secrets:
-            text = text.replace(secret, MASK)
-        return text
+        self.redact = Redactor(secrets)
 
     def filter(self, record: logging.LogRecord) -> bool:
         record.run_id = run_id_var.get()
-        if self.secrets:
+        if self.redact.pattern is not None:
             record.msg = self.redact(record.getMessage())
             record.args = None
             if record.exc_info and record.exc_info[1] is not None:
                 record.exc_text = self.redact(logging.Formatter().formatException(record.exc_info))
                 record.exc_info = None
+            for key, value in list(record.__dict__.items()):  # structured extras reach the JSON lines too
+                if key not in _STD_ATTRS and isinstance(value, str):
+                    setattr(record, key, self.redact(value))
         return True
 
 
@@ -64,10 +113,18 @@ class HumanFormatter(logging.Formatter):
         return line
 
 
+# What the last ``setup`` was given (the format resolved), so a child process can log the same way.
+current: tuple[str, str, tuple[str, ...]] = ("INFO", "json", ())
+
+
 def setup(level: str = "INFO", fmt: str = "auto", secrets: Iterable[str] = (), stream: object = None) -> None:
+    global current, _redactor
     out = stream if stream is not None else sys.stderr
     if fmt == "auto":
         fmt = "human" if getattr(out, "isatty", lambda: False)() else "json"
+    secrets = tuple(secrets)
+    current = (str(level), fmt, secrets)
+    _redactor = Redactor(secrets)
     handler = logging.StreamHandler(out)  # type: ignore[arg-type]
     handler.setFormatter(JsonFormatter() if fmt == "json" else HumanFormatter())
     handler.addFilter(_Redactor(secrets))

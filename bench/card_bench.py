@@ -1,6 +1,11 @@
 """Card endpoint latency on loopback with N objects in the state store, beside a bare ASGI endpoint.
 
     python bench/card_bench.py --objects 100000 --rate 300 --seconds 30
+    python bench/card_bench.py --objects 100000 --rate 100 --seconds 30 --during-sync
+
+``--during-sync`` measures the card twice on one ``serve`` (scheduler on): idle, then while re-plans of the
+whole store (nothing changed) run back to back through the trigger API; only requests due while a run was
+in progress count for the second row.
 
 Both servers run the same way (uvicorn, one process, access log off) in a process of their own; the load
 generator is open-loop: request i is due at i/rate seconds and its latency counts from when it was due, so
@@ -28,6 +33,7 @@ from accoil_sync.card.signature import sign_v3
 from bench.emulated import free_port, server_process
 
 SECRET = "bench-client-secret"
+TRIGGER_TOKEN = "bench-trigger-token"
 Request = tuple[str, dict[str, str]]  # (path and query, headers)
 
 BARE = """
@@ -42,6 +48,25 @@ async def healthz(request):
     return Response(b"ok")
 
 app = Starlette(routes=[Route("/card/app", constant, methods=["GET", "POST"]), Route("/healthz", healthz)])
+"""
+
+
+# The server as it was before syncs moved to a child process: the same app, the sync on the server's loop.
+IN_PROCESS = """
+import sys
+from pathlib import Path
+
+import uvicorn
+
+from accoil_sync import logs
+from accoil_sync.config.settings import load_settings
+from accoil_sync.serve.app import create_app
+from accoil_sync.serve.scheduler import Scheduler
+
+settings = load_settings(Path(sys.argv[1]))
+logs.setup("WARNING", "json")
+app = create_app(settings, Scheduler(settings))
+uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[3]), log_level="warning", access_log=False)
 """
 
 
@@ -142,9 +167,10 @@ class Connection:
 
 
 async def open_loop(
-    base: str, reqs: list[Request], rate: float, connections: int = 32
+    base: str, reqs: list[Request], rate: float, connections: int = 32, dues: list[float] | None = None
 ) -> tuple[list[float], int, int]:
-    """Request i is due at i/rate; a free connection takes it; latency counts from when it was due."""
+    """Request i is due at i/rate; a free connection takes it; latency counts from when it was due.
+    ``dues`` (if given) receives each latency's due time, in the same order."""
     host, port = base.removeprefix("http://").split(":")
     queue: asyncio.Queue[tuple[float, Request] | None] = asyncio.Queue()
     latencies: list[float] = []
@@ -157,6 +183,8 @@ async def open_loop(
             due, (target, headers) = item
             status, body = await conn.get(target, headers)
             latencies.append(time.perf_counter() - due)
+            if dues is not None:
+                dues.append(due)
             errors += status != 200
             found += b'"found":true' in body
         await conn.close()
@@ -222,16 +250,96 @@ def measure(
     return row
 
 
+async def syncs_back_to_back(base: str, stop: asyncio.Event) -> list[tuple[float, float, str]]:
+    """Trigger a sync, wait for it to end, trigger the next, until ``stop``; (start, end, status) each."""
+    import httpx
+
+    runs = []
+    auth = {"Authorization": f"Bearer {TRIGGER_TOKEN}"}
+    async with httpx.AsyncClient(base_url=base, headers=auth, timeout=30) as client:
+        while not stop.is_set():
+            started = time.perf_counter()
+            answer = await client.post("/syncs/trigger")
+            if answer.status_code != 202:
+                await asyncio.sleep(0.05)
+                continue
+            run_id = answer.json()["run_id"]
+            status = "starting"
+            while status in ("starting", "running"):
+                await asyncio.sleep(0.25)  # a monitor's poll, not load of its own
+                status = (await client.get(f"/syncs/{run_id}")).json().get("status", "starting")
+            runs.append((started, time.perf_counter(), status))
+    return runs
+
+
+def measure_during_sync(
+    config: Path, env: dict[str, str], objects: int, rate: float, seconds: float, script: Path | None = None
+) -> tuple[dict[str, float], dict[str, float]]:
+    """``script``: run that server (given the config) instead of ``accoil-sync serve``."""
+    port = free_port()
+    args = ["-m", "accoil_sync", "serve", "-c", str(config), "--log-level", "WARNING"]
+    if script is not None:
+        args = [str(script), str(config)]
+    args += ["--port", str(port)]
+    with server_process(args, port, {**env, "ACCOIL_SYNC_SERVE__TRIGGER_TOKEN": TRIGGER_TOKEN}) as url:
+        reqs = requests("http://127.0.0.1", objects, int(rate * seconds))
+        asyncio.run(open_loop(url, reqs[:300], 100))  # warm-up
+        idle, idle_errors, _ = asyncio.run(open_loop(url, reqs, rate))
+
+        async def loaded() -> tuple[list[float], list[float], int, list[tuple[float, float, str]]]:
+            stop = asyncio.Event()
+            syncing = asyncio.create_task(syncs_back_to_back(url, stop))
+            await asyncio.sleep(2.0)  # the first child is up and planning before the clock starts
+            dues: list[float] = []
+            latencies, errors, _ = await open_loop(url, reqs, rate, dues=dues)
+            stop.set()
+            return latencies, dues, errors, await syncing
+
+        latencies, dues, errors, runs = asyncio.run(loaded())
+    during = [lat for lat, due in zip(latencies, dues, strict=True) if any(a <= due <= b for a, b, _ in runs)]
+    rows = []
+    for name, values, errs in (("idle", idle, idle_errors), ("sync", during, errors)):
+        row = {"p50_ms": pct(values, 50), "p99_ms": pct(values, 99), "max_ms": max(values) * 1000}
+        row.update(requests=len(values), errors=errs)
+        rows.append(row)
+        print(
+            f"{name:5} {len(values):,} requests  p50 {row['p50_ms']:.2f} ms  p99 {row['p99_ms']:.2f} ms  "
+            f"max {row['max_ms']:.1f} ms  errors {errs}"
+        )
+    spans = [b - a for a, b, _ in runs]
+    print(
+        f"syncs: {len(runs)} back to back, {statistics.median(spans):.1f} s median (spawn + re-plan of "
+        f"{objects:,} users), statuses {sorted({s for _, _, s in runs})}"
+    )
+    return rows[0], rows[1]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--objects", type=int, default=100_000)
     parser.add_argument("--rate", type=float, default=300)
     parser.add_argument("--seconds", type=float, default=30)
+    parser.add_argument("--during-sync", action="store_true", help="idle vs while re-plans run")
+    parser.add_argument(
+        "--compare-in-process",
+        action="store_true",
+        help="with --during-sync: also the sync on the server's loop",
+    )
     a = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         config = populate(workdir, a.objects)
         env = {**os.environ, "ACCOIL_SYNC_SERVE__HUBSPOT_CLIENT_SECRET": SECRET}
+        if a.during_sync:
+            print(f"open loop at {a.rate:.0f} req/s for {a.seconds:.0f}s, idle then during syncs")
+            print("-- serve (syncs in a child process)")
+            measure_during_sync(config, env, a.objects, a.rate, a.seconds)
+            if a.compare_in_process:
+                script = workdir / "in_process_serve.py"
+                script.write_text(IN_PROCESS)
+                print("-- the same app with the sync on the server's event loop (before)")
+                measure_during_sync(config, env, a.objects, a.rate, a.seconds, script)
+            return
         bare_module = workdir / "bare_app.py"
         bare_module.write_text(BARE)
         print(

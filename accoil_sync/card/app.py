@@ -22,6 +22,7 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from accoil_sync.card.details import CSP, render_details, render_message
+from accoil_sync.card.limits import MAX_TEXT, RECORD_ID_DIGITS, digits
 from accoil_sync.card.signature import check_link, link_token, verify
 from accoil_sync.card.store import CardReader
 from accoil_sync.card.view import CardView, build_view, classic_json, compact_json, segment_table, v3_json
@@ -120,24 +121,34 @@ class CardService:
             params.update({str(k): str(v) for k, v in data.items() if v is not None})
         return params
 
+    @staticmethod
+    def text(params: Mapping[str, str], name: str) -> str | None:
+        """An identifying value (our id, an email, a domain): bounded, or the request is bad."""
+        value = params.get(name)
+        if value is not None and len(value) > MAX_TEXT:
+            raise CardError(400, f"{name} is longer than {MAX_TEXT} characters")
+        return value or None
+
     def lookup(self, request: Request, params: Mapping[str, str]) -> CardView | None:
         raw = params.get("associatedObjectType") or params.get("objectTypeId") or params.get("objectType")
-        if not raw:
+        if not raw or len(raw) > MAX_TEXT:
             raise CardError(400, "missing associatedObjectType (CONTACT or COMPANY)")
         kind = _KINDS.get(raw.strip().lower())
         if kind is None:
             raise CardError(
                 400, f"unsupported object type {raw[:40]!r}: this card serves contacts and companies"
             )
-        object_id = params.get("associatedObjectId") or params.get("objectId")
-        if object_id is not None and not object_id.isdigit():
-            raise CardError(400, "associatedObjectId must be a HubSpot record id (digits)")
+        object_id = record_id(params)
         if kind is ObjectKind.USER:
-            id_property, email, domain = self.hubspot.contact_id_property, params.get("email"), None
+            id_property, email, domain = self.hubspot.contact_id_property, self.text(params, "email"), None
         else:
-            id_property, email, domain = self.hubspot.company_id_property, None, params.get("domain")
+            id_property, email, domain = self.hubspot.company_id_property, None, self.text(params, "domain")
         found = self.reader.find(
-            kind, key=params.get(id_property), hubspot_id=object_id, email=email, domain=domain
+            kind,
+            key=self.text(params, id_property),
+            hubspot_id=None if object_id is None else str(object_id),
+            email=email,
+            domain=domain,
         )
         if found is None:
             return None
@@ -157,7 +168,7 @@ class CardService:
     # ------------------------------------------------------------------------------------------ routes
 
     async def crm(self, request: Request) -> Response:
-        return await self._data(request, "crm", lambda v, p: classic_json(v, _int(p)))
+        return await self._data(request, "crm", lambda v, p: classic_json(v, record_id(p)))
 
     async def crm_v3(self, request: Request) -> Response:
         return await self._data(request, "crm_v3", lambda v, p: v3_json(v))
@@ -169,7 +180,7 @@ class CardService:
         self,
         request: Request,
         endpoint: str,
-        render: Callable[[CardView | None, str | None], dict[str, Any]],
+        render: Callable[[CardView | None, Mapping[str, str]], dict[str, Any]],
     ) -> Response:
         started = time.perf_counter()
         try:
@@ -177,7 +188,7 @@ class CardService:
             params = self.params(request, body)
             view = self.lookup(request, params)
             response: Response = JSONResponse(
-                render(view, params.get("associatedObjectId") or params.get("objectId")),
+                render(view, params),
                 headers={"Cache-Control": "no-store"},
             )
         except CardError as exc:
@@ -217,8 +228,15 @@ class CardService:
         return HTMLResponse(render_details(view, self.reader.history(kind, key)))
 
 
-def _int(value: str | None) -> int | None:
-    return int(value) if value and value.isdigit() else None
+def record_id(params: Mapping[str, str]) -> int | None:
+    """The HubSpot record id the request names, if any: ASCII digits of int64 length, else a 400."""
+    raw = params.get("associatedObjectId") or params.get("objectId")
+    if raw is None:
+        return None
+    value = digits(raw, RECORD_ID_DIGITS)
+    if value is None:
+        raise CardError(400, "associatedObjectId must be a HubSpot record id (up to 20 ASCII digits)")
+    return value
 
 
 def card_routes(service: CardService) -> list[BaseRoute]:

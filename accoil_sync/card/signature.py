@@ -17,6 +17,8 @@ import time
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
+from accoil_sync.card.limits import EXPIRY_DIGITS, TIMESTAMP_DIGITS, digits
+
 MAX_AGE_MS = 5 * 60 * 1000  # HubSpot: reject requests older than five minutes
 MAX_FUTURE_MS = 60 * 1000  # clock skew tolerated the other way; a far-future stamp would never go stale
 
@@ -75,9 +77,10 @@ def verify(
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
     if "v3" in versions and (given := headers.get(V3_HEADER)):
         stamp = headers.get(TIMESTAMP_HEADER, "")
-        if not stamp.isdigit():
+        stamp_ms = digits(stamp, TIMESTAMP_DIGITS)
+        if stamp_ms is None:
             return Verdict(False, "v3 signature without a valid X-HubSpot-Request-Timestamp")
-        age = now_ms - int(stamp)
+        age = now_ms - stamp_ms
         if age > MAX_AGE_MS:
             return Verdict(False, f"timestamp is {age // 1000} s old (limit {MAX_AGE_MS // 1000} s)")
         if -age > MAX_FUTURE_MS:
@@ -108,6 +111,7 @@ def link_token(secret: str, kind: str, key: str, expires: int) -> str:
 
 
 def check_link(secret: str, kind: str, key: str, expires: str, token: str, now: float | None = None) -> bool:
-    if not expires.isdigit() or int(expires) < (time.time() if now is None else now):
+    until = digits(expires, EXPIRY_DIGITS)
+    if until is None or until < (time.time() if now is None else now) or not token.isascii():
         return False
-    return hmac.compare_digest(link_token(secret, kind, key, int(expires)).encode(), token.encode())
+    return hmac.compare_digest(link_token(secret, kind, key, until).encode(), token.encode())

@@ -17,7 +17,6 @@ whole is split in halves until the bad record stands alone.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -39,6 +38,7 @@ from accoil_sync.connectors.hubspot_answers import (
     reported,
     verdict,
 )
+from accoil_sync.connectors.hubspot_auth import OAuthRefresh
 from accoil_sync.connectors.hubspot_identity import (
     OBJECT_TYPES,
     HubSpotIdentity,
@@ -60,40 +60,6 @@ TIER_PER_10S = {
     "api_limit_increase": 250,
 }
 DAILY_RESERVE = 50  # stop cleanly before the last requests of the day, leaving room for people's own tools
-
-
-class OAuthRefresh(httpx.Auth):
-    """Bearer auth from a refresh token; a new access token shortly before the old one expires."""
-
-    requires_response_body = True
-
-    def __init__(self, base_url: str, client_id: str, client_secret: str, refresh_token: str) -> None:
-        self.url = f"{base_url.rstrip('/')}/oauth/v1/token"
-        self.form = {
-            "grant_type": "refresh_token",
-            "client_id": client_id,
-            "client_secret": client_secret,
-            "refresh_token": refresh_token,
-        }
-        self.token: str | None = None
-        self.expires = 0.0
-
-    def auth_flow(self, request: httpx.Request):  # type: ignore[no-untyped-def]
-        if self.token is None or time.time() > self.expires - 60:
-            response = yield httpx.Request("POST", self.url, data=self.form)
-            if response.status_code != 200:
-                raise DestinationUnavailable(
-                    f"HubSpot refused the OAuth refresh token ({response.status_code}): "
-                    f"{response.text[:300]}",
-                    status=response.status_code,
-                )
-            body = response.json()
-            self.token = body["access_token"]
-            self.expires = time.time() + float(body.get("expires_in", 1800))
-            if body.get("refresh_token"):
-                self.form["refresh_token"] = body["refresh_token"]
-        request.headers["Authorization"] = f"Bearer {self.token}"
-        yield request
 
 
 def _headers_observer(limiter: RateLimiter, daily: dict[str, int]) -> Any:

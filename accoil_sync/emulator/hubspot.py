@@ -110,6 +110,7 @@ class HubSpot(Vendor):
         self.daily_limit = daily
         self.search_window = Window(SEARCH_PER_SECOND if tier else None, 1.0)
         self.tokens = tokens  # None: any bearer token, every scope
+        self.refresh_tokens: set[str] | None = None  # None: any refresh token; else the ones not revoked
         self.reset()
 
     def reset(self) -> None:
@@ -201,7 +202,10 @@ class HubSpot(Vendor):
                 True,
             ),
         ]
-        routes = [Route("/oauth/v1/token", self.oauth_token, methods=["POST"])]  # no bearer token needed
+        routes = [  # no bearer token needed; v1 is deprecated from 16 Feb 2027, 2026-03 is current
+            Route("/oauth/v1/token", self.oauth_token, methods=["POST"]),
+            Route("/oauth/2026-03/token", self.oauth_token, methods=["POST"]),
+        ]
         for method, path, name, handler, write, schema in table:
             if write is not None:
                 handler = self._typed(handler, write, schema)
@@ -321,18 +325,20 @@ class HubSpot(Vendor):
         return kind, None
 
     async def oauth_token(self, request: Request) -> Response:
-        """OAuth v1 token endpoint (refresh grant): a 30-minute access token for a refresh token."""
+        """OAuth token endpoint (refresh grant): a 30-minute access token for a refresh token."""
         form = {k: v[0] for k, v in parse_qs((await request.body()).decode()).items()}
-        self.count("oauth/token", 200)
         if (
             form.get("grant_type") != "refresh_token"
             or not form.get("refresh_token")
             or not form.get("client_id")
+            or (self.refresh_tokens is not None and form["refresh_token"] not in self.refresh_tokens)
         ):
+            self.count("oauth/token", 400)
             return JSONResponse(
                 {"status": "BAD_REFRESH_TOKEN", "message": "missing or unknown refresh token"},
                 status_code=400,
             )
+        self.count("oauth/token", 200)
         token = f"emu-oauth-{uuid.uuid4().hex[:16]}"
         if self.tokens is not None:
             self.tokens[token] = ALL_SCOPES

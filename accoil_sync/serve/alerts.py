@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import httpx
 
+from accoil_sync import logs
 from accoil_sync.sync.runner import RunResult
 from accoil_sync.sync.state import StateStore
 
@@ -107,6 +108,7 @@ class Alerter:
             self.state.set_fact(OPEN_FACT, None)
 
     async def _post(self, text: str) -> None:
+        text = logs.redact(text)  # a vendor's reason may echo a token back
         if not self.url:
             log.warning("alert (no webhook configured): %s", text)
             return

@@ -9,11 +9,13 @@ from contextlib import asynccontextmanager
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from accoil_sync.card.app import CardService, JSONResponse, card_routes
+from accoil_sync.card.limits import BodyLimit
 from accoil_sync.card.store import CardReader
 from accoil_sync.config.settings import Settings
 from accoil_sync.serve.scheduler import Busy, Scheduler
@@ -126,4 +128,5 @@ def create_app(settings: Settings, scheduler: Scheduler | None = None) -> Starle
         Route("/syncs/{run_id}", run_status),
         *card_routes(service),
     ]
-    return Starlette(routes=routes, lifespan=lifespan)
+    # the body cap wraps every route, so nothing (not even the signature check) reads an oversized body
+    return Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(BodyLimit)])

@@ -137,7 +137,7 @@ class Engine:
 
     async def run(self, changes: Iterable[Change]) -> DeliveryReport:
         try:
-            report = await self._run(changes)
+            report = await self._run_cancellable(changes)
         finally:
             self.committer.close()
         if self.state_error is not None:
@@ -150,7 +150,7 @@ class Engine:
         # Batches answered but not yet committed: bounds memory when the state store is slower than the
         # destination.
         unsettled = asyncio.Semaphore(2 * caps.max_concurrency)
-        tasks: set[asyncio.Task[None]] = set()
+        tasks = self._tasks
         batch: list[Change] = []
         refresh: list[Change] = []
         sent = 0
@@ -189,6 +189,20 @@ class Engine:
         if tasks:
             await asyncio.gather(*tasks)
         return self.report
+
+    async def _run_cancellable(self, changes: Iterable[Change]) -> DeliveryReport:
+        """``_run``, and on cancellation (Ctrl-C) the batches already launched are cancelled and awaited
+        too: left running, they would meet a closed client and die as "Task exception was never
+        retrieved" tracebacks. Nothing they had sent was acknowledged, so it is planned again."""
+        self._tasks: set[asyncio.Task[None]] = set()
+        try:
+            return await self._run(changes)
+        except asyncio.CancelledError:
+            launched = list(self._tasks)
+            for task in launched:
+                task.cancel()
+            await asyncio.gather(*launched, return_exceptions=True)
+            raise
 
     async def _deliver(
         self,

@@ -14,7 +14,13 @@ from typing import Any
 from accoil_sync.config.settings import Settings
 from accoil_sync.connectors import Connector, build_connector
 from accoil_sync.connectors.base import Change, UsesSourceView
-from accoil_sync.errors import AccoilSyncError, ConfigError, DestinationUnavailable, StateStoreError
+from accoil_sync.errors import (
+    AccoilSyncError,
+    ConfigError,
+    DestinationError,
+    DestinationUnavailable,
+    StateStoreError,
+)
 from accoil_sync.logs import run_id_var
 from accoil_sync.sources import Stage
 from accoil_sync.sources.base import RowError
@@ -457,11 +463,15 @@ async def _execute(
                     continue
                 try:
                     await connector.ensure_schema()
-                except DestinationUnavailable as exc:
-                    # A schema we cannot use (a type clash, the attribute cap, refused credentials) stops
-                    # this destination, not the run.
-                    log.error("%s stopped before sending: %s", name, exc)
-                    result.deliveries[name] = DeliveryReport(name, stopped=str(exc))
+                except DestinationError as exc:
+                    # A schema we cannot use (a type clash, the attribute cap, refused credentials) or cannot
+                    # read or create (a 5xx or timeout that outlived the retry policy) stops this
+                    # destination, not the run.
+                    why = (
+                        str(exc) if isinstance(exc, DestinationUnavailable) else f"schema setup failed: {exc}"
+                    )
+                    log.error("%s stopped before sending: %s", name, why)
+                    result.deliveries[name] = DeliveryReport(name, stopped=why)
                     state.add_counts(run_id, name, {}, {})
                     continue
                 assert synclog is not None
@@ -510,9 +520,9 @@ async def _execute(
                         state.finish_run(run_id, "interrupted", EXIT_INTERRUPTED, invalid, STOPPED_AT_ONCE)
                     else:
                         code = getattr(raised, "exit_code", EXIT_USAGE)
-                        why = str(raised)[:500] if isinstance(raised, AccoilSyncError) else None
+                        words = str(raised)[:500] if isinstance(raised, AccoilSyncError) else None
                         state.finish_run(
-                            run_id, "failed", code, invalid, why or "the run stopped before it finished"
+                            run_id, "failed", code, invalid, words or "the run stopped before it finished"
                         )
                 else:
                     code = result.exit_code

@@ -270,3 +270,30 @@ def test_configured_segment_states_override_the_built_in_colours_case_insensitiv
     assert segment_state("AT RISK", table) == "DANGER"  # was WARNING built in
     assert segment_state("Dormant", table) == "DANGER"  # built in, untouched
     assert segment_state("Something else", table) == "DEFAULT"
+
+
+@pytest.mark.parametrize(
+    ("body", "key"),
+    [
+        ({"accoil_user_id": "u_001"}, "u_001"),
+        ({"email": "ADA@acme.io"}, "u_001"),
+        ({"objectType": "COMPANY", "accoil_account_id": "acc_acme"}, "acc_acme"),
+        ({"objectType": "COMPANY", "domain": "https://www.acme.io/"}, "acc_acme"),
+    ],
+)
+async def test_a_card_only_setup_finds_the_object_by_what_the_app_card_sends(
+    card_client: httpx.AsyncClient, body: dict[str, str], key: str
+) -> None:
+    """With only the ``card`` destination no HubSpot record id was ever stored: the app card's signed body
+    carries the record's own id, email or domain (read with useCrmProperties), and that finds it."""
+    payload = json.dumps({"objectType": "CONTACT", "objectId": "987654321", **body})
+    response = await card_client.post(
+        "/card/app", content=payload, headers=signed("/card/app", body=payload, method="POST")
+    )
+    assert response.status_code == 200
+    assert response.json()["found"] is True and response.json()["object"]["key"] == key
+    bare = json.dumps({"objectType": body.get("objectType", "CONTACT"), "objectId": "987654321"})
+    unknown = await card_client.post(
+        "/card/app", content=bare, headers=signed("/card/app", body=bare, method="POST")
+    )
+    assert unknown.json()["found"] is False  # the record id alone finds nothing in a card-only setup

@@ -253,3 +253,57 @@ def test_rejected_share_above_the_threshold_is_an_alert() -> None:
         "10 of 100 records rejected (10.0%, threshold 5.0%): hubspot invalid 10; `accoil-sync failures` lists them"
     )
     assert assess(result, None, 0.2).problem is None
+
+
+async def test_a_sync_in_its_own_process_reports_its_result_and_counters(
+    settings: Settings, served: str, make_settings: WriteConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``serve`` runs syncs in a spawned child (off the card's event loop); what the child counted still
+    reaches the parent's /metrics, and the run ledger and alerts see its result."""
+    from accoil_sync.serve.child import run_in_child
+    from accoil_sync.telemetry import API_CALLS, RECORDS
+    from tests.integration.conftest import destination_section
+
+    monkeypatch.setenv("ACCOIL_SYNC_DESTINATIONS__SEGMENT__WRITE_KEY", "wk_test_key")
+    settings = make_settings(
+        users="examples/users.csv",
+        accounts="examples/accounts.csv",
+        extra=destination_section(served, "segment"),
+    )
+    calls_before = API_CALLS.labels("segment")._value.get()
+    ok_before = RECORDS.labels("segment", "ok")._value.get()
+    alerts: list[tuple[str, str | None]] = []
+
+    class Recording(Alerter):
+        async def after_run(self, run_id: str, result: Any, error: str | None) -> None:
+            alerts.append((result.status if result else "none", error))
+
+    scheduler = Scheduler(settings, executor=run_in_child, alerter=Recording(None, 0.5, None))  # type: ignore[arg-type]
+    async with client(create_app(settings, scheduler)) as c:
+        started = await c.post("/syncs/trigger", headers=bearer())
+        run_id = started.json()["run_id"]
+        assert (await c.get("/healthz")).status_code == 200  # answered while the child works
+        await wait_for(scheduler)
+        status = (await c.get(f"/syncs/{run_id}", headers=bearer())).json()
+        metrics = (await c.get("/metrics")).text
+    await scheduler.shutdown(0)
+    assert status["status"] == "partial" and status["counts"]["segment"]["ok"] == 11, status
+    assert API_CALLS.labels("segment")._value.get() - calls_before >= 1  # counted in the child, merged here
+    assert RECORDS.labels("segment", "ok")._value.get() - ok_before == 11  # once, not twice
+    assert 'accoil_sync_api_calls_total{vendor="segment"}' in metrics
+    assert alerts == [("partial", None)]
+
+
+async def test_a_child_sync_that_fails_is_reported_not_raised(
+    settings: Settings, make_settings: WriteConfig, caplog: pytest.LogCaptureFixture
+) -> None:
+    from accoil_sync.serve.child import run_in_child
+
+    settings = make_settings(users="examples/missing.csv")
+    scheduler = Scheduler(settings, executor=run_in_child)
+    assert isinstance(scheduler.trigger("api"), Started)
+    await wait_for(scheduler)
+    await scheduler.shutdown(0)
+    assert scheduler.last["status"] == "failed"
+    failed = [r for r in caplog.records if "failed" in r.getMessage()]
+    assert failed and "missing.csv" in failed[0].getMessage() and not failed[0].exc_info

@@ -17,6 +17,7 @@ import {
   Tag,
   Text,
 } from "@hubspot/ui-extensions";
+import { useCrmProperties } from "@hubspot/ui-extensions/crm";
 
 // Backend STATUS states -> Tag variants (docs/HUBSPOT_CARD.md lists the segment -> state mapping).
 const TAG_VARIANT = {
@@ -28,13 +29,30 @@ const TAG_VARIANT = {
 };
 const OBJECT_TYPES = { "0-1": "CONTACT", "0-2": "COMPANY" };
 const TIMEOUT_MS = 10000; // under hubspot.fetch's 15 s ceiling, so our error shows instead of HubSpot's
+// The record properties the backend finds an object by when no HubSpot sync stored the record's id (a
+// card-only setup): our own id first, then email (contacts) or domain (companies). Sent in the signed
+// body, so the backend can trust them. The id names are the backend's defaults
+// (destinations.hubspot.contact_id_property / company_id_property).
+export const LOOKUP_PROPERTIES = {
+  "0-1": ["accoil_user_id", "email"],
+  "0-2": ["accoil_account_id", "domain"],
+};
 
 export function formatDate(iso) {
   if (!iso) return "—";
   return iso.slice(0, 10);
 }
 
-export async function loadCard(fetcher, backendUrl, context) {
+export function lookupValues(objectTypeId, properties) {
+  const out = {};
+  for (const name of LOOKUP_PROPERTIES[objectTypeId] || []) {
+    const value = properties?.[name];
+    if (value !== null && value !== undefined && String(value).trim() !== "") out[name] = String(value).trim();
+  }
+  return out;
+}
+
+export async function loadCard(fetcher, backendUrl, context, properties = {}) {
   const objectType = OBJECT_TYPES[context.crm.objectTypeId];
   if (!objectType) {
     throw new Error(`This card supports contacts and companies, not object type ${context.crm.objectTypeId}.`);
@@ -42,7 +60,11 @@ export async function loadCard(fetcher, backendUrl, context) {
   const response = await fetcher(`${backendUrl}/card/app`, {
     method: "POST",
     timeout: TIMEOUT_MS,
-    body: { associatedObjectType: objectType, associatedObjectId: String(context.crm.objectId) },
+    body: {
+      associatedObjectType: objectType,
+      associatedObjectId: String(context.crm.objectId),
+      ...lookupValues(context.crm.objectTypeId, properties),
+    },
   });
   if (!response.ok) {
     const reasons = {
@@ -94,15 +116,15 @@ function Profile({ profile, isCompany, showName }) {
   );
 }
 
-export function AccoilCardView({ context, fetcher, backendUrl }) {
+export function AccoilCardView({ context, fetcher, backendUrl, properties }) {
   const [state, setState] = useState({ status: "loading" });
   const load = useCallback(() => {
     setState({ status: "loading" });
-    loadCard(fetcher, backendUrl, context).then(
+    loadCard(fetcher, backendUrl, context, properties).then(
       (card) => setState({ status: card.found ? "loaded" : "empty", card }),
       (error) => setState({ status: "error", message: error.message || String(error) }),
     );
-  }, [fetcher, backendUrl, context]);
+  }, [fetcher, backendUrl, context, properties]);
   useEffect(load, [load]);
 
   if (state.status === "loading") {
@@ -136,4 +158,13 @@ export function AccoilCardView({ context, fetcher, backendUrl }) {
       <Link href={{ url: card.details_url, external: true }}>Score history and details</Link>
     </Flex>
   );
+}
+
+// The card as HubSpot mounts it: read the record's lookup properties, then load. Without them (a read
+// error) the backend can still find what a HubSpot sync stored by the record id.
+export function AccoilCard({ context, fetcher, backendUrl }) {
+  const names = LOOKUP_PROPERTIES[context.crm.objectTypeId] || [];
+  const { properties, isLoading } = useCrmProperties(names);
+  if (isLoading) return <LoadingSpinner label="Loading engagement metrics" />;
+  return <AccoilCardView context={context} fetcher={fetcher} backendUrl={backendUrl} properties={properties} />;
 }

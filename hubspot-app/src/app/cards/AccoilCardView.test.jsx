@@ -14,7 +14,7 @@ import {
   Tag,
   Text,
 } from "@hubspot/ui-extensions";
-import { AccoilCardView, loadCard } from "./AccoilCardView.jsx";
+import { AccoilCard, AccoilCardView, loadCard } from "./AccoilCardView.jsx";
 import contact from "./fixtures/contact.json";
 import company from "./fixtures/company.json";
 import empty from "./fixtures/empty.json";
@@ -47,6 +47,41 @@ describe("AccoilCardView", () => {
       timeout: 10000,
       body: { associatedObjectType: "CONTACT", associatedObjectId: "101" },
     });
+  });
+
+  it("sends the record's own id, email or domain so a card-only setup finds the object", async () => {
+    const fetcher = answering(200, contact);
+    const properties = { accoil_user_id: " u_001 ", email: "ada@acme.io" };
+    await loadCard(fetcher, BACKEND, CONTACT_CONTEXT, properties);
+    expect(fetcher.mock.calls[0][1].body).toEqual({
+      associatedObjectType: "CONTACT",
+      associatedObjectId: "101",
+      accoil_user_id: "u_001",
+      email: "ada@acme.io",
+    });
+    await loadCard(fetcher, BACKEND, COMPANY_CONTEXT, { accoil_account_id: null, domain: "acme.io", email: "x@y.z" });
+    expect(fetcher.mock.calls[1][1].body).toEqual({
+      associatedObjectType: "COMPANY",
+      associatedObjectId: "202",
+      domain: "acme.io", // only the company's lookup properties, empty ones left out
+    });
+  });
+
+  it("reads the lookup properties with useCrmProperties before asking the backend", async () => {
+    const renderer = createRenderer("crm.record.tab");
+    renderer.mocks.useCrmProperties.willCall(() => ({
+      properties: { accoil_user_id: null, email: "ada@acme.io" },
+      error: null,
+      isLoading: false,
+      isRefetching: false,
+      refetch: async () => {},
+    }));
+    const fetcher = answering(200, contact);
+    renderer.render(<AccoilCard context={CONTACT_CONTEXT} fetcher={fetcher} backendUrl={BACKEND} />);
+    await renderer.waitFor(() => expect(renderer.maybeFind(LoadingSpinner)).toBeNull());
+    expect(renderer.mocks.useCrmProperties.calls[0][0]).toEqual(["accoil_user_id", "email"]);
+    expect(fetcher.mock.calls[0][1].body.email).toBe("ada@acme.io");
+    expect(renderer.find(StatisticsItem).props.number).toBe(92);
   });
 
   it("renders a loaded contact: score, segments as tags, rates as bars, last active, frequency, link", async () => {
