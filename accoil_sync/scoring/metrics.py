@@ -1,0 +1,224 @@
+"""The metric formulas of docs/SCORING.md, as DuckDB SQL over the rollup (``r.daily``).
+
+For one profile and one as-of day D with window W (days D-W+1 .. D) it builds two tables, ``score_users``
+and ``score_accounts`` (rows appended per profile), holding the canonical metric columns the stage reads
+plus what an explanation needs (raw score, the P90 anchor, the previous score).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, timedelta
+
+import duckdb
+import pyarrow as pa
+
+from accoil_sync.config.models import ProfileConfig
+from accoil_sync.config.scoring import ScoringConfig
+from accoil_sync.scoring.rollup import do
+from accoil_sync.scoring.segments import rules_for, segments_sql
+
+USER_COLUMNS = (
+    "user_id",
+    "account_id",
+    "email",
+    "score_name",
+    "score",
+    "segments",
+    "activation",
+    "adoption_recent",
+    "adoption_ever",
+    "last_active",
+    "frequency",
+    "computed_at",
+)
+ACCOUNT_COLUMNS = (
+    "account_id",
+    "score_name",
+    "score",
+    "segments",
+    "activation",
+    "adoption_recent",
+    "adoption_ever",
+    "last_active",
+    "frequency",
+    "active_users",
+    "total_users",
+    "computed_at",
+)
+EXTRA_COLUMNS = ("raw", "p90", "previous_score", "trend", "first_seen")
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    as_of: date
+    days: int
+
+    @property
+    def first(self) -> date:
+        return self.as_of - timedelta(days=self.days - 1)
+
+    def previous(self) -> Window:
+        return Window(self.as_of - timedelta(days=self.days), self.days)
+
+
+def _d(day: date) -> str:
+    return f"DATE '{day.isoformat()}'"
+
+
+def _register(con: duckdb.DuckDBPyConnection, scoring: ScoringConfig) -> None:
+    weights = scoring.event_weights()
+    adoption = set(scoring.adoption_units())
+    criteria = scoring.criteria()
+    tables = {
+        "w": pa.table(
+            {
+                "event": [e for e, _, _ in weights],
+                "unit": [u for _, u, _ in weights],
+                "weight": pa.array([w for _, _, w in weights], pa.int64()),
+                "adopt": [u in adoption for _, u, _ in weights],
+            }
+        ),
+        "crit": pa.table(
+            {
+                "i": pa.array(range(len(criteria)), pa.int64()),
+                "event": [c.event for c in criteria],
+                "min_count": pa.array([c.min_count for c in criteria], pa.int64()),
+            }
+        ),
+    }
+    for name, table in tables.items():
+        con.register(f"{name}_arrow", table)
+        do(con, f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT * FROM {name}_arrow")
+        con.unregister(f"{name}_arrow")
+
+
+def _user_scores(con: duckdb.DuckDBPyConnection, table: str, window: Window) -> None:
+    """``table``(user_id, raw, score, p90) for every user with a scored event in ``window``."""
+    do(
+        con,
+        f"""
+        CREATE OR REPLACE TEMP TABLE {table} AS
+        WITH raw AS (
+          SELECT d.user_id, sum(d.n * w.weight) AS raw
+          FROM r.daily d JOIN w USING (event)
+          WHERE d.day BETWEEN {_d(window.first)} AND {_d(window.as_of)}
+          GROUP BY d.user_id),
+        anchor AS (SELECT quantile_cont(raw, 0.9) AS p90 FROM raw WHERE raw > 0)
+        SELECT user_id, raw, anchor.p90,
+               CASE WHEN raw > 0 THEN greatest(1, round(100 * least(raw, anchor.p90) / anchor.p90)) ELSE 0 END
+                 AS score
+        FROM raw, anchor
+        """,
+    )
+
+
+def compute_profile(
+    con: duckdb.DuckDBPyConnection, profile: ProfileConfig, as_of: date, computed_at: str, first: bool
+) -> None:
+    """Append ``profile``'s metrics as of the end of ``as_of`` to ``score_users``/``score_accounts``."""
+    scoring = profile.scoring
+    assert scoring is not None
+    _register(con, scoring)
+    now = Window(as_of, profile.window_days)
+    before = now.previous()
+    _user_scores(con, "us_now", now)
+    _user_scores(con, "us_before", before)
+    units = max(1, len(scoring.adoption_units()))
+    criteria = len(scoring.criteria())
+    total_days = scoring.total_users_days
+    win = f"d.day BETWEEN {_d(now.first)} AND {_d(now.as_of)}"
+    life = f"d.day <= {_d(as_of)}"
+    activation = f"round(100.0 * coalesce(act.met, 0) / {criteria}, 1)" if criteria else "NULL::DOUBLE"
+    name = profile.name.replace("'", "''")
+
+    def per(key: str, group: str) -> str:
+        """Window and lifetime facts per ``key`` (user_id or account_id), with ``group`` filtering rows."""
+        return f"""
+        base AS (
+          SELECT d.{key}, min(d.day) AS first_seen, max(d.last_ts) AS last_active
+                 {
+            ", max_by(d.account_id, d.last_ts) FILTER (WHERE d.account_id IS NOT NULL) AS account_id"
+            if key == "user_id"
+            else ""
+        }
+          FROM r.daily d WHERE {life} {group} GROUP BY d.{key}),
+        win AS (
+          SELECT d.{key}, count(DISTINCT d.day) AS frequency, count(DISTINCT d.user_id) AS active_users,
+                 count(DISTINCT w.unit) FILTER (WHERE w.adopt) AS units
+          FROM r.daily d JOIN w USING (event) WHERE {win} {group} GROUP BY d.{key}),
+        ever AS (
+          SELECT d.{key}, count(DISTINCT w.unit) FILTER (WHERE w.adopt) AS units
+          FROM r.daily d JOIN w USING (event) WHERE {life} {group} GROUP BY d.{key}),
+        act AS (
+          SELECT {key}, count(*) AS met FROM (
+            SELECT d.{key}, c.i, sum(d.n) AS n, any_value(c.min_count) AS min_count
+            FROM r.daily d JOIN crit c USING (event) WHERE {life} {group} GROUP BY d.{key}, c.i)
+          WHERE n >= min_count GROUP BY {key})
+        """
+
+    def common(score: str, previous: str) -> str:
+        return f"""
+          {score} AS score,
+          {activation} AS activation,
+          round(100.0 * coalesce(win.units, 0) / {units}, 1) AS adoption_recent,
+          round(100.0 * coalesce(ever.units, 0) / {units}, 1) AS adoption_ever,
+          base.last_active,
+          coalesce(win.frequency, 0) AS frequency,
+          '{computed_at}' AS computed_at,
+          CASE WHEN base.first_seen < {_d(now.first)} THEN {previous} END AS previous_score,
+          base.first_seen,
+          {_d(as_of)} - CAST(base.last_active AS DATE) AS days_inactive,
+          {_d(as_of)} - base.first_seen AS days_since_signup,
+          base.first_seen >= {_d(now.first)} AS new_in_window
+        """
+
+    user_rules = segments_sql(rules_for(scoring, "users"))
+    account_rules = segments_sql(rules_for(scoring, "accounts"))
+    create = "CREATE OR REPLACE TEMP TABLE" if first else "INSERT INTO"
+    select_users = f"""
+        WITH {per("user_id", "")},
+        facts AS (
+          SELECT base.user_id, base.account_id, '{name}' AS score_name,
+                 {common("coalesce(us_now.score, 0)", "coalesce(us_before.score, 0)")},
+                 coalesce(us_now.raw, 0) AS raw, us_now.p90, NULL::BIGINT AS total_users
+          FROM base
+          LEFT JOIN win USING (user_id) LEFT JOIN ever USING (user_id) LEFT JOIN act USING (user_id)
+          LEFT JOIN us_now USING (user_id) LEFT JOIN us_before USING (user_id))
+        SELECT facts.user_id, facts.account_id, e.email, score_name, score,
+               list_sort({user_rules}) AS segments, activation, adoption_recent, adoption_ever, last_active,
+               frequency, computed_at, raw, p90, previous_score, score - previous_score AS trend, first_seen
+        FROM (SELECT *, score - previous_score AS trend FROM facts) facts
+        LEFT JOIN r.emails e ON e.user_id = facts.user_id
+    """
+    do(con, f"{create} score_users {'AS' if first else ''} SELECT * FROM ({select_users})")
+
+    def members(window_end: date) -> str:
+        first_day = window_end - timedelta(days=total_days - 1)
+        return (
+            f"SELECT DISTINCT account_id, user_id FROM r.daily WHERE account_id IS NOT NULL "
+            f"AND day BETWEEN {_d(first_day)} AND {_d(window_end)}"
+        )
+
+    select_accounts = f"""
+        WITH {per("account_id", "AND d.account_id IS NOT NULL")},
+        now_score AS (
+          SELECT m.account_id, count(*) AS total_users, round(avg(coalesce(s.score, 0))) AS score
+          FROM ({members(now.as_of)}) m LEFT JOIN us_now s USING (user_id) GROUP BY m.account_id),
+        before_score AS (
+          SELECT m.account_id, round(avg(coalesce(s.score, 0))) AS score
+          FROM ({members(before.as_of)}) m LEFT JOIN us_before s USING (user_id) GROUP BY m.account_id),
+        facts AS (
+          SELECT base.account_id, '{name}' AS score_name,
+                 {common("coalesce(now_score.score, 0)", "coalesce(before_score.score, 0)")},
+                 coalesce(win.active_users, 0) AS active_users, coalesce(now_score.total_users, 0) AS total_users
+          FROM base
+          LEFT JOIN win USING (account_id) LEFT JOIN ever USING (account_id) LEFT JOIN act USING (account_id)
+          LEFT JOIN now_score USING (account_id) LEFT JOIN before_score USING (account_id))
+        SELECT account_id, score_name, score, list_sort({account_rules}) AS segments, activation,
+               adoption_recent, adoption_ever, last_active, frequency, active_users, total_users, computed_at,
+               NULL::DOUBLE AS raw, NULL::DOUBLE AS p90, previous_score, score - previous_score AS trend,
+               first_seen
+        FROM (SELECT *, score - previous_score AS trend FROM facts)
+    """
+    do(con, f"{create} score_accounts {'AS' if first else ''} SELECT * FROM ({select_accounts})")
