@@ -8,6 +8,7 @@ import json
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import date
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -28,6 +29,7 @@ from accoil_sync.config.settings import Settings, load_settings, masked_dump, se
 from accoil_sync.errors import ConfigError, UserError
 from accoil_sync.sync.runner import EXIT_USAGE, RunResult, execute
 from accoil_sync.sync.state import StateStore
+from accoil_sync.traits.names import ObjectKind
 
 app = typer.Typer(
     name="accoil-sync",
@@ -58,6 +60,10 @@ FullRefresh = Annotated[
 JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
 LogFormat = Annotated[str, typer.Option("--log-format", help="auto, human or json.")]
 LogLevel = Annotated[str | None, typer.Option("--log-level", help="DEBUG, INFO, WARNING or ERROR.")]
+AsOf = Annotated[
+    str | None,
+    typer.Option("--as-of", help="Events source: score as of the end of this UTC day (YYYY-MM-DD)."),
+]
 
 
 def _version(value: bool) -> None:
@@ -84,11 +90,26 @@ def _user_errors() -> Iterator[None]:
         raise typer.Exit(EXIT_USAGE) from None
 
 
-def _load(config: Path | None, log_format: str, log_level: str | None) -> Settings:
+def _load(config: Path | None, log_format: str, log_level: str | None, as_of: str | None = None) -> Settings:
     settings = load_settings(config)
     fmt = log_format if log_format != "auto" else settings.log.format
     logs.setup(log_level or settings.log.level, fmt, secret_values(settings))
-    return settings
+    return _with_as_of(settings, as_of)
+
+
+def _with_as_of(settings: Settings, as_of: str | None) -> Settings:
+    """``--as-of`` is ``source.as_of`` for this run: reproducible scores and back-fills."""
+    if as_of is None:
+        return settings
+    if settings.source.kind != "events":
+        raise ConfigError(
+            [("--as-of", "only an events source (source.kind = 'events') is scored as of a day")]
+        )
+    try:
+        day = date.fromisoformat(as_of)
+    except ValueError:
+        raise ConfigError([("--as-of", f"{as_of!r} is not a date (YYYY-MM-DD)")]) from None
+    return settings.model_copy(update={"source": settings.source.model_copy(update={"as_of": day})})
 
 
 def _progress_factory() -> tuple[Progress | None, Callable[[str, int], Callable[[int], None]] | None]:
@@ -125,12 +146,13 @@ def plan(
     destination: DestinationOption = None,
     full_refresh: FullRefresh = False,
     as_json: JsonOption = False,
+    as_of: AsOf = None,
     log_format: LogFormat = "auto",
     log_level: LogLevel = None,
 ) -> None:
     """Dry run: what a sync would send, per destination, with a sample of field-level changes."""
     with _user_errors():
-        settings = _load(config, log_format, log_level or ("WARNING" if as_json else None))
+        settings = _load(config, log_format, log_level or ("WARNING" if as_json else None), as_of)
         result = _run(settings, deliver=False, destinations=destination, full_refresh=full_refresh)
     if as_json:
         print(json.dumps(result.to_json(), indent=2, ensure_ascii=False, default=str))
@@ -148,13 +170,14 @@ def sync(
         int | None, typer.Option("--limit", min=1, help="Send at most N changes per destination.")
     ] = None,
     as_json: JsonOption = False,
+    as_of: AsOf = None,
     log_format: LogFormat = "auto",
     log_level: LogLevel = None,
 ) -> None:
     """Send what changed since the last acknowledged delivery. Exit 0 all delivered, 1 some records failed,
     2 usage or config error, 3 a destination was unreachable or refused auth."""
     with _user_errors():
-        settings = _load(config, log_format, log_level)
+        settings = _load(config, log_format, log_level, as_of)
         result = _run(
             settings, deliver=True, destinations=destination, full_refresh=full_refresh, limit=limit
         )
@@ -222,6 +245,71 @@ def status(
         out.print(t)
     else:
         out.print("No record is failing.")
+
+
+@app.command()
+def score(
+    config: ConfigOption = None,
+    as_of: AsOf = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Directory for users.<fmt> and accounts.<fmt>.")
+    ] = None,
+    fmt: Annotated[str, typer.Option("--format", help="parquet or csv.")] = "parquet",
+    explain_key: Annotated[
+        list[str] | None,
+        typer.Option("--explain", help="Explain this user or account key (repeatable); writes no file."),
+    ] = None,
+    as_json: JsonOption = False,
+    log_format: LogFormat = "auto",
+    log_level: LogLevel = None,
+) -> None:
+    """Compute the metrics from the events source and write them (default ./scores/), or --explain a key."""
+    from accoil_sync.scoring import Scorer
+
+    with _user_errors():
+        settings = _load(config, log_format, log_level or ("WARNING" if as_json else None), as_of)
+        if settings.source.kind != "events":
+            raise ConfigError(
+                [("source.kind", "`score` computes metrics from events: set source.kind = 'events'")]
+            )
+        if fmt not in ("parquet", "csv"):
+            raise ConfigError([("--format", f"{fmt!r} is not parquet or csv")])
+        with Scorer(settings.source, settings.profiles, settings.state.directory) as scorer:
+            scorer.run()
+            if explain_key:
+                found = [e for key in explain_key for e in scorer.explain(key)]
+                missing = [key for key in explain_key if not any(e.key == key for e in found)]
+                if as_json:
+                    print(json.dumps([e.to_json() for e in found], indent=2, ensure_ascii=False))
+                else:
+                    for e in found:
+                        out.print("\n".join(e.lines()), markup=False, highlight=False)
+                for key in missing:
+                    err.print(f"{key!r} is neither a user nor an account as of {scorer.as_of}", markup=False)
+                raise typer.Exit(1 if missing else 0)
+            written = scorer.write(output or Path("scores"), fmt)
+            counts = {
+                kind: scorer.con.sql(f"SELECT count(*) FROM {scorer.table(kind)}").fetchall()[0][0]
+                for kind in ObjectKind
+            }
+    summary = {
+        "as_of": str(scorer.as_of),
+        "rollup": scorer.report.mode,
+        "events_read": scorer.report.rows,
+        "skipped_events": scorer.report.bad,
+        "rows": {kind.value + "s": n for kind, n in counts.items()},
+        "files": [str(p) for p in written],
+    }
+    if as_json:
+        print(json.dumps(summary, indent=2))
+    else:
+        out.print(
+            f"scored as of {summary['as_of']} ({scorer.report.mode} rollup, {scorer.report.rows} new event rows): "
+            f"{counts[ObjectKind.USER]} user rows, {counts[ObjectKind.ACCOUNT]} account rows -> "
+            + ", ".join(str(p) for p in written),
+            markup=False,
+            highlight=False,
+        )
 
 
 @config_app.command("check")

@@ -15,8 +15,9 @@ import pyarrow as pa
 
 from accoil_sync.config.models import ProfileConfig, SourceConfig
 from accoil_sync.errors import ConfigError, SourceError
+from accoil_sync.scoring.explain import Explanation, explain
 from accoil_sync.scoring.metrics import ACCOUNT_COLUMNS, USER_COLUMNS, compute_profile
-from accoil_sync.scoring.rollup import IngestReport, Rollup
+from accoil_sync.scoring.rollup import IngestReport, Rollup, do
 from accoil_sync.sources.base import RawChunk, RowError, with_position
 from accoil_sync.traits.names import ObjectKind
 
@@ -126,8 +127,39 @@ class Scorer:
             start += batch.num_rows
             yield RawChunk(with_position(pa.Table.from_batches([batch]), label, rows))
 
+    def write(self, directory: Path, fmt: str = "parquet") -> list[Path]:
+        """The computed metric rows as ``users.<fmt>`` and ``accounts.<fmt>``: files a ``kind = "files"``
+        source reads back unchanged (CSV: segments ``;``-separated, times ISO 8601 UTC)."""
+        directory.mkdir(parents=True, exist_ok=True)
+        written = []
+        for kind in ObjectKind:
+            cols = list(self.columns(kind))
+            if fmt == "csv":
+                cols = [
+                    "array_to_string(segments, ';') AS segments"
+                    if c == "segments"
+                    else "strftime(last_active, '%Y-%m-%dT%H:%M:%SZ') AS last_active"
+                    if c == "last_active"
+                    else c
+                    for c in cols
+                ]
+            path = directory / f"{kind.value}s.{fmt}"
+            options = "FORMAT csv, HEADER true" if fmt == "csv" else "FORMAT parquet"
+            order = self.columns(kind)[0]
+            do(
+                self.con,
+                f"COPY (SELECT {', '.join(cols)} FROM {self.table(kind)} ORDER BY {order}, score_name) "
+                f"TO '{str(path).replace(chr(39), chr(39) * 2)}' ({options})",
+            )
+            written.append(path)
+        return written
+
+    def explain(self, key: str) -> list[Explanation]:
+        assert self.as_of is not None, "run() first"
+        return explain(self.con, self.profiles, self.as_of, key)
+
     def close(self) -> None:
         self.rollup.close()
 
 
-__all__ = ["IngestReport", "Scorer", "check_profiles", "rollup_path"]
+__all__ = ["Explanation", "IngestReport", "Scorer", "check_profiles", "rollup_path"]

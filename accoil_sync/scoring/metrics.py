@@ -106,8 +106,8 @@ def _user_scores(con: duckdb.DuckDBPyConnection, table: str, window: Window) -> 
           GROUP BY d.user_id),
         anchor AS (SELECT quantile_cont(raw, 0.9) AS p90 FROM raw WHERE raw > 0)
         SELECT user_id, raw, anchor.p90,
-               CASE WHEN raw > 0 THEN greatest(1, round(100 * least(raw, anchor.p90) / anchor.p90)) ELSE 0 END
-                 AS score
+               CAST(CASE WHEN raw > 0 THEN greatest(1, round(100 * least(raw, anchor.p90) / anchor.p90)) ELSE 0 END
+                 AS INTEGER) AS score
         FROM raw, anchor
         """,
     )
@@ -203,10 +203,10 @@ def compute_profile(
     select_accounts = f"""
         WITH {per("account_id", "AND d.account_id IS NOT NULL")},
         now_score AS (
-          SELECT m.account_id, count(*) AS total_users, round(avg(coalesce(s.score, 0))) AS score
+          SELECT m.account_id, count(*) AS total_users, CAST(round(avg(coalesce(s.score, 0))) AS INTEGER) AS score
           FROM ({members(now.as_of)}) m LEFT JOIN us_now s USING (user_id) GROUP BY m.account_id),
         before_score AS (
-          SELECT m.account_id, round(avg(coalesce(s.score, 0))) AS score
+          SELECT m.account_id, CAST(round(avg(coalesce(s.score, 0))) AS INTEGER) AS score
           FROM ({members(before.as_of)}) m LEFT JOIN us_before s USING (user_id) GROUP BY m.account_id),
         facts AS (
           SELECT base.account_id, '{name}' AS score_name,
