@@ -11,6 +11,7 @@ import hashlib
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import duckdb
@@ -27,13 +28,15 @@ CANONICAL = ("user_id", "account_id", "event", "ts", "email", "loaded")
 # load time) and group calls into <schema>.groups (user_id, group_id, timestamp). A user's account is the
 # group of their latest group call; uuid_ts is the watermark, so events loaded late are still picked up.
 _PRESET_SQL = """
-SELECT t.user_id, g.group_id AS account_id, t.event, t."timestamp" AS ts, t.uuid_ts AS loaded
+SELECT t.user_id, g.group_id AS account_id, t.event, t.timestamp AS ts, t.uuid_ts AS loaded
 FROM {schema}tracks t
 LEFT JOIN (
-  SELECT user_id, group_id FROM {schema}groups
-  QUALIFY row_number() OVER (PARTITION BY user_id ORDER BY "timestamp" DESC) = 1
+  SELECT user_id, group_id FROM (
+    SELECT user_id, group_id, row_number() OVER (PARTITION BY user_id ORDER BY timestamp DESC) AS rn
+    FROM {schema}groups) latest
+  WHERE rn = 1
 ) g ON g.user_id = t.user_id
-"""
+"""  # portable SQL (no QUALIFY, no quoted identifiers): it also runs on Postgres, Redshift, Snowflake, BigQuery
 
 
 def preset_sql(cfg: SourceConfig) -> str:
@@ -176,7 +179,22 @@ def query_sql(cfg: SourceConfig) -> str:
     return preset_sql(cfg) if cfg.preset is not None else str(cfg.events)
 
 
-def sqlalchemy_chunks(cfg: SourceConfig, query: str, chunk_size: int) -> Iterator[pa.Table]:
+def remote_filter(
+    cfg: SourceConfig, since: datetime | None, tail: datetime | None
+) -> tuple[str, dict[str, object]]:
+    """The watermark as a WHERE on the remote query, so a warehouse sends only the new rows."""
+    if since is not None:
+        column = "loaded" if cfg.preset is not None else cfg.event_columns.loaded_at
+        return f"WHERE q.{column} > :since", {"since": since}
+    if tail is not None:
+        column = "ts" if cfg.preset is not None else cfg.event_columns.timestamp
+        return f"WHERE q.{column} >= :tail", {"tail": tail}
+    return "", {}
+
+
+def sqlalchemy_chunks(
+    cfg: SourceConfig, query: str, chunk_size: int, where: str = "", params: dict[str, object] | None = None
+) -> Iterator[pa.Table]:
     """Stream a remote query in Arrow chunks; the caller aggregates each into the rollup."""
     import sqlalchemy as sa
 
@@ -188,7 +206,10 @@ def sqlalchemy_chunks(cfg: SourceConfig, query: str, chunk_size: int) -> Iterato
         raise SourceError(f"source.url is not usable: {type(exc).__name__}") from None
     try:
         with engine.connect() as conn:
-            result = conn.execution_options(stream_results=True, yield_per=chunk_size).execute(sa.text(query))
+            sql = f"SELECT * FROM ({query}) q {where}" if where else query
+            result = conn.execution_options(stream_results=True, yield_per=chunk_size).execute(
+                sa.text(sql), params or {}
+            )
             names = list(result.keys())
             for part in result.partitions(chunk_size):
                 yield pa.table({n: [_plain(row[i]) for row in part] for i, n in enumerate(names)})

@@ -30,6 +30,7 @@ from accoil_sync.scoring.events import (
     files_sql,
     list_files,
     query_sql,
+    remote_filter,
     source_fingerprint,
     sqlalchemy_chunks,
 )
@@ -199,16 +200,21 @@ class Rollup:
             do(self.con, "USE memory")
 
     def _ingest_sqlalchemy(self, report: IngestReport, lookback_days: int, now: datetime) -> None:
-        where, tail = self._watermark_filter(lookback_days)
+        mark = self._meta("watermark")
+        since = datetime.fromisoformat(mark) if mark and self._has_load_time() else None
+        _, tail = self._watermark_filter(lookback_days)
         if tail is not None:
             do(self.con, "DELETE FROM r.daily WHERE day >= ?", [tail])
-        for chunk in sqlalchemy_chunks(self.cfg, query_sql(self.cfg), self.cfg.chunk_size):
+        tail_time = datetime.fromisoformat(f"{tail}T00:00:00+00:00") if tail is not None else None
+        where, params = remote_filter(self.cfg, since, tail_time)
+        for chunk in sqlalchemy_chunks(self.cfg, query_sql(self.cfg), self.cfg.chunk_size, where, params):
             if chunk.num_rows == 0:
                 continue
             self.con.register("chunk", chunk)
             try:
-                select = canonical_select(self.con, "SELECT * FROM chunk", self.cfg, "source.events")
-                self._absorb(f"SELECT * FROM ({select}) WHERE {where}", report, now)
+                self._absorb(
+                    canonical_select(self.con, "SELECT * FROM chunk", self.cfg, "source.events"), report, now
+                )
             finally:
                 self.con.unregister("chunk")
 
@@ -245,7 +251,7 @@ class Rollup:
         mark = do(self.con, "SELECT max(loaded) FROM inc")[0][0]
         if mark is not None and self._has_load_time():
             old = self._meta("watermark")
-            new = mark.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f+00")
+            new = mark.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f+00:00")
             if old is None or new > old:
                 self._set_meta("watermark", new)
         cols = "day, user_id, account_id, event, n, last_ts"

@@ -162,3 +162,30 @@ def test_an_events_file_with_only_a_header_stops_the_run() -> None:
     write("events/e1.csv", "user_id,account_id,event,timestamp\n")
     with pytest.raises(SourceError, match="no usable event"):
         score(settings_for(scoring=SCORING))
+
+
+def test_rudderstack_preset_over_sqlalchemy_asks_only_for_new_rows(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sqlite3
+
+    db = sqlite3.connect("wh.sqlite")
+    db.execute("CREATE TABLE tracks (user_id TEXT, event TEXT, timestamp TEXT, uuid_ts TEXT)")
+    db.execute("CREATE TABLE groups (user_id TEXT, group_id TEXT, timestamp TEXT)")
+    db.execute(
+        "INSERT INTO tracks VALUES ('u1', 'Report Viewed', '2026-11-30 09:00:00', '2026-11-30 10:00:00')"
+    )
+    db.execute("INSERT INTO groups VALUES ('u1', 'A', '2026-11-01 00:00:00')")
+    db.commit()
+    monkeypatch.setenv("ACCOIL_SYNC_SOURCE__URL", "sqlite:///wh.sqlite")
+    settings = settings_for(extra='events_from = "sqlalchemy"\npreset = "rudderstack"')
+    users, accounts = score(settings)
+    assert users["u1"]["raw"] == 3 and set(accounts) == {"A"}
+    # Loaded later, happened two days ago: fetched by its load time and counted on its own day.
+    db.execute(
+        "INSERT INTO tracks VALUES ('u1', 'Project Created', '2026-11-28 09:00:00', '2026-11-30 11:00:00')"
+    )
+    db.commit()
+    with Scorer(settings.source, settings.profiles, settings.state.directory) as scorer:
+        scorer.run(AS_OF, NOW)
+        assert scorer.report.rows == 1  # the first row was not fetched again
+        row = scorer.con.sql("SELECT raw, frequency FROM score_users WHERE user_id = 'u1'").fetchall()
+    assert row == [(12, 2)]
