@@ -113,10 +113,36 @@ def _user_scores(con: duckdb.DuckDBPyConnection, table: str, window: Window) -> 
     )
 
 
+def lifetime_table(con: duckdb.DuckDBPyConnection, as_of: date) -> str:
+    """Per (user, account, event) up to ``as_of``: first day, latest time, count.
+
+    The rollup keeps this table current (``r.lifetime``), so scoring the latest day reads no history; an
+    earlier ``as_of`` (a back-fill) aggregates the daily rows up to that day instead -- the same numbers.
+    """
+    last = do(con, "SELECT max(day) FROM r.daily")[0][0]
+    if last is None or as_of >= last:
+        return "r.lifetime"
+    do(
+        con,
+        f"""
+        CREATE OR REPLACE TEMP TABLE life_as_of AS
+        SELECT user_id, account_id, event, min(day) AS first_day, max(last_ts) AS last_ts, sum(n)::BIGINT AS n
+        FROM r.daily WHERE day <= {_d(as_of)} GROUP BY ALL
+        """,
+    )
+    return "life_as_of"
+
+
 def compute_profile(
-    con: duckdb.DuckDBPyConnection, profile: ProfileConfig, as_of: date, computed_at: str, first: bool
+    con: duckdb.DuckDBPyConnection,
+    profile: ProfileConfig,
+    as_of: date,
+    computed_at: str,
+    first: bool,
+    life: str = "r.lifetime",
 ) -> None:
-    """Append ``profile``'s metrics as of the end of ``as_of`` to ``score_users``/``score_accounts``."""
+    """Append ``profile``'s metrics as of the end of ``as_of`` to ``score_users``/``score_accounts``;
+    ``life`` is ``lifetime_table(con, as_of)``."""
     scoring = profile.scoring
     assert scoring is not None
     _register(con, scoring)
@@ -126,34 +152,33 @@ def compute_profile(
     _user_scores(con, "us_before", before)
     units = max(1, len(scoring.adoption_units()))
     criteria = len(scoring.criteria())
-    total_days = scoring.total_users_days
+    members_since = as_of - timedelta(days=scoring.total_users_days - 1)
     win = f"d.day BETWEEN {_d(now.first)} AND {_d(now.as_of)}"
-    life = f"d.day <= {_d(as_of)}"
     activation = f"round(100.0 * coalesce(act.met, 0) / {criteria}, 1)" if criteria else "NULL::DOUBLE"
     name = profile.name.replace("'", "''")
 
     def per(key: str, group: str) -> str:
         """Window and lifetime facts per ``key`` (user_id or account_id), with ``group`` filtering rows."""
-        return f"""
-        base AS (
-          SELECT d.{key}, min(d.day) AS first_seen, max(d.last_ts) AS last_active
-                 {
-            ", max_by(d.account_id, d.last_ts) FILTER (WHERE d.account_id IS NOT NULL) AS account_id"
+        account = (
+            ", max_by(account_id, last_ts) FILTER (WHERE account_id IS NOT NULL) AS account_id"
             if key == "user_id"
             else ""
-        }
-          FROM r.daily d WHERE {life} {group} GROUP BY d.{key}),
+        )
+        return f"""
+        base AS (
+          SELECT {key}, min(first_day) AS first_seen, max(last_ts) AS last_active {account}
+          FROM {life} WHERE true {group} GROUP BY {key}),
         win AS (
           SELECT d.{key}, count(DISTINCT d.day) AS frequency, count(DISTINCT d.user_id) AS active_users,
                  count(DISTINCT w.unit) FILTER (WHERE w.adopt) AS units
           FROM r.daily d JOIN w USING (event) WHERE {win} {group} GROUP BY d.{key}),
         ever AS (
-          SELECT d.{key}, count(DISTINCT w.unit) FILTER (WHERE w.adopt) AS units
-          FROM r.daily d JOIN w USING (event) WHERE {life} {group} GROUP BY d.{key}),
+          SELECT l.{key}, count(DISTINCT w.unit) FILTER (WHERE w.adopt) AS units
+          FROM {life} l JOIN w USING (event) WHERE true {group} GROUP BY l.{key}),
         act AS (
           SELECT {key}, count(*) AS met FROM (
-            SELECT d.{key}, c.i, sum(d.n) AS n, any_value(c.min_count) AS min_count
-            FROM r.daily d JOIN crit c USING (event) WHERE {life} {group} GROUP BY d.{key}, c.i)
+            SELECT l.{key}, c.i, sum(l.n) AS n, any_value(c.min_count) AS min_count
+            FROM {life} l JOIN crit c USING (event) WHERE true {group} GROUP BY l.{key}, c.i)
           WHERE n >= min_count GROUP BY {key})
         """
 
@@ -193,28 +218,26 @@ def compute_profile(
     """
     do(con, f"{create} score_users {'AS' if first else ''} SELECT * FROM ({select_users})")
 
-    def members(window_end: date) -> str:
-        first_day = window_end - timedelta(days=total_days - 1)
-        return (
-            f"SELECT DISTINCT account_id, user_id FROM r.daily WHERE account_id IS NOT NULL "
-            f"AND day BETWEEN {_d(first_day)} AND {_d(window_end)}"
-        )
-
+    # An account's users: those with any event for it in the last total_users_days (its total users). Its
+    # previous score is the mean of the same users' previous-window scores.
     select_accounts = f"""
-        WITH {per("account_id", "AND d.account_id IS NOT NULL")},
-        now_score AS (
-          SELECT m.account_id, count(*) AS total_users, CAST(round(avg(coalesce(s.score, 0))) AS INTEGER) AS score
-          FROM ({members(now.as_of)}) m LEFT JOIN us_now s USING (user_id) GROUP BY m.account_id),
-        before_score AS (
-          SELECT m.account_id, CAST(round(avg(coalesce(s.score, 0))) AS INTEGER) AS score
-          FROM ({members(before.as_of)}) m LEFT JOIN us_before s USING (user_id) GROUP BY m.account_id),
+        WITH {per("account_id", "AND account_id IS NOT NULL")},
+        members AS (
+          SELECT account_id, user_id FROM {life} WHERE account_id IS NOT NULL GROUP BY account_id, user_id
+          HAVING max(last_ts) >= TIMESTAMPTZ '{members_since.isoformat()} 00:00:00+00'),
+        scores AS (
+          SELECT m.account_id, count(*) AS total_users,
+                 CAST(round(avg(coalesce(s.score, 0))) AS INTEGER) AS score,
+                 CAST(round(avg(coalesce(b.score, 0))) AS INTEGER) AS previous
+          FROM members m LEFT JOIN us_now s USING (user_id) LEFT JOIN us_before b USING (user_id)
+          GROUP BY m.account_id),
         facts AS (
           SELECT base.account_id, '{name}' AS score_name,
-                 {common("coalesce(now_score.score, 0)", "coalesce(before_score.score, 0)")},
-                 coalesce(win.active_users, 0) AS active_users, coalesce(now_score.total_users, 0) AS total_users
+                 {common("coalesce(scores.score, 0)", "coalesce(scores.previous, 0)")},
+                 coalesce(win.active_users, 0) AS active_users, coalesce(scores.total_users, 0) AS total_users
           FROM base
           LEFT JOIN win USING (account_id) LEFT JOIN ever USING (account_id) LEFT JOIN act USING (account_id)
-          LEFT JOIN now_score USING (account_id) LEFT JOIN before_score USING (account_id))
+          LEFT JOIN scores USING (account_id))
         SELECT account_id, score_name, score, list_sort({account_rules}) AS segments, activation,
                adoption_recent, adoption_ever, last_active, frequency, active_users, total_users, computed_at,
                NULL::DOUBLE AS raw, NULL::DOUBLE AS p90, previous_score, score - previous_score AS trend,

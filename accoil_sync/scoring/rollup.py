@@ -45,6 +45,8 @@ _TABLES = """
 CREATE TABLE IF NOT EXISTS r.meta (key VARCHAR PRIMARY KEY, value VARCHAR);
 CREATE TABLE IF NOT EXISTS r.daily (
   day DATE, user_id VARCHAR, account_id VARCHAR, event VARCHAR, n BIGINT, last_ts TIMESTAMPTZ);
+CREATE TABLE IF NOT EXISTS r.lifetime (
+  user_id VARCHAR, account_id VARCHAR, event VARCHAR, first_day DATE, last_ts TIMESTAMPTZ, n BIGINT);
 CREATE TABLE IF NOT EXISTS r.files (path VARCHAR, size BIGINT, mtime_ns BIGINT);
 CREATE TABLE IF NOT EXISTS r.emails (user_id VARCHAR, email VARCHAR, ts TIMESTAMPTZ);
 """
@@ -113,7 +115,7 @@ class Rollup:
         do(self.con, "INSERT OR REPLACE INTO r.meta VALUES (?, ?)", [key, value])
 
     def reset(self) -> None:
-        for table in ("daily", "files", "emails", "meta"):
+        for table in ("daily", "lifetime", "files", "emails", "meta"):
             do(self.con, f"DELETE FROM r.{table}")
         self._set_meta("version", ROLLUP_VERSION)
 
@@ -195,7 +197,9 @@ class Rollup:
             where, tail = self._watermark_filter(lookback_days)
             if tail is not None:
                 do(self.con, "DELETE FROM r.daily WHERE day >= ?", [tail])
-            self._absorb(f"SELECT * FROM ({select}) WHERE {where}", report, now)
+            self._absorb(f"SELECT * FROM ({select}) WHERE {where}", report, now, lifetime=tail is None)
+            if tail is not None:
+                self._rebuild_lifetime()
         finally:
             do(self.con, "USE memory")
 
@@ -212,14 +216,25 @@ class Rollup:
                 continue
             self.con.register("chunk", chunk)
             try:
-                self._absorb(
-                    canonical_select(self.con, "SELECT * FROM chunk", self.cfg, "source.events"), report, now
-                )
+                select = canonical_select(self.con, "SELECT * FROM chunk", self.cfg, "source.events")
+                self._absorb(select, report, now, lifetime=tail is None)
             finally:
                 self.con.unregister("chunk")
+        if tail is not None:
+            self._rebuild_lifetime()
 
-    def _absorb(self, select: str, report: IngestReport, now: datetime) -> None:
-        """Aggregate the new events per (day, user, account, event) and merge them into the days they touch.
+    def _rebuild_lifetime(self) -> None:
+        """After days were replaced (their old counts are gone), the lifetime totals are summed again."""
+        do(self.con, "DELETE FROM r.lifetime")
+        do(
+            self.con,
+            "INSERT INTO r.lifetime SELECT user_id, account_id, event, min(day), max(last_ts), sum(n)::BIGINT "
+            "FROM r.daily GROUP BY ALL",
+        )
+
+    def _absorb(self, select: str, report: IngestReport, now: datetime, lifetime: bool = True) -> None:
+        """Aggregate the new events per (day, user, account, event) and merge them into the days they touch,
+        and into the lifetime totals per (user, account, event) unless the caller rebuilds those.
 
         Bad rows are classified inside the same aggregate, so the input is read once."""
         limit = (now + FUTURE_SKEW).strftime("%Y-%m-%d %H:%M:%S+00")
@@ -255,9 +270,28 @@ class Rollup:
             if old is None or new > old:
                 self._set_meta("watermark", new)
         cols = "day, user_id, account_id, event, n, last_ts"
+        increment = (
+            "SELECT user_id, account_id, event, min(day) AS first_day, max(last_ts) AS last_ts, sum(n)::BIGINT AS n "
+            "FROM inc WHERE bad IS NULL GROUP BY ALL"
+        )
         if self.empty():
             do(self.con, f"INSERT INTO r.daily SELECT {cols} FROM inc WHERE bad IS NULL")
+            if lifetime:
+                do(self.con, f"INSERT INTO r.lifetime {increment}")
         else:
+            if lifetime:
+                do(
+                    self.con,
+                    f"""
+                    CREATE OR REPLACE TEMP TABLE life_new AS
+                    SELECT user_id, account_id, event, min(first_day) AS first_day, max(last_ts) AS last_ts,
+                           sum(n)::BIGINT AS n
+                    FROM (SELECT * FROM r.lifetime UNION ALL {increment}) GROUP BY ALL
+                    """,
+                )
+                do(self.con, "DELETE FROM r.lifetime")
+                do(self.con, "INSERT INTO r.lifetime SELECT * FROM life_new")
+                do(self.con, "DROP TABLE life_new")
             do(
                 self.con,
                 "CREATE OR REPLACE TEMP TABLE touched AS SELECT DISTINCT day FROM inc WHERE bad IS NULL",

@@ -195,6 +195,9 @@ def test_account_metrics(scored: tuple[dict[str, Any], dict[str, Any]]) -> None:
     # B: u3 24, u4 0, u8 0 -> 8; only u3 active; Project Created (u4) met, Report Viewed x3 not: 50.
     assert (b["score"], b["active_users"], b["total_users"], b["frequency"]) == (8, 1, 3, 1)
     assert (b["activation"], b["adoption_recent"], b["adoption_ever"]) == (50, 33.3, 66.7)
+    # Previous: the same users' previous scores, u3 none (0), u4 56, u8 0 -> 18.7 -> 19; trend -11.
+    assert (b["previous_score"], b["trend"]) == (19, -11)
+    assert "Ice Cold" in b["segments"]
     # C: u5's only event is 90 days ago, outside the 90-day total-users window (09-02..11-30); u6 is in.
     assert (c["total_users"], c["active_users"], c["score"]) == (1, 0, 0)
     assert "Multi-User Accounts" not in c["segments"]
@@ -253,6 +256,28 @@ def test_as_of_reproduces_an_earlier_day() -> None:
     assert (users["u1"]["raw"], users["u4"]["raw"], users["u2"]["raw"]) == (17, 9, 0)
     with pytest.raises(SourceError, match="in the future"):
         score(settings, as_of=date(2026, 12, 1))
+
+
+def test_later_events_do_not_change_an_earlier_day() -> None:
+    # As of the newest day the lifetime totals come from the rollup; for an earlier day they are summed
+    # from the daily rows. Both must give the same metrics.
+    events_csv(FIXTURE)
+    settings = settings_for()
+    before = score(settings, as_of=AS_OF)
+    events_csv(
+        [
+            ("u1", "A", "Project Created", "2026-12-01T08:00:00Z"),
+            ("new", "B", "Login", "2026-12-01T08:00:00Z"),
+        ],
+        "events/e2.csv",
+    )
+    after = score(settings, as_of=AS_OF, now=NOW + timedelta(days=1))
+
+    def without_time(rows: dict[str, Any]) -> dict[str, Any]:
+        return {key: {k: v for k, v in row.items() if k != "computed_at"} for key, row in rows.items()}
+
+    assert [without_time(t) for t in after] == [without_time(t) for t in before]
+    assert after[0]["u1"]["computed_at"] == "2026-11-30T23:59:59Z"  # the end of the as-of day
 
 
 def test_bad_event_rows_are_reported_not_scored() -> None:
