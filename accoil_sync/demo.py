@@ -137,15 +137,20 @@ def run_demo(config: Path = EXAMPLE_CONFIG, console: Console | None = None) -> i
         changes = _writes(second)
         writes = _writes_sent(before, after)
         console.print(f"changes on the second run: {changes}; writes sent to the vendors: {writes}")
+        console.rule("4. metrics computed from raw events (examples/events.toml, docs/SCORING.md)")
+        from accoil_sync.scoring.demo import run_events_demo
+
+        events_failed = run_events_demo(console, emulator)
     console.rule("next")
     console.print(
         "Point accoil-sync at your own metrics and real accounts: copy examples/accoil-sync.toml to "
         "accoil-sync.toml, set [source] users/accounts, enable a destination and export its secret, e.g.\n"
         "  export ACCOIL_SYNC_DESTINATIONS__SEGMENT__WRITE_KEY=...\n"
-        "then run `accoil-sync config check` and `accoil-sync plan` (README.md walks through each vendor).",
+        "then run `accoil-sync config check` and `accoil-sync plan` (README.md walks through each vendor).\n"
+        "Only have raw events? examples/events.toml scores them (`accoil-sync score`, docs/SCORING.md).",
         markup=False,
     )
-    if changes or writes:
+    if changes or writes or events_failed:
         console.print("[red]the second run sent something: this is a bug[/red]")
         return 1
     return 0

@@ -16,7 +16,13 @@ import pyarrow as pa
 from accoil_sync.config.models import ProfileConfig, SourceConfig
 from accoil_sync.errors import ConfigError, SourceError
 from accoil_sync.scoring.explain import Explanation, explain
-from accoil_sync.scoring.metrics import ACCOUNT_COLUMNS, USER_COLUMNS, compute_profile, lifetime_table
+from accoil_sync.scoring.metrics import (
+    ACCOUNT_COLUMNS,
+    USER_COLUMNS,
+    compute_profile,
+    lifetime_table,
+    recent_table,
+)
 from accoil_sync.scoring.rollup import IngestReport, Rollup, do
 from accoil_sync.sources.base import RawChunk, RowError, with_position
 from accoil_sync.traits.names import ObjectKind
@@ -90,6 +96,7 @@ class Scorer:
         end_of_day = datetime.combine(as_of + timedelta(days=1), time(), UTC) - timedelta(seconds=1)
         computed_at = min(now, end_of_day).strftime("%Y-%m-%dT%H:%M:%SZ")
         life = lifetime_table(self.con, as_of)
+        recent_table(self.con, as_of, max(p.window_days for p in self.profiles))
         for i, profile in enumerate(self.profiles):
             compute_profile(self.con, profile, as_of, computed_at, first=i == 0, life=life)
         self.as_of = as_of

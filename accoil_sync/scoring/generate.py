@@ -43,6 +43,7 @@ class StreamSpec:
     seed: int = 1
     churn_share: float = 0.2
     new_share: float = 0.3
+    with_email: bool = False  # an ``email`` column, as Segment's context.traits.email would give
 
     @property
     def start(self) -> date:
@@ -86,7 +87,7 @@ def day_sql(spec: StreamSpec, day: date) -> str:
       WHERE {d} >= start_day AND {d} < greatest(start_day + 1, end_day)
         AND {_uniform(str(s), "'active'", "i", str(d))} < least(0.95, 0.45 * rate * {season})),
     events AS (SELECT i, account_id, unnest(range(n)) AS k FROM today)
-    SELECT 'user_' || i AS user_id, account_id,
+    SELECT 'user_' || i AS user_id, account_id,{" 'user_' || i || '@example.com' AS email," if spec.with_email else ""}
            {_event_name(_uniform(str(s), "'event'", "i", str(d), "k"))} AS event,
            TIMESTAMPTZ '{day.isoformat()} 00:00:00+00'
              + to_microseconds(CAST({_uniform(str(s), "'ts'", "i", str(d), "k")} * 86399000000 AS BIGINT))

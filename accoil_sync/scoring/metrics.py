@@ -93,6 +93,17 @@ def _register(con: duckdb.DuckDBPyConnection, scoring: ScoringConfig) -> None:
         con.unregister(f"{name}_arrow")
 
 
+def recent_table(con: duckdb.DuckDBPyConnection, as_of: date, longest_window: int) -> None:
+    """``recent``: the daily rows of every profile's window and previous window, read from the rollup once
+    (the window queries then scan days, not the whole history)."""
+    first = as_of - timedelta(days=2 * longest_window - 1)
+    do(
+        con,
+        f"CREATE OR REPLACE TEMP TABLE recent AS SELECT * FROM r.daily "
+        f"WHERE day BETWEEN {_d(first)} AND {_d(as_of)}",
+    )
+
+
 def _user_scores(con: duckdb.DuckDBPyConnection, table: str, window: Window) -> None:
     """``table``(user_id, raw, score, p90) for every user with a scored event in ``window``."""
     do(
@@ -101,7 +112,7 @@ def _user_scores(con: duckdb.DuckDBPyConnection, table: str, window: Window) -> 
         CREATE OR REPLACE TEMP TABLE {table} AS
         WITH raw AS (
           SELECT d.user_id, sum(d.n * w.weight) AS raw
-          FROM r.daily d JOIN w USING (event)
+          FROM recent d JOIN w USING (event)
           WHERE d.day BETWEEN {_d(window.first)} AND {_d(window.as_of)}
           GROUP BY d.user_id),
         anchor AS (SELECT quantile_cont(raw, 0.9) AS p90 FROM raw WHERE raw > 0)
@@ -142,7 +153,7 @@ def compute_profile(
     life: str = "r.lifetime",
 ) -> None:
     """Append ``profile``'s metrics as of the end of ``as_of`` to ``score_users``/``score_accounts``;
-    ``life`` is ``lifetime_table(con, as_of)``."""
+    ``life`` is ``lifetime_table(con, as_of)``, and ``recent_table`` must cover this profile's windows."""
     scoring = profile.scoring
     assert scoring is not None
     _register(con, scoring)
@@ -171,7 +182,7 @@ def compute_profile(
         win AS (
           SELECT d.{key}, count(DISTINCT d.day) AS frequency, count(DISTINCT d.user_id) AS active_users,
                  count(DISTINCT w.unit) FILTER (WHERE w.adopt) AS units
-          FROM r.daily d JOIN w USING (event) WHERE {win} {group} GROUP BY d.{key}),
+          FROM recent d JOIN w USING (event) WHERE {win} {group} GROUP BY d.{key}),
         ever AS (
           SELECT l.{key}, count(DISTINCT w.unit) FILTER (WHERE w.adopt) AS units
           FROM {life} l JOIN w USING (event) WHERE true {group} GROUP BY l.{key}),

@@ -237,34 +237,35 @@ class Rollup:
         and into the lifetime totals per (user, account, event) unless the caller rebuilds those.
 
         Bad rows are classified inside the same aggregate, so the input is read once."""
-        limit = (now + FUTURE_SKEW).strftime("%Y-%m-%d %H:%M:%S+00")
         email = self.cfg.event_columns.email is not None and self.cfg.preset is None
+        # Bad rows are classified on the aggregated columns (a NULL key, a NULL or out-of-range day), so the
+        # same rule serves both paths below.
+        bad = (
+            "CASE WHEN user_id IS NULL THEN 'missing user id' WHEN event IS NULL THEN 'missing event name' "
+            "WHEN day IS NULL THEN 'missing or unreadable timestamp' "
+            f"WHEN day > DATE '{(now + FUTURE_SKEW).date().isoformat()}' THEN 'timestamp more than a day in the future' "
+            "WHEN day < DATE '1970-01-01' THEN 'timestamp before 1970' END"
+        )
+        aggregate = f"""
+            SELECT CAST(ts AS DATE) AS day, user_id, account_id, event, count(*) AS n, max(ts) AS last_ts
+                   {", max(loaded) AS loaded" if self._has_load_time() else ""}
+                   {", max_by(email, ts) FILTER (WHERE email IS NOT NULL) AS email" if email else ""}
+            FROM ({select}) GROUP BY ALL
+        """
+        if self.empty() and lifetime and not email and not self._has_load_time():
+            self._absorb_all(aggregate, bad, report)
+            return
         try:
-            do(
-                self.con,
-                f"""
-                CREATE OR REPLACE TEMP TABLE inc AS
-                SELECT CASE WHEN user_id IS NULL THEN 'missing user id'
-                            WHEN event IS NULL THEN 'missing event name'
-                            WHEN ts IS NULL THEN 'missing or unreadable timestamp'
-                            WHEN ts > TIMESTAMPTZ '{limit}' THEN 'timestamp more than 24 h in the future'
-                            WHEN ts < TIMESTAMPTZ '1970-01-01 00:00:00+00' THEN 'timestamp before 1970'
-                       END AS bad,
-                       CAST(ts AS DATE) AS day, user_id, account_id, event,
-                       count(*) AS n, max(ts) AS last_ts, max(loaded) AS loaded
-                       {", max_by(email, ts) FILTER (WHERE email IS NOT NULL) AS email" if email else ""}
-                FROM ({select}) GROUP BY ALL
-                """,
-            )
+            do(self.con, f"CREATE OR REPLACE TEMP TABLE inc AS SELECT {bad} AS bad, * FROM ({aggregate})")
         except duckdb.Error as exc:
             raise SourceError(f"reading the events failed: {str(exc).splitlines()[0]}") from None
         totals = do(self.con, "SELECT bad, sum(n) FROM inc GROUP BY bad")
-        for bad, n in totals:
+        for reason, n in totals:
             report.rows += int(n)
-            if bad is not None:
-                report.bad[bad] = report.bad.get(bad, 0) + int(n)
-        mark = do(self.con, "SELECT max(loaded) FROM inc")[0][0]
-        if mark is not None and self._has_load_time():
+            if reason is not None:
+                report.bad[reason] = report.bad.get(reason, 0) + int(n)
+        mark = do(self.con, "SELECT max(loaded) FROM inc")[0][0] if self._has_load_time() else None
+        if mark is not None:
             old = self._meta("watermark")
             new = mark.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f+00:00")
             if old is None or new > old:
@@ -275,7 +276,7 @@ class Rollup:
             "FROM inc WHERE bad IS NULL GROUP BY ALL"
         )
         if self.empty():
-            do(self.con, f"INSERT INTO r.daily SELECT {cols} FROM inc WHERE bad IS NULL")
+            do(self.con, f"INSERT INTO r.daily SELECT {cols} FROM inc WHERE bad IS NULL ORDER BY day")
             if lifetime:
                 do(self.con, f"INSERT INTO r.lifetime {increment}")
         else:
@@ -307,7 +308,7 @@ class Rollup:
                 """,
             )
             do(self.con, "DELETE FROM r.daily WHERE day IN (SELECT day FROM touched)")
-            do(self.con, f"INSERT INTO r.daily SELECT {cols} FROM merged")
+            do(self.con, f"INSERT INTO r.daily SELECT {cols} FROM merged ORDER BY day")
             do(self.con, "DROP TABLE merged")
             do(self.con, "DROP TABLE touched")
         if email:
@@ -325,6 +326,27 @@ class Rollup:
             do(self.con, "INSERT INTO r.emails SELECT * FROM mails")
             do(self.con, "DROP TABLE mails")
         do(self.con, "DROP TABLE inc")
+
+    def _absorb_all(self, aggregate: str, bad: str, report: IngestReport) -> None:
+        """A first build: the aggregate goes straight into the rollup, in day order (so later window scans
+        skip most of it), without an intermediate copy; bad groups are counted and removed afterwards."""
+        try:
+            do(
+                self.con,
+                f"INSERT INTO r.daily SELECT day, user_id, account_id, event, n, last_ts FROM ({aggregate}) "
+                "ORDER BY day",
+            )
+        except duckdb.Error as exc:
+            raise SourceError(f"reading the events failed: {str(exc).splitlines()[0]}") from None
+        found = False
+        for reason, n in do(self.con, f"SELECT {bad} AS bad, sum(n) FROM r.daily GROUP BY bad"):
+            report.rows += int(n)
+            if reason is not None:
+                report.bad[reason] = report.bad.get(reason, 0) + int(n)
+                found = True
+        if found:
+            do(self.con, f"DELETE FROM r.daily WHERE ({bad}) IS NOT NULL")
+        self._rebuild_lifetime()
 
     def last_day(self) -> date | None:
         day: date | None = do(self.con, "SELECT max(day) FROM r.daily")[0][0]

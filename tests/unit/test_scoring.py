@@ -295,7 +295,7 @@ def test_bad_event_rows_are_reported_not_scored() -> None:
             "missing user id": 1,
             "missing event name": 1,
             "missing or unreadable timestamp": 1,
-            "timestamp more than 24 h in the future": 1,
+            "timestamp more than a day in the future": 1,
         }
         users = {r[0] for r in scorer.con.sql("SELECT user_id FROM score_users").fetchall()}
     assert users == {"u1"}
