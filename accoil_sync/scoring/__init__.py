@@ -17,14 +17,13 @@ from accoil_sync.config.models import ProfileConfig, SourceConfig
 from accoil_sync.errors import ConfigError, SourceError
 from accoil_sync.scoring.explain import Explanation, explain
 from accoil_sync.scoring.metrics import (
-    ACCOUNT_COLUMNS,
-    USER_COLUMNS,
     compute_profile,
     lifetime_table,
     recent_table,
 )
 from accoil_sync.scoring.rollup import IngestReport, Rollup, do
 from accoil_sync.sources.base import RawChunk, RowError, with_position
+from accoil_sync.sources.validate import canonical_columns
 from accoil_sync.traits.names import ObjectKind
 
 ROLLUP_FILE = Path("scoring") / "rollup.duckdb"
@@ -106,7 +105,8 @@ class Scorer:
         return "score_users" if kind is ObjectKind.USER else "score_accounts"
 
     def columns(self, kind: ObjectKind) -> tuple[str, ...]:
-        return USER_COLUMNS if kind is ObjectKind.USER else ACCOUNT_COLUMNS
+        """The metric columns a files source reads, in its order."""
+        return canonical_columns(kind)
 
     def chunks(self, kind: ObjectKind) -> Iterator[RawChunk]:
         """The computed metric rows, as a files source would yield them (positions name the profile)."""

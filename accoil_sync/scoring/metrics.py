@@ -2,7 +2,8 @@
 
 For one profile and one as-of day D with window W (days D-W+1 .. D) it builds two tables, ``score_users``
 and ``score_accounts`` (rows appended per profile), holding the canonical metric columns the stage reads
-plus what an explanation needs (raw score, the P90 anchor, the previous score).
+(``sources.validate.canonical_columns``) plus what an explanation needs (raw score, the P90 anchor, the
+previous score).
 """
 
 from __future__ import annotations
@@ -17,36 +18,6 @@ from accoil_sync.config.models import ProfileConfig
 from accoil_sync.config.scoring import ScoringConfig
 from accoil_sync.scoring.rollup import do
 from accoil_sync.scoring.segments import rules_for, segments_sql
-
-USER_COLUMNS = (
-    "user_id",
-    "account_id",
-    "email",
-    "score_name",
-    "score",
-    "segments",
-    "activation",
-    "adoption_recent",
-    "adoption_ever",
-    "last_active",
-    "frequency",
-    "computed_at",
-)
-ACCOUNT_COLUMNS = (
-    "account_id",
-    "score_name",
-    "score",
-    "segments",
-    "activation",
-    "adoption_recent",
-    "adoption_ever",
-    "last_active",
-    "frequency",
-    "active_users",
-    "total_users",
-    "computed_at",
-)
-EXTRA_COLUMNS = ("raw", "p90", "previous_score", "trend", "first_seen")
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,7 +220,8 @@ def compute_profile(
           FROM base
           LEFT JOIN win USING (account_id) LEFT JOIN ever USING (account_id) LEFT JOIN act USING (account_id)
           LEFT JOIN scores USING (account_id))
-        SELECT account_id, score_name, score, list_sort({account_rules}) AS segments, activation,
+        SELECT account_id, NULL::VARCHAR AS domain, NULL::VARCHAR AS name, score_name, score,
+               list_sort({account_rules}) AS segments, activation,
                adoption_recent, adoption_ever, last_active, frequency, active_users, total_users, computed_at,
                NULL::DOUBLE AS raw, NULL::DOUBLE AS p90, previous_score, score - previous_score AS trend,
                first_seen

@@ -19,8 +19,11 @@ def test_score_writes_metrics_a_files_source_reads_back() -> None:
     assert summary["rows"] == {"users": 10, "accounts": 3}
     assert summary["as_of"] == "2026-11-30" and summary["rollup"] == "full"
     header, *rows = Path("out/users.csv").read_text().splitlines()
-    assert header.startswith("user_id,account_id,email,score_name,score,segments")
-    assert "u1,A,,Default,100,Active Today;Mature;Most Engaged,100.0,100.0,100.0,2026-11-30T09:00:00Z,4," in (
+    assert header == (
+        "user_id,account_id,email,score_name,score,activation,adoption_recent,adoption_ever,segments,"
+        "last_active,frequency,computed_at"
+    )
+    assert "u1,A,,Default,100,100.0,100.0,100.0,Active Today;Mature;Most Engaged,2026-11-30T09:00:00Z,4," in (
         "\n".join(rows)
     )
     write(
