@@ -65,12 +65,12 @@ def _register(con: duckdb.DuckDBPyConnection, scoring: ScoringConfig) -> None:
 
 
 def recent_table(con: duckdb.DuckDBPyConnection, as_of: date, longest_window: int) -> None:
-    """``recent``: the daily rows of every profile's window and previous window, read from the rollup once
-    (the window queries then scan days, not the whole history)."""
+    """``recent``: the daily rows of every profile's window and previous window. A view, not a copy: the
+    rollup is written in day order, so DuckDB's per-row-group min/max skips the older days."""
     first = as_of - timedelta(days=2 * longest_window - 1)
     do(
         con,
-        f"CREATE OR REPLACE TEMP TABLE recent AS SELECT * FROM r.daily "
+        f"CREATE OR REPLACE TEMP VIEW recent AS SELECT * FROM r.daily "
         f"WHERE day BETWEEN {_d(first)} AND {_d(as_of)}",
     )
 

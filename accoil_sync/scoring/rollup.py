@@ -26,6 +26,7 @@ import duckdb
 from accoil_sync.config.models import SourceConfig
 from accoil_sync.errors import SourceError
 from accoil_sync.scoring.events import (
+    FileInfo,
     canonical_select,
     files_sql,
     list_files,
@@ -40,6 +41,7 @@ log = logging.getLogger(__name__)
 # Bump when the rollup's tables or their meaning change: an older file is rebuilt from the source.
 ROLLUP_VERSION = "1"
 FUTURE_SKEW = timedelta(hours=24)
+BATCH_BYTES = 96 << 20  # of new files per pass: about 9M events of Parquet, fewer of CSV
 
 _TABLES = """
 CREATE TABLE IF NOT EXISTS r.meta (key VARCHAR PRIMARY KEY, value VARCHAR);
@@ -169,11 +171,19 @@ class Rollup:
         report.files = len(new)
         if not new:
             return
-        relation = files_sql(new, self.cfg)
-        self._absorb(canonical_select(self.con, relation, self.cfg, "source.events"), report, now)
-        self.con.executemany(
-            "INSERT INTO r.files VALUES (?, ?, ?)", [[f.path, f.size, f.mtime_ns] for f in new]
-        )
+        # New files are read in batches of about BATCH_BYTES, so memory is bounded by the batch, not by the
+        # number of files (daily files of one stream mostly touch days of their own); with several batches
+        # the lifetime totals are summed once at the end instead of after each.
+        batches = _batches(new, BATCH_BYTES)
+        for batch in batches:
+            relation = files_sql(batch, self.cfg)
+            select = canonical_select(self.con, relation, self.cfg, "source.events")
+            self._absorb(select, report, now, lifetime=len(batches) == 1)
+            self.con.executemany(
+                "INSERT INTO r.files VALUES (?, ?, ?)", [[f.path, f.size, f.mtime_ns] for f in batch]
+            )
+        if len(batches) > 1:
+            self._rebuild_lifetime()
 
     def _watermark_filter(self, lookback_days: int) -> tuple[str, str | None]:
         """(WHERE clause over canonical columns, days to replace from) for a SQL source."""
@@ -252,8 +262,10 @@ class Rollup:
                    {", max_by(email, ts) FILTER (WHERE email IS NOT NULL) AS email" if email else ""}
             FROM ({select}) GROUP BY ALL
         """
-        if self.empty() and lifetime and not email and not self._has_load_time():
+        if self.empty() and not email and not self._has_load_time():
             self._absorb_all(aggregate, bad, report)
+            if lifetime:
+                self._rebuild_lifetime()
             return
         try:
             do(self.con, f"CREATE OR REPLACE TEMP TABLE inc AS SELECT {bad} AS bad, * FROM ({aggregate})")
@@ -281,18 +293,25 @@ class Rollup:
                 do(self.con, f"INSERT INTO r.lifetime {increment}")
         else:
             if lifetime:
+                # Only the users with new events have lifetime rows to change: rewrite theirs alone.
+                do(
+                    self.con,
+                    "CREATE OR REPLACE TEMP TABLE movers AS SELECT DISTINCT user_id FROM inc WHERE bad IS NULL",
+                )
                 do(
                     self.con,
                     f"""
                     CREATE OR REPLACE TEMP TABLE life_new AS
                     SELECT user_id, account_id, event, min(first_day) AS first_day, max(last_ts) AS last_ts,
                            sum(n)::BIGINT AS n
-                    FROM (SELECT * FROM r.lifetime UNION ALL {increment}) GROUP BY ALL
+                    FROM (SELECT l.* FROM r.lifetime l SEMI JOIN movers USING (user_id) UNION ALL {increment})
+                    GROUP BY ALL
                     """,
                 )
-                do(self.con, "DELETE FROM r.lifetime")
+                do(self.con, "DELETE FROM r.lifetime WHERE user_id IN (SELECT user_id FROM movers)")
                 do(self.con, "INSERT INTO r.lifetime SELECT * FROM life_new")
                 do(self.con, "DROP TABLE life_new")
+                do(self.con, "DROP TABLE movers")
             do(
                 self.con,
                 "CREATE OR REPLACE TEMP TABLE touched AS SELECT DISTINCT day FROM inc WHERE bad IS NULL",
@@ -346,7 +365,6 @@ class Rollup:
                 found = True
         if found:
             do(self.con, f"DELETE FROM r.daily WHERE ({bad}) IS NOT NULL")
-        self._rebuild_lifetime()
 
     def last_day(self) -> date | None:
         day: date | None = do(self.con, "SELECT max(day) FROM r.daily")[0][0]
@@ -354,6 +372,18 @@ class Rollup:
 
     def close(self) -> None:
         self.con.close()
+
+
+def _batches(files: list[FileInfo], limit: int) -> list[list[FileInfo]]:
+    out: list[list[FileInfo]] = [[]]
+    size = 0
+    for info in files:
+        if out[-1] and size + info.size > limit:
+            out.append([])
+            size = 0
+        out[-1].append(info)
+        size += info.size
+    return out
 
 
 def _lit(text: str) -> str:

@@ -189,3 +189,14 @@ def test_rudderstack_preset_over_sqlalchemy_asks_only_for_new_rows(monkeypatch: 
         assert scorer.report.rows == 1  # the first row was not fetched again
         row = scorer.con.sql("SELECT raw, frequency FROM score_users WHERE user_id = 'u1'").fetchall()
     assert row == [(12, 2)]
+
+
+def test_a_build_in_many_batches_equals_one_in_a_single_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    write_stream(SPEC, Path("events"), "csv")
+    settings = settings_for("events/*.csv")
+    single = metric_rows(settings)
+    rollup_path(settings.state.directory).unlink()
+    monkeypatch.setattr("accoil_sync.scoring.rollup.BATCH_BYTES", 1)  # one file per batch
+    batched = metric_rows(settings)
+    assert single[0] == batched[0] == "full"
+    assert batched[1:] == single[1:]
