@@ -101,8 +101,8 @@ class SourceConfig(_Section):
                     "source.events_from = 'sqlalchemy' needs source.url (env ACCOIL_SYNC_SOURCE__URL)"
                 )
             return self
-        if self.events or self.preset:
-            raise ValueError("source.events and source.preset need source.kind = 'events'")
+        if self.events or self.preset or self.as_of:
+            raise ValueError("source.events, source.preset and source.as_of need source.kind = 'events'")
         if not self.users and not self.accounts:
             raise ValueError("set source.users and/or source.accounts")
         if self.kind == "sqlalchemy" and self.url is None:

@@ -323,6 +323,19 @@ def test_config_errors_name_the_field() -> None:
         )
 
 
+def test_jsonl_events_with_epoch_milliseconds_and_an_email() -> None:
+    write(
+        "events/e1.jsonl",
+        '{"uid": "u1", "account_id": "A", "event": "Report Viewed", "timestamp": 1796029200000, "mail": "a@x.io"}\n'
+        '{"uid": "u1", "account_id": "A", "event": "Project Created", "timestamp": 1796032800000, "mail": "b@x.io"}\n',
+    )
+    extra = '[source.event_columns]\nuser_id = "uid"\nemail = "mail"\n'
+    users, _ = score(settings_for("events/*.jsonl", extra=extra))
+    # 1796029200000 ms = 2026-11-30 09:00 UTC; the later event's email wins.
+    assert users["u1"]["raw"] == 12 and users["u1"]["email"] == "b@x.io"
+    assert users["u1"]["last_active"] == datetime(2026, 11, 30, 10, tzinfo=UTC)
+
+
 def test_missing_event_column_is_named() -> None:
     write("events/e1.csv", "uid,account_id,event,timestamp\nu1,A,Report Viewed,2026-11-30T09:00:00Z\n")
     with pytest.raises(SourceError, match="no column 'user_id' for the event user_id"):
