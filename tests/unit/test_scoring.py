@@ -204,16 +204,22 @@ def test_account_metrics(scored: tuple[dict[str, Any], dict[str, Any]]) -> None:
     assert c["last_active"] == datetime(2026, 9, 2, 9, tzinfo=UTC)
 
 
-def test_exactly_75_is_most_engaged() -> None:
-    # Ten users at raw 4 and one at raw 3: P90 = 4 (position 9 of 0..10), so 100 x 3 / 4 = 75 exactly.
+def test_score_band_edges_exactly_25_50_75() -> None:
+    # Ten users with 4 Report Viewed (raw 12) anchor P90 at 12 (13 users: position 0.9 x 12 = 10.8 falls between two 12s);
+    # 1, 2 and 3 views (raw 3, 6, 9) score exactly 25, 50 and 75: each edge belongs to the band above.
     rows = [(f"top{i}", "", "Report Viewed", ago(0)) for i in range(10) for _ in range(4)]
-    rows += [("edge", "", "Report Viewed", ago(0))] * 3
+    for key, views in (("q25", 1), ("q50", 2), ("q75", 3)):
+        rows += [(key, "", "Report Viewed", ago(0))] * views
     events_csv(rows)
     users, _ = score(settings_for(scoring=SCORING))
-    # Report Viewed weighs 3: raws 12 and 9, the same ratio.
-    assert users["edge"]["score"] == 75
-    assert "Most Engaged" in users["edge"]["segments"]
-    assert "Slightly Engaged" not in users["edge"]["segments"]
+    assert users["top0"]["p90"] == 12
+    bands = {"Most Engaged", "Slightly Engaged", "Passive", "Least Engaged"}
+    found = {key: (users[key]["score"], bands & set(users[key]["segments"])) for key in ("q25", "q50", "q75")}
+    assert found == {
+        "q25": (25, {"Passive"}),
+        "q50": (50, {"Slightly Engaged"}),
+        "q75": (75, {"Most Engaged"}),
+    }
 
 
 def test_mature_boundary_and_custom_rules() -> None:
