@@ -154,11 +154,33 @@ def plan(
     with _user_errors():
         settings = _load(config, log_format, log_level or ("WARNING" if as_json else None), as_of)
         result = _run(settings, deliver=False, destinations=destination, full_refresh=full_refresh)
+        explanations = _explain_samples(settings, result)
     if as_json:
-        print(json.dumps(result.to_json(), indent=2, ensure_ascii=False, default=str))
+        data = result.to_json()
+        if explanations:
+            data["explanations"] = [e.to_json() for e in explanations]
+        print(json.dumps(data, indent=2, ensure_ascii=False, default=str))
     else:
         _print_result(result, delivered=False)
+        for e in explanations:
+            out.print(
+                "  why: " + "; ".join(line.strip() for line in e.lines()), markup=False, highlight=False
+            )
     raise typer.Exit(result.exit_code)
+
+
+def _explain_samples(settings: Settings, result: RunResult, limit: int = 10) -> list[Any]:
+    """For an events source: why each sampled object has its score (top events, next band)."""
+    if settings.source.kind != "events":
+        return []
+    from accoil_sync.scoring import Scorer
+
+    wanted = sorted({(c.kind.value, c.key) for samples in result.samples.values() for c in samples})[:limit]
+    if not wanted:
+        return []
+    with Scorer(settings.source, settings.profiles, settings.state.directory) as scorer:
+        scorer.run()  # the rollup is current: nothing new is read, the same day is scored again
+        return [e for kind, key in wanted for e in scorer.explain(key) if e.kind == kind]
 
 
 @app.command()

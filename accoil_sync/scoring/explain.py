@@ -87,7 +87,9 @@ def explain(
         )
         for name, score, segments, raw, p90, previous, total_users in rows:
             profile = next(p for p in profiles if p.name == name)
-            item = Explanation(kind.value, key, name, score, list(segments), raw, p90, previous)
+            # quantile_cont interpolates in floating point (29.000000000000004): shown to 4 decimals.
+            anchor = round(p90, 4) if p90 is not None else None
+            item = Explanation(kind.value, key, name, score, list(segments), raw, anchor, previous)
             item.top = _contributions(con, profile, as_of, column, key)
             _next_band(item, profile, kind, total_users)
             out.append(item)

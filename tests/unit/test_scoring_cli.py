@@ -74,3 +74,21 @@ def test_as_of_and_score_errors_name_the_option() -> None:
     assert wrong.returncode == 2 and "source.kind" in wrong.stderr
     plan = cli("plan", "-c", "files.toml", "--as-of", "2026-11-30")
     assert plan.returncode == 2 and "only an events source" in plan.stderr
+
+
+def test_plan_samples_say_why() -> None:
+    events_csv(FIXTURE)
+    settings_for()
+    assert cli("sync", "--as-of", "2026-11-29").returncode == 0
+    planned = cli("plan", "--as-of", "2026-11-30", "--json")
+    assert planned.returncode == 0, planned.stderr
+    explanations = {(e["kind"], e["key"]): e for e in json.loads(planned.stdout)["explanations"]}
+    u2 = explanations[("user", "u2")]
+    assert (u2["score"], u2["p90"], u2["next_band"], u2["top"][0]["event"]) == (
+        52,
+        29,
+        "Most Engaged",
+        "Report Viewed",
+    )
+    text = cli("plan", "--as-of", "2026-11-30").stdout
+    assert "why: user u2 [Default]: score 52 (raw 15 against the P90 anchor 29)" in text
