@@ -8,6 +8,7 @@ Viewed at least 3 times. Adoption units: Collaboration, Project Created, Report 
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -348,3 +349,23 @@ def test_missing_event_column_is_named() -> None:
         score(settings_for())
     users, _ = score(settings_for(extra='[source.event_columns]\nuser_id = "uid"\n'))
     assert users["u1"]["score"] == 100
+
+
+def test_two_profiles_1_and_30_days_go_through_the_stage() -> None:
+    import asyncio
+
+    from accoil_sync.sync.runner import execute
+
+    events_csv(FIXTURE)
+    profiles = SCORING.replace('name = "Default"\nwindow_days = 7', 'name = "Daily"\nwindow_days = 1') + (
+        SCORING.replace('name = "Default"\nwindow_days = 7', 'name = "Monthly"\nwindow_days = 30')
+    )
+    settings = settings_for(scoring=profiles, extra='as_of = "2026-11-30"')
+    result = asyncio.run(execute(settings, deliver=True))
+    assert result.source.invalid == 0
+    lines = Path("out/deliveries.jsonl").read_text().splitlines()
+    u1 = next(json.loads(line) for line in lines if '"key": "u1"' in line)["fields"]
+    # Daily: only today's 2 x Project Created (18); Monthly: every scored event of the last 30 days.
+    assert (u1["Accoil_Daily_Frequency"], u1["Accoil_Monthly_Frequency"]) == (1, 5)
+    assert u1["Accoil_Daily_Score"] == 100 and u1["Accoil_Monthly_Score"] == 100
+    assert "Accoil_Daily_Segments" in u1 and "Accoil_Monthly_Segments" in u1
