@@ -253,7 +253,9 @@ class Rollup:
         bad = (
             "CASE WHEN user_id IS NULL THEN 'missing user id' WHEN event IS NULL THEN 'missing event name' "
             "WHEN day IS NULL THEN 'missing or unreadable timestamp' "
-            f"WHEN day > DATE '{(now + FUTURE_SKEW).date().isoformat()}' THEN 'timestamp more than a day in the future' "
+            # A group with a time past the limit is dropped whole: the stage would reject its last_active.
+            f"WHEN last_ts > TIMESTAMPTZ '{(now + FUTURE_SKEW).strftime('%Y-%m-%d %H:%M:%S+00')}' "
+            "THEN 'timestamp more than 24 h in the future' "
             "WHEN day < DATE '1970-01-01' THEN 'timestamp before 1970' END"
         )
         aggregate = f"""

@@ -302,7 +302,7 @@ def test_bad_event_rows_are_reported_not_scored() -> None:
             "missing user id": 1,
             "missing event name": 1,
             "missing or unreadable timestamp": 1,
-            "timestamp more than a day in the future": 1,
+            "timestamp more than 24 h in the future": 1,
         }
         users = {r[0] for r in scorer.con.sql("SELECT user_id FROM score_users").fetchall()}
     assert users == {"u1"}
@@ -369,3 +369,21 @@ def test_two_profiles_1_and_30_days_go_through_the_stage() -> None:
     assert (u1["Accoil_Daily_Frequency"], u1["Accoil_Monthly_Frequency"]) == (1, 5)
     assert u1["Accoil_Daily_Score"] == 100 and u1["Accoil_Monthly_Score"] == 100
     assert "Accoil_Daily_Segments" in u1 and "Accoil_Monthly_Segments" in u1
+
+
+def test_events_up_to_24_hours_ahead_are_kept_and_pass_the_stage() -> None:
+    import asyncio
+
+    from accoil_sync.sync.runner import execute
+
+    now = datetime.now(UTC)
+    soon = (now + timedelta(hours=23)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    later = (now + timedelta(hours=25)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    events_csv([("u1", "A", "Report Viewed", soon), ("u2", "A", "Report Viewed", later)])
+    result = asyncio.run(execute(settings_for(), deliver=False))
+    assert [e.reason for e in result.errors] == [
+        "1 event row(s) skipped: timestamp more than 24 h in the future"
+    ]
+    assert (
+        result.source.by_kind[next(iter(result.source.by_kind))].objects == 1
+    )  # u1, not rejected by the stage
