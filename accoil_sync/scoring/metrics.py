@@ -38,30 +38,20 @@ def _d(day: date) -> str:
 
 
 def _register(con: duckdb.DuckDBPyConnection, scoring: ScoringConfig) -> None:
+    """``w``: every scored event with its unit (feature or itself), weight and whether adoption counts it."""
     weights = scoring.event_weights()
     adoption = set(scoring.adoption_units())
-    criteria = scoring.criteria()
-    tables = {
-        "w": pa.table(
-            {
-                "event": [e for e, _, _ in weights],
-                "unit": [u for _, u, _ in weights],
-                "weight": pa.array([w for _, _, w in weights], pa.int64()),
-                "adopt": [u in adoption for _, u, _ in weights],
-            }
-        ),
-        "crit": pa.table(
-            {
-                "i": pa.array(range(len(criteria)), pa.int64()),
-                "event": [c.event for c in criteria],
-                "min_count": pa.array([c.min_count for c in criteria], pa.int64()),
-            }
-        ),
-    }
-    for name, table in tables.items():
-        con.register(f"{name}_arrow", table)
-        do(con, f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT * FROM {name}_arrow")
-        con.unregister(f"{name}_arrow")
+    table = pa.table(
+        {
+            "event": [e for e, _, _ in weights],
+            "unit": [u for _, u, _ in weights],
+            "weight": pa.array([w for _, _, w in weights], pa.int64()),
+            "adopt": [u in adoption for _, u, _ in weights],
+        }
+    )
+    con.register("w_arrow", table)
+    do(con, "CREATE OR REPLACE TEMP TABLE w AS SELECT * FROM w_arrow")
+    con.unregister("w_arrow")
 
 
 def recent_table(con: duckdb.DuckDBPyConnection, as_of: date, longest_window: int) -> None:
@@ -136,32 +126,33 @@ def compute_profile(
     criteria = len(scoring.criteria())
     members_since = as_of - timedelta(days=scoring.total_users_days - 1)
     win = f"d.day BETWEEN {_d(now.first)} AND {_d(now.as_of)}"
-    activation = f"round(100.0 * coalesce(act.met, 0) / {criteria}, 1)" if criteria else "NULL::DOUBLE"
+    activation = f"round(100.0 * base.met / {criteria}, 1)" if criteria else "NULL::DOUBLE"
     name = profile.name.replace("'", "''")
 
+    # Activation: each criterion met is a 1; the counts are summed in the same pass as the lifetime facts.
+    met = " + ".join(
+        f"(coalesce(sum(l.n) FILTER (WHERE l.event = '{c.event.replace(chr(39), chr(39) * 2)}'), 0) "
+        f">= {c.min_count})::INTEGER"
+        for c in scoring.criteria()
+    )
+
     def per(key: str, group: str) -> str:
-        """Window and lifetime facts per ``key`` (user_id or account_id), with ``group`` filtering rows."""
+        """Lifetime facts (one pass over ``life``) and window facts per ``key`` (user_id or account_id),
+        with ``group`` filtering rows."""
         account = (
-            ", max_by(account_id, last_ts) FILTER (WHERE account_id IS NOT NULL) AS account_id"
+            ", max_by(l.account_id, l.last_ts) FILTER (WHERE l.account_id IS NOT NULL) AS account_id"
             if key == "user_id"
             else ""
         )
         return f"""
         base AS (
-          SELECT {key}, min(first_day) AS first_seen, max(last_ts) AS last_active {account}
-          FROM {life} WHERE true {group} GROUP BY {key}),
+          SELECT l.{key}, min(l.first_day) AS first_seen, max(l.last_ts) AS last_active {account},
+                 count(DISTINCT w.unit) FILTER (WHERE w.adopt) AS ever_units, {met or "0"} AS met
+          FROM {life} l LEFT JOIN w USING (event) WHERE true {group} GROUP BY l.{key}),
         win AS (
           SELECT d.{key}, count(DISTINCT d.day) AS frequency, count(DISTINCT d.user_id) AS active_users,
                  count(DISTINCT w.unit) FILTER (WHERE w.adopt) AS units
-          FROM recent d JOIN w USING (event) WHERE {win} {group} GROUP BY d.{key}),
-        ever AS (
-          SELECT l.{key}, count(DISTINCT w.unit) FILTER (WHERE w.adopt) AS units
-          FROM {life} l JOIN w USING (event) WHERE true {group} GROUP BY l.{key}),
-        act AS (
-          SELECT {key}, count(*) AS met FROM (
-            SELECT l.{key}, c.i, sum(l.n) AS n, any_value(c.min_count) AS min_count
-            FROM {life} l JOIN crit c USING (event) WHERE true {group} GROUP BY l.{key}, c.i)
-          WHERE n >= min_count GROUP BY {key})
+          FROM recent d JOIN w USING (event) WHERE {win} {group} GROUP BY d.{key})
         """
 
     def common(score: str, previous: str) -> str:
@@ -169,7 +160,7 @@ def compute_profile(
           {score} AS score,
           {activation} AS activation,
           round(100.0 * coalesce(win.units, 0) / {units}, 1) AS adoption_recent,
-          round(100.0 * coalesce(ever.units, 0) / {units}, 1) AS adoption_ever,
+          round(100.0 * base.ever_units / {units}, 1) AS adoption_ever,
           base.last_active,
           coalesce(win.frequency, 0) AS frequency,
           '{computed_at}' AS computed_at,
@@ -190,7 +181,7 @@ def compute_profile(
                  {common("coalesce(us_now.score, 0)", "coalesce(us_before.score, 0)")},
                  coalesce(us_now.raw, 0) AS raw, us_now.p90, NULL::BIGINT AS total_users
           FROM base
-          LEFT JOIN win USING (user_id) LEFT JOIN ever USING (user_id) LEFT JOIN act USING (user_id)
+          LEFT JOIN win USING (user_id)
           LEFT JOIN us_now USING (user_id) LEFT JOIN us_before USING (user_id))
         SELECT facts.user_id, facts.account_id, e.email, score_name, score,
                list_sort({user_rules}) AS segments, activation, adoption_recent, adoption_ever, last_active,
@@ -218,7 +209,7 @@ def compute_profile(
                  {common("coalesce(scores.score, 0)", "coalesce(scores.previous, 0)")},
                  coalesce(win.active_users, 0) AS active_users, coalesce(scores.total_users, 0) AS total_users
           FROM base
-          LEFT JOIN win USING (account_id) LEFT JOIN ever USING (account_id) LEFT JOIN act USING (account_id)
+          LEFT JOIN win USING (account_id)
           LEFT JOIN scores USING (account_id))
         SELECT account_id, NULL::VARCHAR AS domain, NULL::VARCHAR AS name, score_name, score,
                list_sort({account_rules}) AS segments, activation,
