@@ -37,16 +37,29 @@ def _d(day: date) -> str:
     return f"DATE '{day.isoformat()}'"
 
 
+def _bitmask(scoring: ScoringConfig) -> bool:
+    """Adoption units fit one BIGINT as bits, so "distinct units" is bit_count(bit_or(bit)): DuckDB's
+    DISTINCT aggregates cost several times a plain one (measured 2.77 s against 0.45 s at 100M events)."""
+    return len(scoring.adoption_units()) <= 62
+
+
+def _distinct_units(scoring: ScoringConfig) -> str:
+    if _bitmask(scoring):
+        return "coalesce(bit_count(bit_or(w.bit)), 0)"
+    return "count(DISTINCT w.unit) FILTER (WHERE w.adopt)"
+
+
 def _register(con: duckdb.DuckDBPyConnection, scoring: ScoringConfig) -> None:
     """``w``: every scored event with its unit (feature or itself), weight and whether adoption counts it."""
     weights = scoring.event_weights()
-    adoption = set(scoring.adoption_units())
+    bit = {unit: 1 << i for i, unit in enumerate(scoring.adoption_units())} if _bitmask(scoring) else {}
     table = pa.table(
         {
             "event": [e for e, _, _ in weights],
             "unit": [u for _, u, _ in weights],
             "weight": pa.array([w for _, _, w in weights], pa.int64()),
-            "adopt": [u in adoption for _, u, _ in weights],
+            "adopt": [u in set(scoring.adoption_units()) for _, u, _ in weights],
+            "bit": pa.array([bit.get(u, 0) for _, u, _ in weights], pa.int64()),
         }
     )
     con.register("w_arrow", table)
@@ -147,11 +160,14 @@ def compute_profile(
         return f"""
         base AS (
           SELECT l.{key}, min(l.first_day) AS first_seen, max(l.last_ts) AS last_active {account},
-                 count(DISTINCT w.unit) FILTER (WHERE w.adopt) AS ever_units, {met or "0"} AS met
+                 {_distinct_units(scoring)} AS ever_units, {met or "0"} AS met
           FROM {life} l LEFT JOIN w USING (event) WHERE true {group} GROUP BY l.{key}),
         win AS (
-          SELECT d.{key}, count(DISTINCT d.day) AS frequency, count(DISTINCT d.user_id) AS active_users,
-                 count(DISTINCT w.unit) FILTER (WHERE w.adopt) AS units
+          SELECT d.{key},
+                 -- days of the window as bits (W <= 30): the number of active days without a DISTINCT
+                 bit_count(bit_or(CAST(1 AS BIGINT) << CAST({_d(as_of)} - d.day AS INTEGER))) AS frequency,
+                 {"count(DISTINCT d.user_id)" if key == "account_id" else "1"} AS active_users,
+                 {_distinct_units(scoring)} AS units
           FROM recent d JOIN w USING (event) WHERE {win} {group} GROUP BY d.{key})
         """
 

@@ -387,3 +387,17 @@ def test_events_up_to_24_hours_ahead_are_kept_and_pass_the_stage() -> None:
     assert (
         result.source.by_kind[next(iter(result.source.by_kind))].objects == 1
     )  # u1, not rejected by the stage
+
+
+@pytest.mark.parametrize("units", [62, 63])  # 62 units are counted as bits of one BIGINT, more by DISTINCT
+def test_adoption_with_many_units(units: int) -> None:
+    weights = ", ".join(f'"e{i}" = 1' for i in range(units))
+    events_csv([("u1", "A", f"e{i}", ago(i % 3)) for i in range(10)] + [("u1", "A", "e61", ago(20))])
+    users, accounts = score(
+        settings_for(
+            scoring=f'[[profiles]]\nname = "Default"\n[profiles.scoring]\nweights = {{ {weights} }}\n'
+        )
+    )
+    assert users["u1"]["adoption_recent"] == round(100 * 10 / units, 1)
+    assert users["u1"]["adoption_ever"] == round(100 * 11 / units, 1)
+    assert (users["u1"]["frequency"], accounts["A"]["frequency"]) == (3, 3)
