@@ -371,22 +371,19 @@ def test_two_profiles_1_and_30_days_go_through_the_stage() -> None:
     assert "Accoil_Daily_Segments" in u1 and "Accoil_Monthly_Segments" in u1
 
 
-def test_events_up_to_24_hours_ahead_are_kept_and_pass_the_stage() -> None:
-    import asyncio
-
-    from accoil_sync.sync.runner import execute
-
-    now = datetime.now(UTC)
-    soon = (now + timedelta(hours=23)).strftime("%Y-%m-%dT%H:%M:%SZ")
-    later = (now + timedelta(hours=25)).strftime("%Y-%m-%dT%H:%M:%SZ")
+def test_events_more_than_24_hours_ahead_are_bad_rows_by_their_time() -> None:
+    # NOW is 18:00: 23:00 the same day is kept and scored; 19:00 the next day (25 h ahead) is a bad row,
+    # although its day is within a day of NOW (a day-based rule kept it, and the stage then rejected the
+    # user's last_active as in the future).
+    soon = (NOW + timedelta(hours=5)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    later = (NOW + timedelta(hours=25)).strftime("%Y-%m-%dT%H:%M:%SZ")
     events_csv([("u1", "A", "Report Viewed", soon), ("u2", "A", "Report Viewed", later)])
-    result = asyncio.run(execute(settings_for(), deliver=False))
-    assert [e.reason for e in result.errors] == [
-        "1 event row(s) skipped: timestamp more than 24 h in the future"
-    ]
-    assert (
-        result.source.by_kind[next(iter(result.source.by_kind))].objects == 1
-    )  # u1, not rejected by the stage
+    settings = settings_for()
+    with Scorer(settings.source, settings.profiles, settings.state.directory) as scorer:
+        scorer.run(AS_OF, NOW)
+        assert scorer.report.bad == {"timestamp more than 24 h in the future": 1}
+        rows = scorer.con.sql("SELECT user_id, last_active FROM score_users").fetchall()
+    assert rows == [("u1", datetime(2026, 11, 30, 23, tzinfo=UTC))]
 
 
 @pytest.mark.parametrize("units", [62, 63])  # 62 units are counted as bits of one BIGINT, more by DISTINCT
