@@ -55,9 +55,11 @@ lint: $(STAMP)
 	@if [ -x $(BIN)/hadolint ]; then $(BIN)/hadolint Dockerfile && echo "hadolint: Dockerfile clean"; \
 	  else echo "hadolint has no wheel for this platform; Dockerfile not linted"; fi
 
-## make bench: the benchmarks of BENCHMARKS.md at a size that runs in a minute (N=200000 for the full figure)
+## make bench: the benchmarks of BENCHMARKS.md at a size that runs in a minute (N=200000 for the full figure;
+## bench/score_bench.py --users 63000 for the 10M-event scoring figure)
 bench: $(STAMP)
 	$(BIN)/python bench/plan_bench.py --users 100000
+	$(BIN)/python bench/score_bench.py --users 6000 --days 90
 
 build: $(STAMP)
 	$(BIN)/python -m build --outdir dist .

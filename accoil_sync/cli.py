@@ -11,6 +11,7 @@ import signal
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import date
 from pathlib import Path
 from typing import Annotated, Any, get_args
 
@@ -38,6 +39,7 @@ from accoil_sync.errors import ConfigError, StateStoreError, SyncBusy, UserError
 from accoil_sync.sync.lease import Lease
 from accoil_sync.sync.runner import EXIT_INTERRUPTED, EXIT_USAGE, RunResult, execute
 from accoil_sync.sync.state import StateStore
+from accoil_sync.traits.names import ObjectKind
 
 REASON_CLASSES: tuple[str, ...] = get_args(ReasonClass)
 
@@ -86,6 +88,10 @@ AllowMassChange = Annotated[
 ]
 LogFormat = Annotated[str, typer.Option("--log-format", help="auto, human or json.")]
 LogLevel = Annotated[str | None, typer.Option("--log-level", help="DEBUG, INFO, WARNING or ERROR.")]
+AsOf = Annotated[
+    str | None,
+    typer.Option("--as-of", help="Events source: score as of the end of this UTC day (YYYY-MM-DD)."),
+]
 
 
 def _version(value: bool) -> None:
@@ -115,11 +121,26 @@ def _user_errors() -> Iterator[None]:
         raise typer.Exit(exc.exit_code) from None
 
 
-def _load(config: Path | None, log_format: str, log_level: str | None) -> Settings:
+def _load(config: Path | None, log_format: str, log_level: str | None, as_of: str | None = None) -> Settings:
     settings = load_settings(config)
     fmt = log_format if log_format != "auto" else settings.log.format
     logs.setup(log_level or settings.log.level, fmt, secret_values(settings))
-    return settings
+    return _with_as_of(settings, as_of)
+
+
+def _with_as_of(settings: Settings, as_of: str | None) -> Settings:
+    """``--as-of`` is ``source.as_of`` for this run: reproducible scores and back-fills."""
+    if as_of is None:
+        return settings
+    if settings.source.kind != "events":
+        raise ConfigError(
+            [("--as-of", "only an events source (source.kind = 'events') is scored as of a day")]
+        )
+    try:
+        day = date.fromisoformat(as_of)
+    except ValueError:
+        raise ConfigError([("--as-of", f"{as_of!r} is not a date (YYYY-MM-DD)")]) from None
+    return settings.model_copy(update={"source": settings.source.model_copy(update={"as_of": day})})
 
 
 class _Bar:
@@ -229,13 +250,14 @@ def plan(
     ] = False,
     retry_rejected: RetryRejected = False,
     as_json: JsonOption = False,
+    as_of: AsOf = None,
     log_format: LogFormat = "auto",
     log_level: LogLevel = None,
 ) -> None:
     """Dry run: what a sync would send, per destination, with a sample of field-level changes and the
     safety verdict (exit codes as for sync)."""
     with _user_errors():
-        settings = _load(config, log_format, log_level or ("WARNING" if as_json else None))
+        settings = _load(config, log_format, log_level or ("WARNING" if as_json else None), as_of)
         result = _run(
             settings,
             log_format,
@@ -246,11 +268,33 @@ def plan(
             resolve=resolve,
             retry_rejected=retry_rejected,
         )
+        explanations = _explain_samples(settings, result)
     if as_json:
-        print(json.dumps(result.to_json(), indent=2, ensure_ascii=False, default=str))
+        data = result.to_json()
+        if explanations:
+            data["explanations"] = [e.to_json() for e in explanations]
+        print(json.dumps(data, indent=2, ensure_ascii=False, default=str))
     else:
         _print_result(result, delivered=False)
+        for e in explanations:
+            out.print(
+                "  why: " + "; ".join(line.strip() for line in e.lines()), markup=False, highlight=False
+            )
     raise typer.Exit(result.exit_code)
+
+
+def _explain_samples(settings: Settings, result: RunResult, limit: int = 10) -> list[Any]:
+    """For an events source: why each sampled object has its score (top events, next band)."""
+    if settings.source.kind != "events":
+        return []
+    from accoil_sync.scoring import Scorer
+
+    wanted = sorted({(c.kind.value, c.key) for samples in result.samples.values() for c in samples})[:limit]
+    if not wanted:
+        return []
+    with Scorer(settings.source, settings.profiles, settings.state.directory) as scorer:
+        scorer.run()  # the rollup is current: nothing new is read, the same day is scored again
+        return [e for kind, key in wanted for e in scorer.explain(key) if e.kind == kind]
 
 
 @app.command()
@@ -271,6 +315,7 @@ def sync(
     ] = None,
     allow_mass_change: AllowMassChange = False,
     as_json: JsonOption = False,
+    as_of: AsOf = None,
     log_format: LogFormat = "auto",
     log_level: LogLevel = None,
 ) -> None:
@@ -280,7 +325,7 @@ def sync(
     (or is new while earlier deliveries exist), 75 another run holds the state store's lease, 130
     interrupted."""
     with _user_errors():
-        settings = _load(config, log_format, log_level)
+        settings = _load(config, log_format, log_level, as_of)
         result = _run(
             settings,
             log_format,
@@ -475,6 +520,71 @@ def failures(
             writer.writerows(rows)
     if output is not None:
         err.print(f"{len(rows)} failing record(s) written to {output}", highlight=False, markup=False)
+
+
+@app.command()
+def score(
+    config: ConfigOption = None,
+    as_of: AsOf = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Directory for users.<fmt> and accounts.<fmt>.")
+    ] = None,
+    fmt: Annotated[str, typer.Option("--format", help="parquet or csv.")] = "parquet",
+    explain_key: Annotated[
+        list[str] | None,
+        typer.Option("--explain", help="Explain this user or account key (repeatable); writes no file."),
+    ] = None,
+    as_json: JsonOption = False,
+    log_format: LogFormat = "auto",
+    log_level: LogLevel = None,
+) -> None:
+    """Compute the metrics from the events source and write them (default ./scores/), or --explain a key."""
+    from accoil_sync.scoring import Scorer
+
+    with _user_errors():
+        settings = _load(config, log_format, log_level or ("WARNING" if as_json else None), as_of)
+        if settings.source.kind != "events":
+            raise ConfigError(
+                [("source.kind", "`score` computes metrics from events: set source.kind = 'events'")]
+            )
+        if fmt not in ("parquet", "csv"):
+            raise ConfigError([("--format", f"{fmt!r} is not parquet or csv")])
+        with Scorer(settings.source, settings.profiles, settings.state.directory) as scorer:
+            scorer.run()
+            if explain_key:
+                found = [e for key in explain_key for e in scorer.explain(key)]
+                missing = [key for key in explain_key if not any(e.key == key for e in found)]
+                if as_json:
+                    print(json.dumps([e.to_json() for e in found], indent=2, ensure_ascii=False))
+                else:
+                    for e in found:
+                        out.print("\n".join(e.lines()), markup=False, highlight=False)
+                for key in missing:
+                    err.print(f"{key!r} is neither a user nor an account as of {scorer.as_of}", markup=False)
+                raise typer.Exit(1 if missing else 0)
+            written = scorer.write(output or Path("scores"), fmt)
+            counts = {
+                kind: scorer.con.sql(f"SELECT count(*) FROM {scorer.table(kind)}").fetchall()[0][0]
+                for kind in ObjectKind
+            }
+    summary = {
+        "as_of": str(scorer.as_of),
+        "rollup": scorer.report.mode,
+        "events_read": scorer.report.rows,
+        "skipped_events": scorer.report.bad,
+        "rows": {kind.value + "s": n for kind, n in counts.items()},
+        "files": [str(p) for p in written],
+    }
+    if as_json:
+        print(json.dumps(summary, indent=2))
+    else:
+        out.print(
+            f"scored as of {summary['as_of']} ({scorer.report.mode} rollup, {scorer.report.rows} new event rows): "
+            f"{counts[ObjectKind.USER]} user rows, {counts[ObjectKind.ACCOUNT]} account rows -> "
+            + ", ".join(str(p) for p in written),
+            markup=False,
+            highlight=False,
+        )
 
 
 @config_app.command("check")

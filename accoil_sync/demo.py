@@ -143,6 +143,10 @@ def run_demo(config: Path = EXAMPLE_CONFIG, console: Console | None = None) -> i
         changes = _writes(second)
         writes = _writes_sent(before, after)
         console.print(f"changes on the second run: {changes}; writes sent to the vendors: {writes}")
+        console.rule("4. metrics computed from raw events (examples/events.toml, docs/SCORING.md)")
+        from accoil_sync.scoring.demo import run_events_demo
+
+        events_failed = run_events_demo(console, emulator)
     console.rule("next")
     console.print(
         "accoil-sync is installed in .venv: `. .venv/bin/activate` puts it on your PATH, then\n"
@@ -151,10 +155,11 @@ def run_demo(config: Path = EXAMPLE_CONFIG, console: Console | None = None) -> i
         "For your own metrics and real accounts: copy examples/accoil-sync.toml next to your data, point "
         "[source] users/accounts at it (paths are relative to the config file), enable a destination and "
         "export its secret, e.g. export ACCOIL_SYNC_DESTINATIONS__SEGMENT__WRITE_KEY=... "
-        "(README.md walks through each vendor).",
+        "(README.md walks through each vendor).\n"
+        "Only have raw events? examples/events.toml scores them (`accoil-sync score`, docs/SCORING.md).",
         markup=False,
     )
-    if changes or writes:
+    if changes or writes or events_failed:
         console.print("[red]the second run sent something: this is a bug[/red]")
         return 1
     return 0

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import date
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from accoil_sync.config.scoring import ScoringConfig
 from accoil_sync.traits.names import sanitize_score_name
 
 
@@ -46,10 +48,39 @@ class ColumnMap(_Section):
     computed_at: str = "computed_at"
 
 
+class EventColumnMap(_Section):
+    """Canonical event column -> column name in the events source (``kind = "events"``)."""
+
+    user_id: str = "user_id"
+    account_id: str = "account_id"
+    event: str = "event"
+    timestamp: str = "timestamp"
+    email: str | None = Field(None, description="optional: the user's email, the latest one wins")
+    loaded_at: str | None = Field(
+        None,
+        description="SQL sources: when the row was loaded (the incremental watermark); default timestamp",
+    )
+
+
 class SourceConfig(_Section):
-    kind: Literal["files", "duckdb", "sqlalchemy"] = "files"
+    kind: Literal["files", "duckdb", "sqlalchemy", "events"] = "files"
     users: str | None = Field(None, description="files: a path or glob; duckdb/sqlalchemy: a SQL query")
     accounts: str | None = Field(None, description="files: a path or glob; duckdb/sqlalchemy: a SQL query")
+    events: str | None = Field(
+        None,
+        description="kind = 'events': a path or glob, or a SQL query when events_from is duckdb/sqlalchemy",
+    )
+    events_from: Literal["files", "duckdb", "sqlalchemy"] = "files"
+    preset: Literal["segment", "rudderstack"] | None = Field(
+        None, description="events from a Segment or RudderStack warehouse schema (tracks + groups tables)"
+    )
+    warehouse_schema: str | None = Field(
+        None, pattern=r"^[A-Za-z_][A-Za-z0-9_.]*$", description="preset: the schema holding tracks/groups"
+    )
+    event_columns: EventColumnMap = EventColumnMap()
+    as_of: date | None = Field(
+        None, description="kind = 'events': score as of the end of this UTC day (default: today); --as-of"
+    )
     format: Literal["auto", "csv", "jsonl", "parquet"] = "auto"
     csv_delimiter: str = Field(",", min_length=1, max_length=1)
     encoding: str = "utf-8"
@@ -64,6 +95,26 @@ class SourceConfig(_Section):
     @model_validator(mode="after")
     def _needs_input(self) -> SourceConfig:
         _refuse_empty_secrets(self)
+        if self.kind == "events":
+            if self.users or self.accounts:
+                raise ValueError(
+                    "source.kind = 'events' computes users and accounts; remove source.users/accounts"
+                )
+            if not self.events and self.preset is None:
+                raise ValueError(
+                    "source.kind = 'events' needs source.events (a glob or query) or source.preset"
+                )
+            if self.preset is not None and self.events_from == "files":
+                raise ValueError(
+                    "source.preset reads a warehouse: set source.events_from = 'duckdb' or 'sqlalchemy'"
+                )
+            if self.events_from == "sqlalchemy" and self.url is None:
+                raise ValueError(
+                    "source.events_from = 'sqlalchemy' needs source.url (env ACCOIL_SYNC_SOURCE__URL)"
+                )
+            return self
+        if self.events or self.preset or self.as_of:
+            raise ValueError("source.events, source.preset and source.as_of need source.kind = 'events'")
         if not self.users and not self.accounts:
             raise ValueError("set source.users and/or source.accounts")
         if self.kind == "sqlalchemy" and self.url is None:
@@ -119,12 +170,21 @@ class SafetyConfig(_Section):
 class ProfileConfig(_Section):
     name: str = Field(min_length=1, description="the score_name value in the source rows")
     window_days: int = Field(7, ge=1, le=366, description="the X in 'active N of the last X days'")
+    scoring: ScoringConfig | None = Field(
+        None, description="source.kind = 'events': how to compute the metrics"
+    )
 
     @field_validator("name")
     @classmethod
     def _sanitisable(cls, value: str) -> str:
         sanitize_score_name(value)  # raises ValueError with the reason
         return value
+
+    @model_validator(mode="after")
+    def _scoring_window(self) -> ProfileConfig:
+        if self.scoring is not None and self.window_days not in (1, 7, 30):
+            raise ValueError(f"window_days must be 1, 7 or 30 for a scored profile (got {self.window_days})")
+        return self
 
     @property
     def score_name(self) -> str:

@@ -75,6 +75,13 @@ class Settings(BaseSettings):
                     f"{profile.score_name!r} (compared case-insensitively); rename one"
                 )
             seen[folded] = profile.name
+        if self.source.kind == "events":
+            unscored = [p.name for p in self.profiles if p.scoring is None]
+            if unscored:
+                raise ValueError(
+                    f"profiles: {unscored} have no [profiles.scoring]; source.kind = 'events' computes every "
+                    "profile from events (docs/SCORING.md)"
+                )
         return self
 
     @model_validator(mode="after")

@@ -1,4 +1,5 @@
-"""Metric sources: files (CSV, JSON Lines, Parquet) and SQL (DuckDB, SQLAlchemy), validated into a stage."""
+"""Metric sources: files (CSV, JSON Lines, Parquet), SQL (DuckDB, SQLAlchemy) and events (computed by
+``accoil_sync.scoring``), validated into a stage."""
 
 from __future__ import annotations
 
@@ -30,6 +31,15 @@ def raw_chunks(kind: ObjectKind, cfg: SourceConfig, expected: Collection[str] = 
 def load_stage(
     stage: Stage, cfg: SourceConfig, expected: Mapping[ObjectKind, Collection[str]] | None = None
 ) -> Stage:
+    if cfg.kind == "events":
+        from accoil_sync.scoring import Scorer
+
+        # The stage lives in <state dir>/tmp; the rollup is kept beside it in <state dir>/scoring.
+        with Scorer(cfg, stage.profiles, stage.path.parent.parent) as scorer:
+            scorer.run()
+            for kind in ObjectKind:
+                stage.load(kind, scorer.chunks(kind), cfg)
+        return stage
     for kind in ObjectKind:
         stage.load(kind, raw_chunks(kind, cfg, (expected or {}).get(kind, ())), cfg)
     return stage

@@ -61,7 +61,7 @@ def load_with_progress(
     expected: Mapping[ObjectKind, Collection[str]] | None = None,
 ) -> None:
     """``sources.load_stage``, with a bar per kind that has a source."""
-    if progress is None:
+    if progress is None or cfg.kind == "events":  # events: scored first, their rows are not read here
         load_stage(stage, cfg, expected)
         return
     for kind in ObjectKind:

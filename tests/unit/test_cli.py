@@ -33,6 +33,9 @@ def test_demo_second_run_reports_zero_changes(examples: Path, capsys: pytest.Cap
     assert "changes on the second run: 0; writes sent to the vendors: 0" in printed
     assert "segment: {'ok': 11}" in printed
     assert "users.csv:9 [score] 140.0 is above 100" in printed
+    assert (
+        "events unchanged, second run: changes 0; writes sent to the vendors: 0" in printed
+    )  # the events path
 
 
 def test_plan_json_and_sync_exit_codes(examples: Path) -> None:

@@ -1,0 +1,237 @@
+"""The metric formulas of docs/SCORING.md, as DuckDB SQL over the rollup (``r.daily``).
+
+For one profile and one as-of day D with window W (days D-W+1 .. D) it builds two tables, ``score_users``
+and ``score_accounts`` (rows appended per profile), holding the canonical metric columns the stage reads
+(``sources.validate.canonical_columns``) plus what an explanation needs (raw score, the P90 anchor, the
+previous score).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, timedelta
+
+import duckdb
+import pyarrow as pa
+
+from accoil_sync.config.models import ProfileConfig
+from accoil_sync.config.scoring import ScoringConfig
+from accoil_sync.scoring.rollup import do
+from accoil_sync.scoring.segments import rules_for, segments_sql
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    as_of: date
+    days: int
+
+    @property
+    def first(self) -> date:
+        return self.as_of - timedelta(days=self.days - 1)
+
+    def previous(self) -> Window:
+        return Window(self.as_of - timedelta(days=self.days), self.days)
+
+
+def _d(day: date) -> str:
+    return f"DATE '{day.isoformat()}'"
+
+
+def _bitmask(scoring: ScoringConfig) -> bool:
+    """Adoption units fit one BIGINT as bits, so "distinct units" is bit_count(bit_or(bit)): DuckDB's
+    DISTINCT aggregates cost several times a plain one (measured 2.77 s against 0.45 s at 100M events)."""
+    return len(scoring.adoption_units()) <= 62
+
+
+def _distinct_units(scoring: ScoringConfig) -> str:
+    if _bitmask(scoring):
+        return "coalesce(bit_count(bit_or(w.bit)), 0)"
+    return "count(DISTINCT w.unit) FILTER (WHERE w.adopt)"
+
+
+def _register(con: duckdb.DuckDBPyConnection, scoring: ScoringConfig) -> None:
+    """``w``: every scored event with its unit (feature or itself), weight and whether adoption counts it."""
+    weights = scoring.event_weights()
+    bit = {unit: 1 << i for i, unit in enumerate(scoring.adoption_units())} if _bitmask(scoring) else {}
+    table = pa.table(
+        {
+            "event": [e for e, _, _ in weights],
+            "unit": [u for _, u, _ in weights],
+            "weight": pa.array([w for _, _, w in weights], pa.int64()),
+            "adopt": [u in set(scoring.adoption_units()) for _, u, _ in weights],
+            "bit": pa.array([bit.get(u, 0) for _, u, _ in weights], pa.int64()),
+        }
+    )
+    con.register("w_arrow", table)
+    do(con, "CREATE OR REPLACE TEMP TABLE w AS SELECT * FROM w_arrow")
+    con.unregister("w_arrow")
+
+
+def recent_table(con: duckdb.DuckDBPyConnection, as_of: date, longest_window: int) -> None:
+    """``recent``: the daily rows of every profile's window and previous window. A view, not a copy: the
+    rollup is written in day order, so DuckDB's per-row-group min/max skips the older days."""
+    first = as_of - timedelta(days=2 * longest_window - 1)
+    do(
+        con,
+        f"CREATE OR REPLACE TEMP VIEW recent AS SELECT * FROM r.daily "
+        f"WHERE day BETWEEN {_d(first)} AND {_d(as_of)}",
+    )
+
+
+def _user_scores(con: duckdb.DuckDBPyConnection, table: str, window: Window) -> None:
+    """``table``(user_id, raw, score, p90) for every user with a scored event in ``window``."""
+    do(
+        con,
+        f"""
+        CREATE OR REPLACE TEMP TABLE {table} AS
+        WITH raw AS (
+          SELECT d.user_id, sum(d.n * w.weight) AS raw
+          FROM recent d JOIN w USING (event)
+          WHERE d.day BETWEEN {_d(window.first)} AND {_d(window.as_of)}
+          GROUP BY d.user_id),
+        anchor AS (SELECT quantile_cont(raw, 0.9) AS p90 FROM raw WHERE raw > 0)
+        SELECT user_id, raw, anchor.p90,
+               CAST(CASE WHEN raw > 0 THEN greatest(1, round(100 * least(raw, anchor.p90) / anchor.p90)) ELSE 0 END
+                 AS INTEGER) AS score
+        FROM raw, anchor
+        """,
+    )
+
+
+def lifetime_table(con: duckdb.DuckDBPyConnection, as_of: date) -> str:
+    """Per (user, account, event) up to ``as_of``: first day, latest time, count.
+
+    The rollup keeps this table current (``r.lifetime``), so scoring the latest day reads no history; an
+    earlier ``as_of`` (a back-fill) aggregates the daily rows up to that day instead -- the same numbers.
+    """
+    last = do(con, "SELECT max(day) FROM r.daily")[0][0]
+    if last is None or as_of >= last:
+        return "r.lifetime"
+    do(
+        con,
+        f"""
+        CREATE OR REPLACE TEMP TABLE life_as_of AS
+        SELECT user_id, account_id, event, min(day) AS first_day, max(last_ts) AS last_ts, sum(n)::BIGINT AS n
+        FROM r.daily WHERE day <= {_d(as_of)} GROUP BY ALL
+        """,
+    )
+    return "life_as_of"
+
+
+def compute_profile(
+    con: duckdb.DuckDBPyConnection,
+    profile: ProfileConfig,
+    as_of: date,
+    computed_at: str,
+    first: bool,
+    life: str = "r.lifetime",
+) -> None:
+    """Append ``profile``'s metrics as of the end of ``as_of`` to ``score_users``/``score_accounts``;
+    ``life`` is ``lifetime_table(con, as_of)``, and ``recent_table`` must cover this profile's windows."""
+    scoring = profile.scoring
+    assert scoring is not None
+    _register(con, scoring)
+    now = Window(as_of, profile.window_days)
+    before = now.previous()
+    _user_scores(con, "us_now", now)
+    _user_scores(con, "us_before", before)
+    units = max(1, len(scoring.adoption_units()))
+    criteria = len(scoring.criteria())
+    members_since = as_of - timedelta(days=scoring.total_users_days - 1)
+    win = f"d.day BETWEEN {_d(now.first)} AND {_d(now.as_of)}"
+    activation = f"round(100.0 * base.met / {criteria}, 1)" if criteria else "NULL::DOUBLE"
+    name = profile.name.replace("'", "''")
+
+    # Activation: each criterion met is a 1; the counts are summed in the same pass as the lifetime facts.
+    met = " + ".join(
+        f"(coalesce(sum(l.n) FILTER (WHERE l.event = '{c.event.replace(chr(39), chr(39) * 2)}'), 0) "
+        f">= {c.min_count})::INTEGER"
+        for c in scoring.criteria()
+    )
+
+    def per(key: str, group: str) -> str:
+        """Lifetime facts (one pass over ``life``) and window facts per ``key`` (user_id or account_id),
+        with ``group`` filtering rows."""
+        account = (
+            ", max_by(l.account_id, l.last_ts) FILTER (WHERE l.account_id IS NOT NULL) AS account_id"
+            if key == "user_id"
+            else ""
+        )
+        return f"""
+        base AS (
+          SELECT l.{key}, min(l.first_day) AS first_seen, max(l.last_ts) AS last_active {account},
+                 {_distinct_units(scoring)} AS ever_units, {met or "0"} AS met
+          FROM {life} l LEFT JOIN w USING (event) WHERE true {group} GROUP BY l.{key}),
+        win AS (
+          SELECT d.{key},
+                 -- days of the window as bits (W <= 30): the number of active days without a DISTINCT
+                 bit_count(bit_or(CAST(1 AS BIGINT) << CAST({_d(as_of)} - d.day AS INTEGER))) AS frequency,
+                 {"count(DISTINCT d.user_id)" if key == "account_id" else "1"} AS active_users,
+                 {_distinct_units(scoring)} AS units
+          FROM recent d JOIN w USING (event) WHERE {win} {group} GROUP BY d.{key})
+        """
+
+    def common(score: str, previous: str) -> str:
+        return f"""
+          {score} AS score,
+          {activation} AS activation,
+          round(100.0 * coalesce(win.units, 0) / {units}, 1) AS adoption_recent,
+          round(100.0 * base.ever_units / {units}, 1) AS adoption_ever,
+          base.last_active,
+          coalesce(win.frequency, 0) AS frequency,
+          '{computed_at}' AS computed_at,
+          CASE WHEN base.first_seen < {_d(now.first)} THEN {previous} END AS previous_score,
+          base.first_seen,
+          {_d(as_of)} - CAST(base.last_active AS DATE) AS days_inactive,
+          {_d(as_of)} - base.first_seen AS days_since_signup,
+          base.first_seen >= {_d(now.first)} AS new_in_window
+        """
+
+    user_rules = segments_sql(rules_for(scoring, "users"))
+    account_rules = segments_sql(rules_for(scoring, "accounts"))
+    create = "CREATE OR REPLACE TEMP TABLE" if first else "INSERT INTO"
+    select_users = f"""
+        WITH {per("user_id", "")},
+        facts AS (
+          SELECT base.user_id, base.account_id, '{name}' AS score_name,
+                 {common("coalesce(us_now.score, 0)", "coalesce(us_before.score, 0)")},
+                 coalesce(us_now.raw, 0) AS raw, us_now.p90, NULL::BIGINT AS total_users
+          FROM base
+          LEFT JOIN win USING (user_id)
+          LEFT JOIN us_now USING (user_id) LEFT JOIN us_before USING (user_id))
+        SELECT facts.user_id, facts.account_id, e.email, score_name, score,
+               list_sort({user_rules}) AS segments, activation, adoption_recent, adoption_ever, last_active,
+               frequency, computed_at, raw, p90, previous_score, score - previous_score AS trend, first_seen
+        FROM (SELECT *, score - previous_score AS trend FROM facts) facts
+        LEFT JOIN r.emails e ON e.user_id = facts.user_id
+    """
+    do(con, f"{create} score_users {'AS' if first else ''} SELECT * FROM ({select_users})")
+
+    # An account's users: those with any event for it in the last total_users_days (its total users). Its
+    # previous score is the mean of the same users' previous-window scores.
+    select_accounts = f"""
+        WITH {per("account_id", "AND account_id IS NOT NULL")},
+        members AS (
+          SELECT account_id, user_id FROM {life} WHERE account_id IS NOT NULL GROUP BY account_id, user_id
+          HAVING max(last_ts) >= TIMESTAMPTZ '{members_since.isoformat()} 00:00:00+00'),
+        scores AS (
+          SELECT m.account_id, count(*) AS total_users,
+                 CAST(round(avg(coalesce(s.score, 0))) AS INTEGER) AS score,
+                 CAST(round(avg(coalesce(b.score, 0))) AS INTEGER) AS previous
+          FROM members m LEFT JOIN us_now s USING (user_id) LEFT JOIN us_before b USING (user_id)
+          GROUP BY m.account_id),
+        facts AS (
+          SELECT base.account_id, '{name}' AS score_name,
+                 {common("coalesce(scores.score, 0)", "coalesce(scores.previous, 0)")},
+                 coalesce(win.active_users, 0) AS active_users, coalesce(scores.total_users, 0) AS total_users
+          FROM base
+          LEFT JOIN win USING (account_id)
+          LEFT JOIN scores USING (account_id))
+        SELECT account_id, NULL::VARCHAR AS domain, NULL::VARCHAR AS name, score_name, score,
+               list_sort({account_rules}) AS segments, activation,
+               adoption_recent, adoption_ever, last_active, frequency, active_users, total_users, computed_at,
+               NULL::DOUBLE AS raw, NULL::DOUBLE AS p90, previous_score, score - previous_score AS trend,
+               first_seen
+        FROM (SELECT *, score - previous_score AS trend FROM facts)
+    """
+    do(con, f"{create} score_accounts {'AS' if first else ''} SELECT * FROM ({select_accounts})")
