@@ -146,7 +146,7 @@ def run_demo(config: Path = EXAMPLE_CONFIG, console: Console | None = None) -> i
         console.rule("4. metrics computed from raw events (examples/events.toml, docs/SCORING.md)")
         from accoil_sync.scoring.demo import run_events_demo
 
-        events_failed = run_events_demo(console, emulator)
+        events_failed = run_events_demo(console, emulator, config.parent / "events.toml")
     console.rule("next")
     console.print(
         "accoil-sync is installed in .venv: `. .venv/bin/activate` puts it on your PATH, then\n"

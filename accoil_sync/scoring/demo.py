@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,16 +18,23 @@ from accoil_sync.scoring.generate import StreamSpec, write_stream
 from accoil_sync.sync.runner import execute
 
 EVENTS_CONFIG = Path("examples/events.toml")
+DEMO_EVENTS = Path(".accoil-sync/demo-events")
 
 
 def run_events_demo(console: Console, emulator: Emulator, config: Path = EVENTS_CONFIG) -> int:
     """Exit status: 0 when the second run sent nothing."""
     from accoil_sync.demo import _writes, _writes_sent
 
+    # Like the metrics demo, this keeps its stream and state in its own directory whatever the config
+    # says, and resets them each time: the example's own state is never touched.
+    home = DEMO_EVENTS.resolve()
+    shutil.rmtree(home, ignore_errors=True)
+    os.environ["ACCOIL_SYNC_STATE__PATH"] = str(home / "state.db")
+    os.environ["ACCOIL_SYNC_DESTINATIONS__JSONL__PATH"] = str(home / "deliveries.jsonl")
+    os.environ["ACCOIL_SYNC_SOURCE__EVENTS"] = str(home / "events" / "*.parquet")
     settings = load_settings(config)
-    shutil.rmtree(settings.state.directory, ignore_errors=True)
     spec = StreamSpec(users=300, days=45, end=datetime.now(UTC).date(), seed=7, with_email=True)
-    total = write_stream(spec, settings.state.directory / "events")
+    total = write_stream(spec, home / "events")
     console.print(
         f"generated {total:,} events ({spec.users} users, {spec.start}..{spec.end}) in "
         f"{settings.state.directory / 'events'}; config {config}",

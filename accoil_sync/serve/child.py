@@ -70,6 +70,7 @@ def _child(
     stop: ProcessEvent,
     out: Connection,
     log_setup: tuple[str, str, tuple[str, ...]],
+    lease_holder: str | None = None,
 ) -> None:
     logs.setup(*log_setup)
     # Background work: on a busy host the scheduler lets the card's requests (the parent) go first.
@@ -91,7 +92,8 @@ def _child(
 
         watcher = asyncio.create_task(watch())
         try:
-            return await execute(settings, deliver=True, run_id=run_id, halt=halt)
+            # The parent holds the lease under this name: the run takes it as its own (re-entrant), not as a rival.
+            return await execute(settings, deliver=True, run_id=run_id, halt=halt, lease_holder=lease_holder)
         finally:
             watcher.cancel()
 
@@ -107,13 +109,20 @@ def _child(
     out.close()
 
 
-async def run_in_child(settings: Settings, *, run_id: str, halt: asyncio.Event, **_: object) -> RunResult:
+async def run_in_child(
+    settings: Settings,
+    *,
+    run_id: str,
+    halt: asyncio.Event,
+    lease_holder: str | None = None,
+    **_: object,
+) -> RunResult:
     """``runner.execute(settings, deliver=True)`` in a spawned process; the Scheduler's ``executor``."""
     receive, send = _SPAWN.Pipe(duplex=False)
     stop = _SPAWN.Event()
     process = _SPAWN.Process(
         target=_child,
-        args=(settings, run_id, stop, send, logs.current),
+        args=(settings, run_id, stop, send, logs.current, lease_holder),
         name=f"accoil-sync-run-{run_id}",
         daemon=True,
     )

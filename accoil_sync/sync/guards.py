@@ -178,9 +178,21 @@ class Hold:
         }
 
 
-def thresholds(destination: str, cfg: DestinationBase, previews: Mapping[ObjectKind, Preview]) -> list[Hold]:
+def thresholds(
+    destination: str,
+    cfg: DestinationBase,
+    previews: Mapping[ObjectKind, Preview],
+    *,
+    computed_from_events: bool = False,
+) -> list[Hold]:
     """The thresholds this destination's plan is over. A single object is never a mass change, and a
-    destination that holds nothing yet (a first sync) has nothing to protect."""
+    destination that holds nothing yet (a first sync) has nothing to protect.
+
+    Metrics computed from events move for most objects every day (windows slide, the P90 anchor moves):
+    there ``max_changed_share`` applies only when set explicitly, or every daily run would be held."""
+    changed_share = cfg.max_changed_share
+    if computed_from_events and "max_changed_share" not in cfg.model_fields_set:
+        changed_share = 1.0  # off
     holds: list[Hold] = []
     for kind, p in previews.items():
         if not p.known:
@@ -188,7 +200,7 @@ def thresholds(destination: str, cfg: DestinationBase, previews: Mapping[ObjectK
         checks = (
             ("max_removed_share", p.removed, p.removed / p.known > cfg.max_removed_share, p.removed_sample),
             ("max_removed_count", p.removed, _over(p.removed, cfg.max_removed_count), p.removed_sample),
-            ("max_changed_share", p.changed, p.changed / p.known > cfg.max_changed_share, p.changed_sample),
+            ("max_changed_share", p.changed, p.changed / p.known > changed_share, p.changed_sample),
             ("max_changed_count", p.changed, _over(p.changed, cfg.max_changed_count), p.changed_sample),
         )
         for setting, count, over, sample in checks:

@@ -267,7 +267,11 @@ def _guard(
             log.error(
                 "%s: %d object(s) absent from the source were not removed (removals withheld)", name, kept
             )
-    holds = [] if allow else thresholds(name, cfg, previews)
+    holds = (
+        []
+        if allow
+        else thresholds(name, cfg, previews, computed_from_events=settings.source.kind == "events")
+    )
     if holds:
         result.holds[name] = holds
         for hold in holds:
@@ -339,7 +343,9 @@ async def execute(
         if not deliver:
             return await run(halt, "")
         select_destinations(settings, destinations)  # a usage error needs no lease
-        holder = lease_holder or run_holder()
+        if lease_holder is not None:  # serve's scheduler holds and renews it; releasing it is its job
+            return await run(halt, lease_holder)
+        holder = run_holder()
         halt = halt or asyncio.Event()
         state_cfg = settings.state
         async with hold(

@@ -440,3 +440,23 @@ def test_the_cli_prints_the_same_verdict_in_plan_and_sync_and_allow_mass_change_
     allowed = cli.invoke(app, ["sync", "-c", "accoil-sync.toml", "--allow-mass-change", "--json"])
     assert allowed.exit_code == EXIT_OK
     assert '"ok": 20' in allowed.stdout
+
+
+def test_metrics_computed_from_events_are_not_held_for_moving_daily_unless_asked() -> None:
+    """With an events source most objects' metrics move every day (the windows slide, the P90 anchor
+    moves): the changed-share default would hold every scheduled run. Set explicitly, it applies; the
+    removal thresholds always do."""
+    from accoil_sync.config.models import JsonlDestination
+    from accoil_sync.sync.guards import Preview, thresholds
+
+    daily = {ObjectKind.ACCOUNT: Preview(known=14, changed=13)}
+    assert [h.setting for h in thresholds("jsonl", JsonlDestination(), daily)] == ["max_changed_share"]
+    assert thresholds("jsonl", JsonlDestination(), daily, computed_from_events=True) == []
+    explicit = JsonlDestination(max_changed_share=0.9)
+    assert [h.setting for h in thresholds("jsonl", explicit, daily, computed_from_events=True)] == [
+        "max_changed_share"
+    ]
+    emptied = {ObjectKind.ACCOUNT: Preview(known=14, removed=10)}
+    assert [
+        h.setting for h in thresholds("jsonl", JsonlDestination(), emptied, computed_from_events=True)
+    ] == ["max_removed_share"]
