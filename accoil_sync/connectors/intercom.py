@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -232,10 +232,15 @@ class IntercomConnector:
 
     async def _write_contact(self, change: Change, match: Match | None) -> str | Outcome:
         """The contact's Intercom id once its attributes are written, or its outcome when they are not."""
+        return await self._healing(change.key, lambda: self._write_attributes(change, match))
+
+    async def _healing(self, key: str, write: Callable[[], Awaitable[str | Outcome]]) -> str | Outcome:
+        """``write``, once more after a schema re-check when it failed for an attribute deleted since the
+        schema was cached; a refusal that remains is this record's outcome."""
         try:
             for attempt in range(2):
                 try:
-                    return await self._write_attributes(change, match)
+                    return await write()
                 except PermanentError as exc:
                     if attempt or not await self._drifted(exc):
                         raise
@@ -243,7 +248,7 @@ class IntercomConnector:
         except DestinationUnavailable:
             raise
         except DestinationError as exc:
-            return _failed(change.key, exc)
+            return _failed(key, exc)
 
     async def _write_attributes(self, change: Change, match: Match | None) -> str | Outcome:
         attributes = _attributes(change.fields)
@@ -405,18 +410,7 @@ class IntercomConnector:
         return outcomes
 
     async def _write_company(self, change: Change) -> str | Outcome:
-        try:
-            for attempt in range(2):
-                try:
-                    return await self._upsert_company(change)
-                except PermanentError as exc:
-                    if attempt or not await self._drifted(exc):
-                        raise
-            raise AssertionError("unreachable")  # pragma: no cover
-        except DestinationUnavailable:
-            raise
-        except DestinationError as exc:
-            return _failed(change.key, exc)
+        return await self._healing(change.key, lambda: self._upsert_company(change))
 
     async def _upsert_company(self, change: Change) -> str | Outcome:
         """Attributes by company_id; name and website only where Intercom has none (or ``always``)."""

@@ -14,8 +14,7 @@ import sqlite3
 from collections.abc import Iterable
 from pathlib import Path
 
-import orjson
-
+from accoil_sync.sync.state import owners_of
 from accoil_sync.traits.names import ObjectKind
 
 
@@ -39,12 +38,7 @@ class Ownership:
         found = {i: self._claims[(kind, i)] for i in ids if (kind, i) in self._claims}
         rest = [i for i in ids if i not in found]
         if rest and self._db is not None:
-            for key, dest_id in self._db.execute(
-                "SELECT key, dest_id FROM records WHERE destination = ? AND kind = ? "
-                "AND dest_id IN (SELECT value FROM json_each(?))",
-                (self.destination, kind.value, orjson.dumps(rest)),
-            ):
-                found[str(dest_id)] = str(key)
+            found.update(owners_of(self._db, self.destination, kind.value, rest))
         return found
 
     def claim(self, kind: ObjectKind, key: str, dest_id: str) -> str | None:

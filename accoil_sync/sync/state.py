@@ -240,6 +240,18 @@ def _guarded(
     return wrap
 
 
+def owners_of(db: sqlite3.Connection, destination: str, kind: str, dest_ids: Iterable[str]) -> dict[str, str]:
+    """vendor id -> the key whose record holds it, for the ids some key owns (the unique index's rule)."""
+    return {
+        str(dest_id): str(key)
+        for dest_id, key in db.execute(
+            "SELECT dest_id, key FROM records WHERE destination = ? AND kind = ? "
+            "AND dest_id IN (SELECT value FROM json_each(?))",
+            (destination, kind, orjson.dumps(list(dest_ids))),
+        )
+    }
+
+
 class StateStore:
     def __init__(self, path: Path, *, readonly: bool = False) -> None:
         """``readonly``: for ``status`` and ``failures``, which must work on a store they may not write."""
@@ -444,13 +456,7 @@ class StateStore:
         ids = {a.dest_id: a.key for a in acknowledged if a.dest_id is not None}
         if not ids:
             return acknowledged, []
-        owners = dict(
-            self.db.execute(
-                "SELECT dest_id, key FROM records WHERE destination = ? AND kind = ? "
-                "AND dest_id IN (SELECT value FROM json_each(?))",
-                (destination, kind, orjson.dumps(list(ids))),
-            ).fetchall()
-        )
+        owners = owners_of(self.db, destination, kind, ids)
         keep: list[Acknowledged] = []
         refused: list[Failed] = []
         seen: dict[str, str] = {}
