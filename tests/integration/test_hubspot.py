@@ -81,6 +81,14 @@ def sync(settings: Settings, recorder: Recorder | None = None) -> RunResult:
     )
 
 
+def hubspot_contact(emulator: Emulator, email: str) -> None:
+    """A contact made in HubSpot by someone else: no accoil property."""
+    r = call(
+        emulator, "POST", "/hubspot/crm/v3/objects/contacts", headers=H, json={"properties": {"email": email}}
+    )
+    assert r.status_code == 201, r.text
+
+
 def users_csv(tmp_path: Path, rows: list[str]) -> Path:
     return write(tmp_path / "users.csv", HEADER + "".join(r + "\n" for r in rows))
 
@@ -158,13 +166,7 @@ def test_missing_records_are_skipped_and_reported_unless_created(
     hubspot_settings: WriteConfig, emulator: Emulator, tmp_path: Path
 ) -> None:
     users_csv(tmp_path, ["u1,known@x.io,10,,,", "u2,unknown@x.io,20,,,"])
-    call(
-        emulator,
-        "POST",
-        "/hubspot/crm/v3/objects/contacts",
-        headers=H,
-        json={"properties": {"email": "known@x.io"}},
-    )
+    hubspot_contact(emulator, "known@x.io")
     settings = hubspot_settings(create_missing=False)
     result = sync(settings)
     report = result.deliveries["hubspot"]
