@@ -46,7 +46,8 @@ def run_accoil(directory: Path, url: str) -> dict[str, float]:
     before_all = state(url)["hubspot"]["requests"]
     before = before_all["total"]
     start = time.perf_counter()
-    result = asyncio.run(execute(settings, deliver=True))
+    # Every record changes between runs on purpose: the safety guards are not what is measured.
+    result = asyncio.run(execute(settings, deliver=True, allow_mass_change=True))
     seconds = time.perf_counter() - start
     after = state(url)["hubspot"]["requests"]
     requests = after["total"] - before

@@ -65,7 +65,8 @@ def run(directory: Path, url: str) -> dict[str, Any]:
     settings = load_settings(directory / "intercom.toml")
     before = state(url)["intercom"]["requests"]
     start = time.perf_counter()
-    result = asyncio.run(execute(settings, deliver=True))
+    # Every record changes between runs on purpose: the safety guards are not what is measured.
+    result = asyncio.run(execute(settings, deliver=True, allow_mass_change=True))
     seconds = time.perf_counter() - start
     after = state(url)["intercom"]["requests"]
     requests = after["total"] - before["total"]
