@@ -38,7 +38,7 @@ def load_stage(
         with Scorer(cfg, stage.profiles, stage.path.parent.parent) as scorer:
             scorer.run()
             for kind in ObjectKind:
-                stage.load(kind, scorer.chunks(kind), cfg)
+                stage.load(kind, scorer.chunks(kind, explain=True), cfg)
         return stage
     for kind in ObjectKind:
         stage.load(kind, raw_chunks(kind, cfg, (expected or {}).get(kind, ())), cfg)

@@ -11,6 +11,8 @@ from accoil_sync.traits.names import ObjectKind
 
 FILE_COLUMN = "_file"
 ROW_COLUMN = "_row"
+# An events source's explanation of a row's score (JSON text): kept beside the metrics for the card.
+EXPLAIN_COLUMN = "_explain"
 Scope = Literal["row", "file", "rest"]
 
 

@@ -18,7 +18,7 @@ import duckdb
 import pyarrow as pa
 
 from accoil_sync.config.models import ProfileConfig, SourceConfig
-from accoil_sync.sources.base import FILE_COLUMN, ROW_COLUMN, RawChunk, RowError
+from accoil_sync.sources.base import EXPLAIN_COLUMN, FILE_COLUMN, ROW_COLUMN, RawChunk, RowError
 from accoil_sync.sources.records import RecordDecoder, document_sql
 from accoil_sync.sources.validate import canonical_columns, validation_sql
 from accoil_sync.traits.model import ObjectRecord
@@ -52,11 +52,13 @@ class SourceStats:
         return sum(s.invalid for s in self.by_kind.values())
 
 
-def _fingerprint_sql(kind: ObjectKind) -> str:
+def _fingerprint_sql(kind: ObjectKind, columns: frozenset[str]) -> str:
     """One 128-bit fingerprint per object: the XOR of each profile row's md5.
 
     XOR is order-independent, so no sorted string aggregation is needed (3x cheaper at 1M rows); each row's
-    text includes its profile name, so two profiles never cancel out.
+    text includes its profile name, so two profiles never cancel out. An events source's explanation is
+    part of it (the card shows it: a new one is a change for the card, state only for the others); a
+    metrics source has none, so its fingerprints are what they were.
     """
     metrics = [
         "score",
@@ -70,6 +72,8 @@ def _fingerprint_sql(kind: ObjectKind) -> str:
     metrics += ["email", "account_id"] if kind is ObjectKind.USER else ["domain", "name"]
     if kind is ObjectKind.ACCOUNT:
         metrics += ["active_users", "total_users"]
+    if EXPLAIN_COLUMN in columns:
+        metrics.append(EXPLAIN_COLUMN)
     canon = " || chr(31) || ".join(
         f"coalesce(CAST({m} AS VARCHAR), '{_NULL}')" for m in ["profile", *metrics]
     )
@@ -140,7 +144,7 @@ class Stage:
             if raw.table.num_rows == 0:
                 continue
             file_columns.setdefault(raw.table.column(FILE_COLUMN)[0].as_py(), set()).update(
-                c for c in raw.table.column_names if c not in (FILE_COLUMN, ROW_COLUMN)
+                c for c in raw.table.column_names if c not in (FILE_COLUMN, ROW_COLUMN, EXPLAIN_COLUMN)
             )
             chunk = raw.table.append_column(
                 "_seq", pa.array(range(self._seq, self._seq + raw.table.num_rows), pa.int64())
@@ -223,7 +227,7 @@ class Stage:
             self._do(f"DROP TABLE stage_{k}")
         else:
             self._do(f"ALTER TABLE stage_{k} RENAME TO final_{k}")
-        self._do(f"CREATE TABLE desired_{k} AS {_fingerprint_sql(kind)}")
+        self._do(f"CREATE TABLE desired_{k} AS {_fingerprint_sql(kind, self.columns(kind))}")
         stats.duplicates = int(self._do(f"SELECT coalesce(sum(n - 1), 0) FROM dups_{k}")[0][0])
         stats.objects = int(self._do(f"SELECT count(*) FROM desired_{k}")[0][0])
         self._held(kind)
