@@ -96,7 +96,7 @@ class Scorer:
         end_of_day = datetime.combine(as_of + timedelta(days=1), time(), UTC) - timedelta(seconds=1)
         computed_at = min(now, end_of_day).strftime("%Y-%m-%dT%H:%M:%SZ")
         life = lifetime_table(self.con, as_of)
-        recent_table(self.con, as_of, [p.window_days for p in self.profiles])
+        recent_table(self.con, as_of, max(p.window_days for p in self.profiles))
         for i, profile in enumerate(self.profiles):
             compute_profile(self.con, profile, as_of, computed_at, first=i == 0, life=life)
         self.as_of = as_of

@@ -14,7 +14,7 @@ import duckdb
 import orjson
 
 from accoil_sync.config.models import ProfileConfig
-from accoil_sync.scoring.metrics import now, register_weights
+from accoil_sync.scoring.metrics import Window, register_weights
 from accoil_sync.scoring.rollup import do
 from accoil_sync.scoring.segments import rules_for, score_bands
 from accoil_sync.traits.explanation import Contribution, Explanation
@@ -40,7 +40,7 @@ def _explanation_sql(profile: ProfileConfig, kind: ObjectKind, as_of: date, one_
     assert profile.scoring is not None
     user = kind is ObjectKind.USER
     column = TABLES[kind][1]
-    count = now(profile.window_days)
+    window = Window(as_of, profile.window_days)
     bands = score_bands(rules_for(profile.scoring, "users" if user else "accounts"))
     band_list = (
         "[" + ", ".join(f"{{'at': {bound}::DOUBLE, 'name': {_text(name)}}}" for bound, name in bands) + "]"
@@ -59,10 +59,10 @@ def _explanation_sql(profile: ProfileConfig, kind: ObjectKind, as_of: date, one_
     )
     return f"""
         WITH c AS (
-          SELECT d.{column} AS key, d.event, w.unit AS feature, w.weight, sum(d.{count})::BIGINT AS count,
-                 (sum(d.{count}) * w.weight)::BIGINT AS points
+          SELECT d.{column} AS key, d.event, w.unit AS feature, w.weight, sum(d.n)::BIGINT AS count,
+                 (sum(d.n) * w.weight)::BIGINT AS points
           FROM recent d JOIN w USING (event)
-          WHERE d.{count} > 0 AND d.{column} IS NOT NULL
+          WHERE d.day BETWEEN DATE '{window.first}' AND DATE '{window.as_of}' AND d.{column} IS NOT NULL
                 {key_filter}
           GROUP BY d.{column}, d.event, w.unit, w.weight),
         t AS (

@@ -8,7 +8,6 @@ previous score).
 
 from __future__ import annotations
 
-from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import date, timedelta
 
@@ -68,56 +67,27 @@ def register_weights(con: duckdb.DuckDBPyConnection, scoring: ScoringConfig) -> 
     con.unregister("w_arrow")
 
 
-def now(window_days: int) -> str:
-    """The ``recent`` column of the count in a window of that length ending on the as-of day."""
-    return f"now_{window_days}"
-
-
-def before(window_days: int) -> str:
-    """The ``recent`` column of the count in the window just before it."""
-    return f"before_{window_days}"
-
-
-def recent_table(con: duckdb.DuckDBPyConnection, as_of: date, windows: Collection[int]) -> None:
-    """``recent``: one row per (user, account, event) with an event in any profile's window or previous
-    window -- its count in each (``now``/``before``, NULL for none) and its active days as bits (bit k:
-    ``as_of`` - k; 2 x 30 days fit a BIGINT).
-
-    One aggregation over the daily rows, which the rollup writes in day order (so DuckDB's per-row-group
-    min/max skips the older days); every metric then reads these rows, about a fifth of the daily ones,
-    instead of scanning the days again per profile and per metric."""
-    longest = max(windows)
-    first = as_of - timedelta(days=2 * longest - 1)
-    sums = []
-    for w in sorted(set(windows)):
-        start, previous = as_of - timedelta(days=w - 1), as_of - timedelta(days=2 * w - 1)
-        sums.append(f"sum(n) FILTER (WHERE day >= {_d(start)})::BIGINT AS {now(w)}")
-        sums.append(
-            f"sum(n) FILTER (WHERE day BETWEEN {_d(previous)} AND {_d(start - timedelta(days=1))})::BIGINT AS {before(w)}"
-        )
+def recent_table(con: duckdb.DuckDBPyConnection, as_of: date, longest_window: int) -> None:
+    """``recent``: the daily rows of every profile's window and previous window. A view, not a copy: the
+    rollup is written in day order, so DuckDB's per-row-group min/max skips the older days."""
+    first = as_of - timedelta(days=2 * longest_window - 1)
     do(
         con,
-        f"""
-        CREATE OR REPLACE TEMP TABLE recent AS
-        SELECT user_id, account_id, event, {", ".join(sums)},
-               bit_or(CAST(1 AS BIGINT) << CAST({_d(as_of)} - day AS INTEGER)) AS days
-        FROM r.daily WHERE day BETWEEN {_d(first)} AND {_d(as_of)}
-        GROUP BY user_id, account_id, event
-        """,
+        f"CREATE OR REPLACE TEMP VIEW recent AS SELECT * FROM r.daily "
+        f"WHERE day BETWEEN {_d(first)} AND {_d(as_of)}",
     )
 
 
-def _user_scores(con: duckdb.DuckDBPyConnection, table: str, count: str) -> None:
-    """``table``(user_id, raw, score, p90) for every user with a scored event in the window whose counts
-    are the ``recent`` column ``count``."""
+def _user_scores(con: duckdb.DuckDBPyConnection, table: str, window: Window) -> None:
+    """``table``(user_id, raw, score, p90) for every user with a scored event in ``window``."""
     do(
         con,
         f"""
         CREATE OR REPLACE TEMP TABLE {table} AS
         WITH raw AS (
-          SELECT d.user_id, sum(d.{count} * w.weight) AS raw
+          SELECT d.user_id, sum(d.n * w.weight) AS raw
           FROM recent d JOIN w USING (event)
-          WHERE d.{count} > 0
+          WHERE d.day BETWEEN {_d(window.first)} AND {_d(window.as_of)}
           GROUP BY d.user_id),
         anchor AS (SELECT quantile_cont(raw, 0.9) AS p90 FROM raw WHERE raw > 0)
         SELECT user_id, raw, anchor.p90,
@@ -161,15 +131,14 @@ def compute_profile(
     scoring = profile.scoring
     assert scoring is not None
     register_weights(con, scoring)
-    window = Window(as_of, profile.window_days)
-    in_window = now(profile.window_days)
-    _user_scores(con, "us_now", in_window)
-    _user_scores(con, "us_before", before(profile.window_days))
+    now = Window(as_of, profile.window_days)
+    before = now.previous()
+    _user_scores(con, "us_now", now)
+    _user_scores(con, "us_before", before)
     units = max(1, len(scoring.adoption_units()))
     criteria = len(scoring.criteria())
     members_since = as_of - timedelta(days=scoring.total_users_days - 1)
-    win = f"d.{in_window} > 0"
-    window_bits = (1 << profile.window_days) - 1
+    win = f"d.day BETWEEN {_d(now.first)} AND {_d(now.as_of)}"
     activation = f"round(100.0 * base.met / {criteria}, 1)" if criteria else "NULL::DOUBLE"
     name = profile.name.replace("'", "''")
 
@@ -196,7 +165,7 @@ def compute_profile(
         win AS (
           SELECT d.{key},
                  -- days of the window as bits (W <= 30): the number of active days without a DISTINCT
-                 bit_count(bit_or(d.days & {window_bits})) AS frequency,
+                 bit_count(bit_or(CAST(1 AS BIGINT) << CAST({_d(as_of)} - d.day AS INTEGER))) AS frequency,
                  {"count(DISTINCT d.user_id)" if key == "account_id" else "1"} AS active_users,
                  {_distinct_units(scoring)} AS units
           FROM recent d JOIN w USING (event) WHERE {win} {group} GROUP BY d.{key})
@@ -211,11 +180,11 @@ def compute_profile(
           base.last_active,
           coalesce(win.frequency, 0) AS frequency,
           '{computed_at}' AS computed_at,
-          CASE WHEN base.first_seen < {_d(window.first)} THEN {previous} END AS previous_score,
+          CASE WHEN base.first_seen < {_d(now.first)} THEN {previous} END AS previous_score,
           base.first_seen,
           {_d(as_of)} - CAST(base.last_active AS DATE) AS days_inactive,
           {_d(as_of)} - base.first_seen AS days_since_signup,
-          base.first_seen >= {_d(window.first)} AS new_in_window
+          base.first_seen >= {_d(now.first)} AS new_in_window
         """
 
     user_rules = segments_sql(rules_for(scoring, "users"))
