@@ -29,6 +29,7 @@ class CardEncoder(TraitsEncoder):
     """The traits plus what the card looks objects up by, so a changed email or domain is re-stored."""
 
     signature = "card/1"
+    explanations = True  # the planner compares the staged explanations too (sync/planner.py)
 
     def encode(self, record: ObjectRecord) -> dict[str, FieldValue]:
         out = super().encode(record)

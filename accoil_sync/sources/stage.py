@@ -56,9 +56,11 @@ def _fingerprint_sql(kind: ObjectKind, columns: frozenset[str]) -> str:
     """One 128-bit fingerprint per object: the XOR of each profile row's md5.
 
     XOR is order-independent, so no sorted string aggregation is needed (3x cheaper at 1M rows); each row's
-    text includes its profile name, so two profiles never cancel out. An events source's explanation is
-    part of it (the card shows it: a new one is a change for the card, state only for the others); a
-    metrics source has none, so its fingerprints are what they were.
+    text includes its profile name, so two profiles never cancel out.
+
+    ``fx``: the same over an events source's explanations (0 without them). Only a destination that
+    stores them (the card) adds it to its fingerprint, so a changed explanation is a change for the card
+    alone, and staging explanations or not never re-plans the other destinations.
     """
     metrics = [
         "score",
@@ -72,13 +74,17 @@ def _fingerprint_sql(kind: ObjectKind, columns: frozenset[str]) -> str:
     metrics += ["email", "account_id"] if kind is ObjectKind.USER else ["domain", "name"]
     if kind is ObjectKind.ACCOUNT:
         metrics += ["active_users", "total_users"]
-    if EXPLAIN_COLUMN in columns:
-        metrics.append(EXPLAIN_COLUMN)
+    explained = (
+        f"bit_xor(md5_number(profile || chr(31) || {EXPLAIN_COLUMN})) FILTER (WHERE {EXPLAIN_COLUMN} IS NOT NULL)"
+        if EXPLAIN_COLUMN in columns
+        else "NULL"
+    )
     canon = " || chr(31) || ".join(
         f"coalesce(CAST({m} AS VARCHAR), '{_NULL}')" for m in ["profile", *metrics]
     )
     return (
-        f"SELECT key, bit_xor(md5_number('{FINGERPRINT_VERSION}' || chr(30) || {canon})) AS fp "
+        f"SELECT key, bit_xor(md5_number('{FINGERPRINT_VERSION}' || chr(30) || {canon})) AS fp, "
+        f"coalesce({explained}, 0::UHUGEINT) AS fx "
         f"FROM final_{kind.value} GROUP BY key"
     )
 
@@ -196,7 +202,7 @@ class Stage:
         if kind not in self._created:
             cols = ", ".join(f"NULL::VARCHAR AS {c}" for c in ("key", "profile"))
             self._do(f"CREATE TABLE final_{k} AS SELECT {cols}, NULL::BIGINT AS _seq LIMIT 0")
-            self._do(f"CREATE TABLE desired_{k} (key VARCHAR, fp UHUGEINT)")
+            self._do(f"CREATE TABLE desired_{k} (key VARCHAR, fp UHUGEINT, fx UHUGEINT)")
             self._held(kind)
             return
         stats = self.stats.by_kind[kind]

@@ -96,6 +96,28 @@ async def test_an_events_source_card_explains_the_score(monkeypatch: pytest.Monk
     assert json.loads(current)["explanations"]["Default"]["top"][0]["event"] == "Report Viewed"
     assert history and all("explanations" not in h for h in history)
 
+    # One more Report Viewed for u1 (earlier that day): its metrics stay (score capped at 100, same day,
+    # same last time), its explanation does not -- the card stores the new one.
+    before = stored(settings, "u1")
+    events_csv([("u1", "A", "Report Viewed", ago(1, 8))], "events/late.csv")
+    third = await asyncio.to_thread(sync, settings)
+    after = stored(settings, "u1")
+    assert after["metrics"] == before["metrics"] and after["metrics"]["Default"]["score"] == 100
+    counts = {c["event"]: c["count"] for c in after["explanations"]["Default"]["top"]}
+    assert counts["Report Viewed"] == 5 and third.deliveries["card"].counts["ok"] >= 1
+
+
+def stored(settings: Settings, key: str) -> dict[str, Any]:
+    db = sqlite3.connect(Path(settings.state.path))
+    try:
+        (record,) = db.execute(
+            "SELECT record FROM card_objects WHERE kind = 'user' AND key = ?", (key,)
+        ).fetchone()
+    finally:
+        db.close()
+    document: dict[str, Any] = json.loads(record)
+    return document
+
 
 async def test_a_metrics_source_card_has_no_explanation(card_client: httpx.AsyncClient) -> None:
     body = json.dumps({"objectType": "CONTACT", "accoil_user_id": "u_001"})
