@@ -100,7 +100,9 @@ class CardStoreConnector:
             email = record.email.lower() if record.email else None
             domain = bare_domain(record.domain) if record.domain else None
             upserts.append((kind.value, change.key, email, domain, body, version, stamp))
-            history.append((kind.value, change.key, version, self.run_id, stamp, past))
+            if any(not name.startswith("_explain:") for name in change.fields):
+                # A changed explanation alone is no new point of the score history.
+                history.append((kind.value, change.key, version, self.run_id, stamp, past))
         with self.state.transaction() as db:
             db.executemany(
                 "INSERT INTO card_objects VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (kind, key) DO UPDATE SET "

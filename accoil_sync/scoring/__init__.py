@@ -141,7 +141,7 @@ class Scorer:
                 self._explained = True
             table, key = TABLES[kind]
             sql = (
-                f"SELECT {cols}, e.doc AS _explain FROM {self.table(kind)} s "
+                f"SELECT {cols}, e.doc AS _explain, e.fp AS _explain_fp FROM {self.table(kind)} s "
                 f"LEFT JOIN {table} e ON e.key = s.{key} AND e.score_name = s.score_name"
             )
         reader = self.con.sql(sql).to_arrow_reader(self.cfg.chunk_size)

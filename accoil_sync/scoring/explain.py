@@ -35,8 +35,12 @@ def _text(value: str) -> str:
 
 
 def _explanation_sql(profile: ProfileConfig, kind: ObjectKind, as_of: date, one_key: bool) -> str:
-    """SELECT key, score_name, doc (JSON text) over ``recent``, the score tables and ``w`` (this profile's
-    weights, ``register_weights``); ``one_key``: filtered by a ``?`` parameter."""
+    """SELECT key, score_name, doc (JSON text), fp over ``recent``, the score tables and ``w`` (this
+    profile's weights, ``register_weights``); ``one_key``: filtered by a ``?`` parameter.
+
+    ``fp`` digests what is the object's own -- its counts, score, segments, next band -- and leaves out
+    what moves with the population's P90 anchor (``p90``, ``raw_to_next``): else every object's
+    explanation would change, and the card rewrite every object, whenever the anchor moved."""
     assert profile.scoring is not None
     user = kind is ObjectKind.USER
     column = TABLES[kind][1]
@@ -86,7 +90,9 @@ def _explanation_sql(profile: ProfileConfig, kind: ObjectKind, as_of: date, one_
           'raw_to_next': {raw_to_next},
           'total_users': {"NULL::BIGINT" if user else "s.total_users"},
           'heaviest_event': {_text(heaviest[0])}, 'heaviest_weight': {int(heaviest[2])}
-        }})::VARCHAR AS doc
+        }})::VARCHAR AS doc,
+        hash(s.score, s.segments, s.raw, s.previous_score, t.top, t.total, s.nb.name,
+             {"NULL::BIGINT" if user else "s.total_users"}) AS fp
         FROM s LEFT JOIN t ON t.key = s.{column}
     """
 
@@ -97,7 +103,10 @@ def explanation_tables(
     """``explain_users``/``explain_accounts`` (key, score_name, doc): every scored object's explanation,
     in bulk (needs the score tables and ``recent``)."""
     for table, _ in TABLES.values():
-        do(con, f"CREATE OR REPLACE TEMP TABLE {table} (key VARCHAR, score_name VARCHAR, doc VARCHAR)")
+        do(
+            con,
+            f"CREATE OR REPLACE TEMP TABLE {table} (key VARCHAR, score_name VARCHAR, doc VARCHAR, fp UBIGINT)",
+        )
     for profile in profiles:
         assert profile.scoring is not None
         register_weights(con, profile.scoring)
@@ -115,5 +124,5 @@ def explain(
             assert profile.scoring is not None
             register_weights(con, profile.scoring)
             rows = do(con, _explanation_sql(profile, kind, as_of, one_key=True), [key, key])
-            out += [Explanation.from_json(orjson.loads(doc)) for _, _, doc in rows]
+            out += [Explanation.from_json(orjson.loads(row[2])) for row in rows]
     return out

@@ -18,7 +18,13 @@ import duckdb
 import pyarrow as pa
 
 from accoil_sync.config.models import ProfileConfig, SourceConfig
-from accoil_sync.sources.base import EXPLAIN_COLUMN, FILE_COLUMN, ROW_COLUMN, RawChunk, RowError
+from accoil_sync.sources.base import (
+    EXPLAIN_FP_COLUMN,
+    FILE_COLUMN,
+    INTERNAL_COLUMNS,
+    RawChunk,
+    RowError,
+)
 from accoil_sync.sources.records import RecordDecoder, document_sql
 from accoil_sync.sources.validate import canonical_columns, validation_sql
 from accoil_sync.traits.model import ObjectRecord
@@ -75,8 +81,9 @@ def _fingerprint_sql(kind: ObjectKind, columns: frozenset[str]) -> str:
     if kind is ObjectKind.ACCOUNT:
         metrics += ["active_users", "total_users"]
     explained = (
-        f"bit_xor(md5_number(profile || chr(31) || {EXPLAIN_COLUMN})) FILTER (WHERE {EXPLAIN_COLUMN} IS NOT NULL)"
-        if EXPLAIN_COLUMN in columns
+        f"bit_xor(md5_number(profile || chr(31) || {EXPLAIN_FP_COLUMN})) "
+        f"FILTER (WHERE {EXPLAIN_FP_COLUMN} IS NOT NULL)"
+        if EXPLAIN_FP_COLUMN in columns
         else "NULL"
     )
     canon = " || chr(31) || ".join(
@@ -150,7 +157,7 @@ class Stage:
             if raw.table.num_rows == 0:
                 continue
             file_columns.setdefault(raw.table.column(FILE_COLUMN)[0].as_py(), set()).update(
-                c for c in raw.table.column_names if c not in (FILE_COLUMN, ROW_COLUMN, EXPLAIN_COLUMN)
+                c for c in raw.table.column_names if c not in INTERNAL_COLUMNS
             )
             chunk = raw.table.append_column(
                 "_seq", pa.array(range(self._seq, self._seq + raw.table.num_rows), pa.int64())

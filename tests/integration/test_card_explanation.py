@@ -97,14 +97,25 @@ async def test_an_events_source_card_explains_the_score(monkeypatch: pytest.Monk
     assert history and all("explanations" not in h for h in history)
 
     # One more Report Viewed for u1 (earlier that day): its metrics stay (score capped at 100, same day,
-    # same last time), its explanation does not -- the card stores the new one.
-    before = stored(settings, "u1")
+    # same last time), its explanation does not -- the card stores the new one, and the score history
+    # gets no new point for it.
+    before, points = stored(settings, "u1"), history_points("u1", settings)
     events_csv([("u1", "A", "Report Viewed", ago(1, 8))], "events/late.csv")
     third = await asyncio.to_thread(sync, settings)
     after = stored(settings, "u1")
     assert after["metrics"] == before["metrics"] and after["metrics"]["Default"]["score"] == 100
     counts = {c["event"]: c["count"] for c in after["explanations"]["Default"]["top"]}
     assert counts["Report Viewed"] == 5 and third.deliveries["card"].counts["ok"] >= 1
+    assert history_points("u1", settings) == points
+
+
+def history_points(key: str, settings: Settings) -> int:
+    db = sqlite3.connect(Path(settings.state.path))
+    try:
+        (n,) = db.execute("SELECT count(*) FROM card_history WHERE key = ?", (key,)).fetchone()
+    finally:
+        db.close()
+    return int(n)
 
 
 def stored(settings: Settings, key: str) -> dict[str, Any]:
