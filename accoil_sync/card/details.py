@@ -140,8 +140,19 @@ def _explanation(p: ProfileView) -> str:
     e = Explanation.from_json(p.explanation)
     if e.top:
         rows = "".join(
-            f"<tr><td>{escape(c.event)}</td><td>{escape(c.feature if c.feature != c.event else '—')}</td>"
-            f"<td>{c.count}</td><td>{c.weight}</td><td>{c.points}</td><td>{c.share:.0f}%</td></tr>"
+            "<tr>"
+            + "".join(
+                f"<td>{escape(cell)}</td>"
+                for cell in (
+                    c.event,
+                    c.feature if c.feature != c.event else "—",
+                    str(c.count),
+                    str(c.weight),
+                    str(c.points),
+                    f"{c.share:.0f}%",
+                )
+            )
+            + "</tr>"
             for c in e.top
         )
         top = (
@@ -151,7 +162,7 @@ def _explanation(p: ProfileView) -> str:
     else:
         top = '<p class="muted">No scored event in the window.</p>'
     anchor = (
-        f'<p class="muted">Raw score {e.raw:g} against the P90 anchor {e.p90:g}.</p>'
+        f'<p class="muted">{escape(f"Raw score {e.raw:g} against the P90 anchor {e.p90:g}.")}</p>'
         if e.raw is not None and e.p90
         else ""
     )
