@@ -186,6 +186,12 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> None:
     source = data.get("source")
     if isinstance(source, dict) and source.get("kind", "files") == "files":
         targets += [(source, key) for key in SOURCE_FILES]
+    if (
+        isinstance(source, dict)
+        and source.get("kind") == "events"
+        and source.get("events_from", "files") == "files"
+    ):
+        targets.append((source, "events"))  # a glob of event files (else it is a query)
     for node, key in targets:
         value = node.get(key)
         if isinstance(value, str) and value and not Path(value).expanduser().is_absolute():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,8 +20,34 @@ from accoil_sync.sync.runner import execute
 EVENTS_CONFIG = Path("examples/events.toml")
 
 
+DEMO_DIR = Path(".accoil-sync/demo-events")
+
+
 def run_events_demo(console: Console, emulator: Emulator, config: Path = EVENTS_CONFIG) -> int:
-    """Exit status: 0 when the second run sent nothing."""
+    """Exit status: 0 when the second run sent nothing.
+
+    Like the files part, it keeps its files under the working directory's .accoil-sync (through the
+    environment, which overrides the config), so the examples directory is left alone; the files part's
+    own overrides are put back afterwards."""
+    base = DEMO_DIR.resolve()
+    overrides = {
+        "ACCOIL_SYNC_STATE__PATH": str(base / "state.db"),
+        "ACCOIL_SYNC_DESTINATIONS__JSONL__PATH": str(base / "deliveries.jsonl"),
+        "ACCOIL_SYNC_SOURCE__EVENTS": str(base / "events" / "*.parquet"),
+    }
+    saved = {name: os.environ.get(name) for name in overrides}
+    os.environ.update(overrides)
+    try:
+        return _run(console, emulator, config)
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _run(console: Console, emulator: Emulator, config: Path) -> int:
     from accoil_sync.demo import _writes, _writes_sent
 
     settings = load_settings(config)
