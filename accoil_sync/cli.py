@@ -284,17 +284,23 @@ def plan(
 
 
 def _explain_samples(settings: Settings, result: RunResult, limit: int = 10) -> list[Any]:
-    """For an events source: why each sampled object has its score (top events, next band)."""
+    """For an events source: why each sampled object has its score (top events, next band), as the
+    scoring of this run computed it (the staged records carry it: nothing is scored again)."""
     if settings.source.kind != "events":
         return []
-    from accoil_sync.scoring import Scorer
+    from accoil_sync.traits.explanation import Explanation
 
-    wanted = sorted({(c.kind.value, c.key) for samples in result.samples.values() for c in samples})[:limit]
-    if not wanted:
-        return []
-    with Scorer(settings.source, settings.profiles, settings.state.directory) as scorer:
-        scorer.run()  # the rollup is current: nothing new is read, the same day is scored again
-        return [e for kind, key in wanted for e in scorer.explain(key) if e.kind == kind]
+    records = {
+        (c.kind.value, c.key): c.record
+        for samples in result.samples.values()
+        for c in samples
+        if c.record is not None
+    }
+    return [
+        Explanation.from_json(doc)
+        for wanted in sorted(records)[:limit]
+        for doc in sorted(records[wanted].explanations.values(), key=lambda d: str(d.get("profile")))
+    ]
 
 
 @app.command()

@@ -14,6 +14,7 @@ from html import escape
 
 from accoil_sync.card.store import HistoryPoint
 from accoil_sync.card.view import CardView, ProfileView
+from accoil_sync.traits.explanation import Explanation
 from accoil_sync.traits.names import ObjectKind, sanitize_score_name
 
 CHART_W, CHART_H, PAD = 640, 180, 28
@@ -132,6 +133,48 @@ def _metrics_table(view: CardView, p: ProfileView) -> str:
     return f"<table>{body}<tr><th>Segments</th><td>{tags}</td></tr></table>"
 
 
+def _explanation(p: ProfileView) -> str:
+    """Why the score: the stored explanation of an events source (nothing for a metrics source)."""
+    if not p.explanation:
+        return ""
+    e = Explanation.from_json(p.explanation)
+    if e.top:
+        rows = "".join(
+            "<tr>"
+            + "".join(
+                f"<td>{escape(cell)}</td>"
+                for cell in (
+                    c.event,
+                    c.feature if c.feature != c.event else "—",
+                    str(c.count),
+                    str(c.weight),
+                    str(c.points),
+                    f"{c.share:.0f}%",
+                )
+            )
+            + "</tr>"
+            for c in e.top
+        )
+        top = (
+            "<table><tr><th>Event</th><th>Feature</th><th>Count</th><th>Weight</th><th>Points</th>"
+            f"<th>Share</th></tr>{rows}</table>"
+        )
+    else:
+        top = '<p class="muted">No scored event in the window.</p>'
+    anchor = (
+        f'<p class="muted">{escape(f"Raw score {e.raw:g} against the P90 anchor {e.p90:g}.")}</p>'
+        if e.raw is not None and e.p90
+        else ""
+    )
+    band = e.next_band_line()
+    nxt = (
+        f"<p>{escape(band[0].upper() + band[1:])}" + (f" — {escape(e.hint)}" if e.hint else "") + ".</p>"
+        if band
+        else '<p class="muted">In the top score band.</p>'
+    )
+    return f'<div class="explanation"><h2>Why this score</h2>{top}{anchor}{nxt}</div>'
+
+
 def render_details(view: CardView, history: Sequence[HistoryPoint]) -> str:
     sections = []
     for p in view.profiles:
@@ -144,6 +187,7 @@ def render_details(view: CardView, history: Sequence[HistoryPoint]) -> str:
         )
         sections.append(
             f'<section data-profile="{escape(p.name)}"><h2>{escape(p.name)}</h2>{_metrics_table(view, p)}'
+            f"{_explanation(p)}"
             f"<h2>Score history</h2>{chart_svg(score_series(history, score_name), f'{p.name} score history')}"
             "<h2>Segments joined and left</h2>"
             + (f"<table>{event_rows}</table>" if event_rows else '<p class="muted">No segment changes.</p>')

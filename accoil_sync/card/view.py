@@ -57,6 +57,8 @@ class ProfileView:
     window_days: int
     active_users: int | None = None
     total_users: int | None = None
+    # Events sources: why the score is what it is, as computed at sync time (scoring/explain.py's document).
+    explanation: Mapping[str, Any] | None = None
 
     @property
     def frequency_label(self) -> str | None:
@@ -89,6 +91,7 @@ def build_view(
     obj: CardObject, profiles: Sequence[ProfileConfig], segment_states: Mapping[str, str], details_url: str
 ) -> CardView:
     windows = {p.score_name: (p.name, p.window_days) for p in profiles}
+    explanations = obj.record.get("explanations") or {}
     views = []
     for score_name, metrics in sorted(obj.record.get("metrics", {}).items()):
         label, window = windows.get(score_name, (score_name, 7))
@@ -107,6 +110,7 @@ def build_view(
                 window_days=window,
                 active_users=metrics.get("active_users") if obj.kind is ObjectKind.ACCOUNT else None,
                 total_users=metrics.get("total_users") if obj.kind is ObjectKind.ACCOUNT else None,
+                explanation=explanations.get(score_name),
             )
         )
     # Configured profiles first, in config order; anything else after.

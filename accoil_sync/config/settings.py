@@ -191,7 +191,7 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> None:
         and source.get("kind") == "events"
         and source.get("events_from", "files") == "files"
     ):
-        targets.append((source, "events"))
+        targets.append((source, "events"))  # a glob of event files (else it is a query)
     for node, key in targets:
         value = node.get(key)
         if isinstance(value, str) and value and not Path(value).expanduser().is_absolute():

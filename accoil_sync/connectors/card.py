@@ -8,6 +8,7 @@ keyed by delivery version, so a batch repeated after a crash rewrites its rows i
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -28,16 +29,24 @@ class CardEncoder(TraitsEncoder):
     """The traits plus what the card looks objects up by, so a changed email or domain is re-stored."""
 
     signature = "card/1"
+    explanations = True  # the planner compares the staged explanations too (sync/planner.py)
 
     def encode(self, record: ObjectRecord) -> dict[str, FieldValue]:
         out = super().encode(record)
         for name in ("email", "domain", "name"):
             if (value := getattr(record, name)) is not None:
                 out[f"_{name}"] = value
+        # An events source's explanations: a digest stands for each (the state keeps acknowledged fields,
+        # the card table keeps the document), so a changed explanation is re-stored like a changed metric.
+        for profile, explanation in record.explanations.items():
+            digest = hashlib.blake2b(orjson.dumps(explanation, option=orjson.OPT_SORT_KEYS), digest_size=12)
+            out[f"_explain:{profile}"] = digest.hexdigest()
         return out
 
 
 def card_record(record: ObjectRecord) -> dict[str, Any]:
+    """The card's document of one object. ``explanations`` (events sources only) is kept for the current
+    values alone, not in the history."""
     return {
         "name": record.name,
         "email": record.email,
@@ -48,6 +57,7 @@ def card_record(record: ObjectRecord) -> dict[str, Any]:
             profile: {metric.value: list(v) if isinstance(v, tuple) else v for metric, v in values.items()}
             for profile, values in record.metrics.items()
         },
+        **({"explanations": dict(record.explanations)} if record.explanations else {}),
     }
 
 
@@ -84,10 +94,15 @@ class CardStoreConnector:
             if change.fingerprint.startswith(HELD_PREFIX):
                 document = self._keep_missing_profiles(kind, change.key, document)
             body = orjson.dumps(document).decode()
+            past = body
+            if "explanations" in document:
+                past = orjson.dumps({k: v for k, v in document.items() if k != "explanations"}).decode()
             email = record.email.lower() if record.email else None
             domain = bare_domain(record.domain) if record.domain else None
             upserts.append((kind.value, change.key, email, domain, body, version, stamp))
-            history.append((kind.value, change.key, version, self.run_id, stamp, body))
+            if any(not name.startswith("_explain:") for name in change.fields):
+                # A changed explanation alone is no new point of the score history.
+                history.append((kind.value, change.key, version, self.run_id, stamp, past))
         with self.state.transaction() as db:
             db.executemany(
                 "INSERT INTO card_objects VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (kind, key) DO UPDATE SET "
@@ -105,8 +120,12 @@ class CardStoreConnector:
         ).fetchone()
         if row is None:
             return document
-        before = orjson.loads(row[0]).get("metrics", {})
-        return {**document, "metrics": {**before, **document["metrics"]}}
+        before = orjson.loads(row[0])
+        merged = {**document, "metrics": {**before.get("metrics", {}), **document["metrics"]}}
+        explanations = {**before.get("explanations", {}), **document.get("explanations", {})}
+        if explanations:
+            merged["explanations"] = {p: e for p, e in explanations.items() if p in merged["metrics"]}
+        return merged
 
     async def aclose(self) -> None:
         self.state.close()

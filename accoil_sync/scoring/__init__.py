@@ -15,7 +15,7 @@ import pyarrow as pa
 
 from accoil_sync.config.models import ProfileConfig, SourceConfig
 from accoil_sync.errors import ConfigError, SourceError
-from accoil_sync.scoring.explain import Explanation, explain
+from accoil_sync.scoring.explain import TABLES, Explanation, explain, explanation_tables
 from accoil_sync.scoring.metrics import (
     compute_profile,
     lifetime_table,
@@ -64,6 +64,7 @@ class Scorer:
         self.con = self.rollup.con
         self.report = IngestReport()
         self.as_of: date | None = None
+        self._explained = False
 
     def __enter__(self) -> Scorer:
         return self
@@ -99,6 +100,7 @@ class Scorer:
         for i, profile in enumerate(self.profiles):
             compute_profile(self.con, profile, as_of, computed_at, first=i == 0, life=life)
         self.as_of = as_of
+        self._explained = False
         return self
 
     def table(self, kind: ObjectKind) -> str:
@@ -108,8 +110,11 @@ class Scorer:
         """The metric columns a files source reads, in its order."""
         return canonical_columns(kind)
 
-    def chunks(self, kind: ObjectKind) -> Iterator[RawChunk]:
-        """The computed metric rows, as a files source would yield them (positions name the profile)."""
+    def chunks(self, kind: ObjectKind, *, explain: bool = False) -> Iterator[RawChunk]:
+        """The computed metric rows, as a files source would yield them (positions name the profile).
+
+        ``explain``: each row also carries its explanation (JSON text) in ``_explain``, which the stage
+        keeps beside the metrics and the card stores, so the card's details page never runs the scorer."""
         if kind is ObjectKind.USER and self.report.bad:
             column = self.cfg.event_columns
             where = {"missing user id": column.user_id, "missing event name": column.event}
@@ -127,8 +132,19 @@ class Scorer:
                 ],
             )
         label = f"events:{kind.value}s"
-        cols = ", ".join(self.columns(kind))
-        reader = self.con.sql(f"SELECT {cols} FROM {self.table(kind)}").to_arrow_reader(self.cfg.chunk_size)
+        cols = ", ".join(f"s.{c}" for c in self.columns(kind))
+        sql = f"SELECT {cols} FROM {self.table(kind)} s"
+        if explain:
+            if not self._explained:
+                assert self.as_of is not None, "run() first"
+                explanation_tables(self.con, self.profiles, self.as_of)
+                self._explained = True
+            table, key = TABLES[kind]
+            sql = (
+                f"SELECT {cols}, e.doc AS _explain, e.fp AS _explain_fp FROM {self.table(kind)} s "
+                f"LEFT JOIN {table} e ON e.key = s.{key} AND e.score_name = s.score_name"
+            )
+        reader = self.con.sql(sql).to_arrow_reader(self.cfg.chunk_size)
         start = 1
         for batch in reader:
             rows = pa.array(range(start, start + batch.num_rows), pa.int64())

@@ -18,23 +18,42 @@ from accoil_sync.scoring.generate import StreamSpec, write_stream
 from accoil_sync.sync.runner import execute
 
 EVENTS_CONFIG = Path("examples/events.toml")
-DEMO_EVENTS = Path(".accoil-sync/demo-events")
+
+
+DEMO_DIR = Path(".accoil-sync/demo-events")
 
 
 def run_events_demo(console: Console, emulator: Emulator, config: Path = EVENTS_CONFIG) -> int:
-    """Exit status: 0 when the second run sent nothing."""
+    """Exit status: 0 when the second run sent nothing.
+
+    Like the files part, it keeps its files under the working directory's .accoil-sync (through the
+    environment, which overrides the config), so the examples directory is left alone; the files part's
+    own overrides are put back afterwards."""
+    base = DEMO_DIR.resolve()
+    overrides = {
+        "ACCOIL_SYNC_STATE__PATH": str(base / "state.db"),
+        "ACCOIL_SYNC_DESTINATIONS__JSONL__PATH": str(base / "deliveries.jsonl"),
+        "ACCOIL_SYNC_SOURCE__EVENTS": str(base / "events" / "*.parquet"),
+    }
+    saved = {name: os.environ.get(name) for name in overrides}
+    os.environ.update(overrides)
+    try:
+        return _run(console, emulator, config)
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _run(console: Console, emulator: Emulator, config: Path) -> int:
     from accoil_sync.demo import _writes, _writes_sent
 
-    # Like the metrics demo, this keeps its stream and state in its own directory whatever the config
-    # says, and resets them each time: the example's own state is never touched.
-    home = DEMO_EVENTS.resolve()
-    shutil.rmtree(home, ignore_errors=True)
-    os.environ["ACCOIL_SYNC_STATE__PATH"] = str(home / "state.db")
-    os.environ["ACCOIL_SYNC_DESTINATIONS__JSONL__PATH"] = str(home / "deliveries.jsonl")
-    os.environ["ACCOIL_SYNC_SOURCE__EVENTS"] = str(home / "events" / "*.parquet")
     settings = load_settings(config)
+    shutil.rmtree(settings.state.directory, ignore_errors=True)
     spec = StreamSpec(users=300, days=45, end=datetime.now(UTC).date(), seed=7, with_email=True)
-    total = write_stream(spec, home / "events")
+    total = write_stream(spec, settings.state.directory / "events")
     console.print(
         f"generated {total:,} events ({spec.users} users, {spec.start}..{spec.end}) in "
         f"{settings.state.directory / 'events'}; config {config}",

@@ -1,145 +1,128 @@
-"""Why an object has its score: the events that contributed most, and how far the next score band is."""
+"""Why an object has its score: the events that contributed most, and how far the next score band is.
+
+One SQL statement per profile and kind builds every object's explanation as a JSON document, so a sync can
+store all of them with the card data (the card's details page then only formats one) and
+``accoil-sync score --explain KEY`` runs the same statement for one key.
+"""
 
 from __future__ import annotations
 
-import math
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
 from datetime import date
-from typing import Any
 
 import duckdb
+import orjson
 
 from accoil_sync.config.models import ProfileConfig
-from accoil_sync.scoring.metrics import Window
+from accoil_sync.scoring.metrics import Window, register_weights
 from accoil_sync.scoring.rollup import do
 from accoil_sync.scoring.segments import rules_for, score_bands
+from accoil_sync.traits.explanation import Contribution, Explanation
 from accoil_sync.traits.names import ObjectKind
 
+__all__ = ["Contribution", "Explanation", "explain", "explanation_tables"]
+
 TOP = 5
+# The tables ``explanation_tables`` fills: kind -> (table, key column of the score table).
+TABLES = {
+    ObjectKind.USER: ("explain_users", "user_id"),
+    ObjectKind.ACCOUNT: ("explain_accounts", "account_id"),
+}
 
 
-@dataclass(frozen=True, slots=True)
-class Contribution:
-    event: str
-    feature: str
-    count: int
-    weight: int
-    points: int
-    share: float  # of the raw score, 0-100
+def _text(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
 
 
-@dataclass(slots=True)
-class Explanation:
-    kind: str
-    key: str
-    profile: str
-    score: float
-    segments: list[str]
-    raw: float | None
-    p90: float | None
-    previous_score: float | None
-    top: list[Contribution] = field(default_factory=list)
-    next_band: str | None = None
-    next_band_at: float | None = None
-    score_to_next: float | None = None
-    raw_to_next: float | None = None  # users: weighted points still needed (a user's score is raw / P90)
-    hint: str | None = None
+def _explanation_sql(profile: ProfileConfig, kind: ObjectKind, as_of: date, one_key: bool) -> str:
+    """SELECT key, score_name, doc (JSON text), fp over ``recent``, the score tables and ``w`` (this
+    profile's weights, ``register_weights``); ``one_key``: filtered by a ``?`` parameter.
 
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+    ``fp`` digests what is the object's own -- its counts, score, segments, next band -- and leaves out
+    what moves with the population's P90 anchor (``p90``, ``raw_to_next``): else every object's
+    explanation would change, and the card rewrite every object, whenever the anchor moved."""
+    assert profile.scoring is not None
+    user = kind is ObjectKind.USER
+    column = TABLES[kind][1]
+    window = Window(as_of, profile.window_days)
+    bands = score_bands(rules_for(profile.scoring, "users" if user else "accounts"))
+    band_list = (
+        "[" + ", ".join(f"{{'at': {bound}::DOUBLE, 'name': {_text(name)}}}" for bound, name in bands) + "]"
+        if bands
+        else "[]::STRUCT(at DOUBLE, name VARCHAR)[]"
+    )
+    heaviest = max(profile.scoring.event_weights(), key=lambda t: (t[2], t[0]))
+    key_filter = f"AND d.{column} = ?" if one_key else ""
+    score_filter = f"AND s.{column} = ?" if one_key else ""
+    # A user's published score is rounded: it reaches ``at`` once 100 x raw / P90 >= at - 0.5.
+    raw_to_next = (
+        "CASE WHEN nb.at IS NOT NULL AND s.p90 > 0 THEN "
+        "round(greatest(0, (nb.at - 0.5) * round(s.p90, 4) / 100 - s.raw), 1) END"
+        if user
+        else "NULL::DOUBLE"
+    )
+    return f"""
+        WITH c AS (
+          SELECT d.{column} AS key, d.event, w.unit AS feature, w.weight, sum(d.n)::BIGINT AS count,
+                 (sum(d.n) * w.weight)::BIGINT AS points
+          FROM recent d JOIN w USING (event)
+          WHERE d.day BETWEEN DATE '{window.first}' AND DATE '{window.as_of}' AND d.{column} IS NOT NULL
+                {key_filter}
+          GROUP BY d.{column}, d.event, w.unit, w.weight),
+        t AS (
+          SELECT key, sum(points) AS total,
+                 list({{'event': event, 'feature': feature, 'count': count, 'weight': weight,
+                        'points': points}} ORDER BY points DESC, event)[1:{TOP}] AS top
+          FROM c GROUP BY key),
+        s AS (
+          SELECT s.*, list_filter({band_list}, lambda b: b.at > s.score)[1] AS nb
+          FROM {"score_users" if user else "score_accounts"} s
+          WHERE s.score_name = {_text(profile.name)} {score_filter})
+        SELECT s.{column} AS key, s.score_name, to_json({{
+          'kind': {_text(kind.value)}, 'key': s.{column}, 'profile': s.score_name, 'score': s.score,
+          'segments': s.segments, 'raw': s.raw,
+          -- quantile_cont interpolates in floating point (29.000000000000004): kept to 4 decimals.
+          'p90': round(s.p90, 4), 'previous_score': s.previous_score,
+          'top': coalesce(list_transform(t.top, lambda x: {{'event': x.event, 'feature': x.feature,
+                   'count': x.count, 'weight': x.weight, 'points': x.points,
+                   'share': 100.0 * x.points / greatest(t.total, 1)}}), []),
+          'next_band': s.nb.name, 'next_band_at': s.nb.at, 'score_to_next': round(s.nb.at - s.score, 1),
+          'raw_to_next': {raw_to_next},
+          'total_users': {"NULL::BIGINT" if user else "s.total_users"},
+          'heaviest_event': {_text(heaviest[0])}, 'heaviest_weight': {int(heaviest[2])}
+        }})::VARCHAR AS doc,
+        hash(s.score, s.segments, s.raw, s.previous_score, t.top, t.total, s.nb.name,
+             {"NULL::BIGINT" if user else "s.total_users"}) AS fp
+        FROM s LEFT JOIN t ON t.key = s.{column}
+    """
 
-    def lines(self) -> list[str]:
-        head = f"{self.kind} {self.key} [{self.profile}]: score {self.score:g}"
-        if self.raw is not None and self.p90:
-            head += f" (raw {self.raw:g} against the P90 anchor {self.p90:g})"
-        if self.previous_score is not None:
-            head += f"; previous period {self.previous_score:g}"
-        out = [head, f"  segments: {', '.join(self.segments) or '-'}"]
-        for c in self.top:
-            unit = f" ({c.feature})" if c.feature != c.event else ""
-            out.append(f"  {c.event}{unit}: {c.count} x weight {c.weight} = {c.points} ({c.share:.0f}%)")
-        if not self.top:
-            out.append("  no scored event in the window")
-        if self.next_band is not None:
-            out.append(
-                f"  next band: {self.next_band} at {self.next_band_at:g}, {self.score_to_next:g} point(s) away"
-            )
-        if self.hint:
-            out.append(f"  {self.hint}")
-        return out
+
+def explanation_tables(
+    con: duckdb.DuckDBPyConnection, profiles: Sequence[ProfileConfig], as_of: date
+) -> None:
+    """``explain_users``/``explain_accounts`` (key, score_name, doc): every scored object's explanation,
+    in bulk (needs the score tables and ``recent``)."""
+    for table, _ in TABLES.values():
+        do(
+            con,
+            f"CREATE OR REPLACE TEMP TABLE {table} (key VARCHAR, score_name VARCHAR, doc VARCHAR, fp UBIGINT)",
+        )
+    for profile in profiles:
+        assert profile.scoring is not None
+        register_weights(con, profile.scoring)
+        for kind, (table, _) in TABLES.items():
+            do(con, f"INSERT INTO {table} {_explanation_sql(profile, kind, as_of, one_key=False)}")
 
 
 def explain(
-    con: duckdb.DuckDBPyConnection, profiles: list[ProfileConfig], as_of: date, key: str
+    con: duckdb.DuckDBPyConnection, profiles: Sequence[ProfileConfig], as_of: date, key: str
 ) -> list[Explanation]:
     """Every profile's explanation of ``key``, as a user and/or an account (needs the score tables)."""
     out = []
-    for kind, table, column in (
-        (ObjectKind.USER, "score_users", "user_id"),
-        (ObjectKind.ACCOUNT, "score_accounts", "account_id"),
-    ):
-        users = "NULL" if kind is ObjectKind.USER else "total_users"
-        rows = do(
-            con,
-            f"SELECT score_name, score, segments, raw, p90, previous_score, {users} FROM {table} "
-            f"WHERE {column} = ? ORDER BY score_name",
-            [key],
-        )
-        for name, score, segments, raw, p90, previous, total_users in rows:
-            profile = next(p for p in profiles if p.name == name)
-            # quantile_cont interpolates in floating point (29.000000000000004): shown to 4 decimals.
-            anchor = round(p90, 4) if p90 is not None else None
-            item = Explanation(kind.value, key, name, score, list(segments), raw, anchor, previous)
-            item.top = _contributions(con, profile, as_of, column, key)
-            _next_band(item, profile, kind, total_users)
-            out.append(item)
+    for kind in ObjectKind:
+        for profile in sorted(profiles, key=lambda p: p.name):
+            assert profile.scoring is not None
+            register_weights(con, profile.scoring)
+            rows = do(con, _explanation_sql(profile, kind, as_of, one_key=True), [key, key])
+            out += [Explanation.from_json(orjson.loads(row[2])) for row in rows]
     return out
-
-
-def _contributions(
-    con: duckdb.DuckDBPyConnection, profile: ProfileConfig, as_of: date, column: str, key: str
-) -> list[Contribution]:
-    assert profile.scoring is not None
-    weights = profile.scoring.event_weights()
-    window = Window(as_of, profile.window_days)
-    values = ", ".join("(?, ?, ?)" for _ in weights)
-    params: list[object] = [v for triple in weights for v in triple]
-    rows = do(
-        con,
-        f"""
-        SELECT d.event, w.unit, sum(d.n)::BIGINT AS count, w.weight, (sum(d.n) * w.weight)::BIGINT AS points
-        FROM r.daily d JOIN (VALUES {values}) w(event, unit, weight) USING (event)
-        WHERE d.{column} = ? AND d.day BETWEEN ? AND ?
-        GROUP BY d.event, w.unit, w.weight ORDER BY points DESC, d.event
-        """,
-        [*params, key, window.first, window.as_of],
-    )
-    total = sum(r[4] for r in rows) or 1
-    return [
-        Contribution(r[0], r[1], int(r[2]), int(r[3]), int(r[4]), 100.0 * r[4] / total) for r in rows[:TOP]
-    ]
-
-
-def _next_band(item: Explanation, profile: ProfileConfig, kind: ObjectKind, total_users: int | None) -> None:
-    assert profile.scoring is not None
-    bands = score_bands(rules_for(profile.scoring, "users" if kind is ObjectKind.USER else "accounts"))
-    above = [(bound, name) for bound, name in bands if bound > item.score]
-    if not above:
-        return
-    bound, name = above[0]
-    item.next_band, item.next_band_at = name, bound
-    item.score_to_next = round(bound - item.score, 1)
-    if kind is ObjectKind.USER and item.p90 and item.raw is not None:
-        # The published score is rounded: it reaches ``bound`` once 100 x raw / P90 >= bound - 0.5.
-        item.raw_to_next = round(max(0.0, (bound - 0.5) * item.p90 / 100 - item.raw), 1)
-        heaviest = max(profile.scoring.event_weights(), key=lambda t: (t[2], t[0]))
-        times = math.ceil(item.raw_to_next / heaviest[2]) if item.raw_to_next else 0
-        item.hint = (
-            f"{item.raw_to_next:g} weighted point(s) more in the window, e.g. {times} x {heaviest[0]} "
-            f"(weight {heaviest[2]})"
-        )
-    elif kind is ObjectKind.ACCOUNT and total_users:
-        item.hint = (
-            f"the account score is the mean of its {total_users} user score(s): about "
-            f"{math.ceil((bound - item.score) * total_users)} more user score point(s) in total reach it"
-        )

@@ -49,7 +49,7 @@ def _distinct_units(scoring: ScoringConfig) -> str:
     return "count(DISTINCT w.unit) FILTER (WHERE w.adopt)"
 
 
-def _register(con: duckdb.DuckDBPyConnection, scoring: ScoringConfig) -> None:
+def register_weights(con: duckdb.DuckDBPyConnection, scoring: ScoringConfig) -> None:
     """``w``: every scored event with its unit (feature or itself), weight and whether adoption counts it."""
     weights = scoring.event_weights()
     bit = {unit: 1 << i for i, unit in enumerate(scoring.adoption_units())} if _bitmask(scoring) else {}
@@ -130,7 +130,7 @@ def compute_profile(
     ``life`` is ``lifetime_table(con, as_of)``, and ``recent_table`` must cover this profile's windows."""
     scoring = profile.scoring
     assert scoring is not None
-    _register(con, scoring)
+    register_weights(con, scoring)
     now = Window(as_of, profile.window_days)
     before = now.previous()
     _user_scores(con, "us_now", now)

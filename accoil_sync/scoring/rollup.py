@@ -42,6 +42,10 @@ log = logging.getLogger(__name__)
 ROLLUP_VERSION = "1"
 FUTURE_SKEW = timedelta(hours=24)
 BATCH_BYTES = 96 << 20  # of new files per pass: about 9M events of Parquet, fewer of CSV
+# Daily rows per pass when the lifetime totals are summed again: the aggregate's groups (about an eighth of
+# the rows in a generated stream) must stay well inside DuckDB's memory limit, which it did not spill past
+# at 100M events (50M daily rows in one pass: out of memory at 512 MB).
+LIFETIME_ROWS_PER_PASS = 10_000_000
 
 _TABLES = """
 CREATE TABLE IF NOT EXISTS r.meta (key VARCHAR PRIMARY KEY, value VARCHAR);
@@ -234,13 +238,18 @@ class Rollup:
             self._rebuild_lifetime()
 
     def _rebuild_lifetime(self) -> None:
-        """After days were replaced (their old counts are gone), the lifetime totals are summed again."""
+        """After days were replaced (their old counts are gone), the lifetime totals are summed again --
+        in passes over disjoint sets of users, so the aggregate's memory is bounded by a pass."""
         do(self.con, "DELETE FROM r.lifetime")
-        do(
-            self.con,
-            "INSERT INTO r.lifetime SELECT user_id, account_id, event, min(day), max(last_ts), sum(n)::BIGINT "
-            "FROM r.daily GROUP BY ALL",
-        )
+        rows = int(do(self.con, "SELECT count(*) FROM r.daily")[0][0])
+        passes = max(1, -(-rows // LIFETIME_ROWS_PER_PASS))
+        for part in range(passes):
+            where = f"WHERE hash(user_id) % {passes} = {part}" if passes > 1 else ""
+            do(
+                self.con,
+                "INSERT INTO r.lifetime SELECT user_id, account_id, event, min(day), max(last_ts), "
+                f"sum(n)::BIGINT FROM r.daily {where} GROUP BY ALL",
+            )
 
     def _absorb(self, select: str, report: IngestReport, now: datetime, lifetime: bool = True) -> None:
         """Aggregate the new events per (day, user, account, event) and merge them into the days they touch,

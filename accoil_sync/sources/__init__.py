@@ -29,8 +29,13 @@ def raw_chunks(kind: ObjectKind, cfg: SourceConfig, expected: Collection[str] = 
 
 
 def load_stage(
-    stage: Stage, cfg: SourceConfig, expected: Mapping[ObjectKind, Collection[str]] | None = None
+    stage: Stage,
+    cfg: SourceConfig,
+    expected: Mapping[ObjectKind, Collection[str]] | None = None,
+    *,
+    explain: bool = True,
 ) -> Stage:
+    """``explain``: an events source stages each row's explanation too (for the card and ``plan``)."""
     if cfg.kind == "events":
         from accoil_sync.scoring import Scorer
 
@@ -38,7 +43,7 @@ def load_stage(
         with Scorer(cfg, stage.profiles, stage.path.parent.parent) as scorer:
             scorer.run()
             for kind in ObjectKind:
-                stage.load(kind, scorer.chunks(kind), cfg)
+                stage.load(kind, scorer.chunks(kind, explain=explain), cfg)
         return stage
     for kind in ObjectKind:
         stage.load(kind, raw_chunks(kind, cfg, (expected or {}).get(kind, ())), cfg)

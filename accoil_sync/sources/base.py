@@ -11,6 +11,11 @@ from accoil_sync.traits.names import ObjectKind
 
 FILE_COLUMN = "_file"
 ROW_COLUMN = "_row"
+# An events source's explanation of a row's score (JSON text): kept beside the metrics for the card.
+EXPLAIN_COLUMN = "_explain"
+# A digest of what in it is the object's own (not the population's P90 anchor): what the card compares.
+EXPLAIN_FP_COLUMN = "_explain_fp"
+INTERNAL_COLUMNS = (FILE_COLUMN, ROW_COLUMN, EXPLAIN_COLUMN, EXPLAIN_FP_COLUMN)
 Scope = Literal["row", "file", "rest"]
 
 

@@ -7,15 +7,18 @@ is an int) and the JSON escaping in bulk.
 
 Document shape, one per staged row, positional (unpacking an array costs less than looking up names):
 ``[profile, [metric value, ...], attribute, ...]`` with the metrics in ``METRICS_FOR_KIND`` order and the
-attributes in ``ATTRIBUTES`` order; an absent value is null.
+attributes in ``ATTRIBUTES`` order; an absent value is null. An events source's rows end with one more
+element, the explanation document (or null).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import orjson
 
+from accoil_sync.sources.base import EXPLAIN_COLUMN
 from accoil_sync.traits.model import MetricValue, ObjectRecord
 from accoil_sync.traits.names import METRICS_FOR_KIND, Metric, ObjectKind
 
@@ -56,6 +59,8 @@ def document_sql(kind: ObjectKind, alias: str, columns: frozenset[str]) -> str:
         value(m.value, _json_value(m, f"{alias}.{m.value}")) for m in METRICS_FOR_KIND[kind]
     )
     attributes = " || ',' || ".join(value(a, f"to_json({alias}.{a})") for a in ATTRIBUTES[kind])
+    if EXPLAIN_COLUMN in columns:
+        attributes += f" || ',' || coalesce({alias}.{EXPLAIN_COLUMN}, 'null')"  # already JSON text
     return (
         f"CASE WHEN {alias}.key IS NOT NULL THEN "
         f"'[' || to_json({alias}.profile) || ',[' || {values} || '],' || {attributes} || ']' END"
@@ -72,10 +77,17 @@ class RecordDecoder:
 
     def record(self, key: str, documents: Sequence[str]) -> ObjectRecord:
         metrics: dict[str, dict[Metric, MetricValue]] = {}
+        explanations: dict[str, dict[str, Any]] = {}
         order, loads, segments = self._metrics, orjson.loads, Metric.SEGMENTS
         first = second = computed_at = None
         for document in documents:
-            profile, values, first, second, computed_at = loads(document)
+            parsed = loads(document)
+            if len(parsed) == 6:
+                profile, values, first, second, computed_at, explanation = parsed
+                if explanation is not None:
+                    explanations[profile] = explanation
+            else:
+                profile, values, first, second, computed_at = parsed
             present = {
                 metric: value for metric, value in zip(order, values, strict=True) if value is not None
             }
@@ -85,6 +97,20 @@ class RecordDecoder:
             metrics[profile] = present
         if self.kind is ObjectKind.USER:
             return ObjectRecord(
-                self.kind, key, metrics, email=first, account_id=second, computed_at=computed_at
+                self.kind,
+                key,
+                metrics,
+                email=first,
+                account_id=second,
+                computed_at=computed_at,
+                explanations=explanations,
             )
-        return ObjectRecord(self.kind, key, metrics, domain=first, name=second, computed_at=computed_at)
+        return ObjectRecord(
+            self.kind,
+            key,
+            metrics,
+            domain=first,
+            name=second,
+            computed_at=computed_at,
+            explanations=explanations,
+        )

@@ -18,7 +18,13 @@ import duckdb
 import pyarrow as pa
 
 from accoil_sync.config.models import ProfileConfig, SourceConfig
-from accoil_sync.sources.base import FILE_COLUMN, ROW_COLUMN, RawChunk, RowError
+from accoil_sync.sources.base import (
+    EXPLAIN_FP_COLUMN,
+    FILE_COLUMN,
+    INTERNAL_COLUMNS,
+    RawChunk,
+    RowError,
+)
 from accoil_sync.sources.records import RecordDecoder, document_sql
 from accoil_sync.sources.validate import canonical_columns, validation_sql
 from accoil_sync.traits.model import ObjectRecord
@@ -52,11 +58,15 @@ class SourceStats:
         return sum(s.invalid for s in self.by_kind.values())
 
 
-def _fingerprint_sql(kind: ObjectKind) -> str:
+def _fingerprint_sql(kind: ObjectKind, columns: frozenset[str]) -> str:
     """One 128-bit fingerprint per object: the XOR of each profile row's md5.
 
     XOR is order-independent, so no sorted string aggregation is needed (3x cheaper at 1M rows); each row's
     text includes its profile name, so two profiles never cancel out.
+
+    ``fx``: the same over an events source's explanations (0 without them). Only a destination that
+    stores them (the card) adds it to its fingerprint, so a changed explanation is a change for the card
+    alone, and staging explanations or not never re-plans the other destinations.
     """
     metrics = [
         "score",
@@ -70,11 +80,18 @@ def _fingerprint_sql(kind: ObjectKind) -> str:
     metrics += ["email", "account_id"] if kind is ObjectKind.USER else ["domain", "name"]
     if kind is ObjectKind.ACCOUNT:
         metrics += ["active_users", "total_users"]
+    explained = (
+        f"bit_xor(md5_number(profile || chr(31) || {EXPLAIN_FP_COLUMN})) "
+        f"FILTER (WHERE {EXPLAIN_FP_COLUMN} IS NOT NULL)"
+        if EXPLAIN_FP_COLUMN in columns
+        else "NULL"
+    )
     canon = " || chr(31) || ".join(
         f"coalesce(CAST({m} AS VARCHAR), '{_NULL}')" for m in ["profile", *metrics]
     )
     return (
-        f"SELECT key, bit_xor(md5_number('{FINGERPRINT_VERSION}' || chr(30) || {canon})) AS fp "
+        f"SELECT key, bit_xor(md5_number('{FINGERPRINT_VERSION}' || chr(30) || {canon})) AS fp, "
+        f"coalesce({explained}, 0::UHUGEINT) AS fx "
         f"FROM final_{kind.value} GROUP BY key"
     )
 
@@ -140,7 +157,7 @@ class Stage:
             if raw.table.num_rows == 0:
                 continue
             file_columns.setdefault(raw.table.column(FILE_COLUMN)[0].as_py(), set()).update(
-                c for c in raw.table.column_names if c not in (FILE_COLUMN, ROW_COLUMN)
+                c for c in raw.table.column_names if c not in INTERNAL_COLUMNS
             )
             chunk = raw.table.append_column(
                 "_seq", pa.array(range(self._seq, self._seq + raw.table.num_rows), pa.int64())
@@ -192,7 +209,7 @@ class Stage:
         if kind not in self._created:
             cols = ", ".join(f"NULL::VARCHAR AS {c}" for c in ("key", "profile"))
             self._do(f"CREATE TABLE final_{k} AS SELECT {cols}, NULL::BIGINT AS _seq LIMIT 0")
-            self._do(f"CREATE TABLE desired_{k} (key VARCHAR, fp UHUGEINT)")
+            self._do(f"CREATE TABLE desired_{k} (key VARCHAR, fp UHUGEINT, fx UHUGEINT)")
             self._held(kind)
             return
         stats = self.stats.by_kind[kind]
@@ -223,7 +240,7 @@ class Stage:
             self._do(f"DROP TABLE stage_{k}")
         else:
             self._do(f"ALTER TABLE stage_{k} RENAME TO final_{k}")
-        self._do(f"CREATE TABLE desired_{k} AS {_fingerprint_sql(kind)}")
+        self._do(f"CREATE TABLE desired_{k} AS {_fingerprint_sql(kind, self.columns(kind))}")
         stats.duplicates = int(self._do(f"SELECT coalesce(sum(n - 1), 0) FROM dups_{k}")[0][0])
         stats.objects = int(self._do(f"SELECT count(*) FROM desired_{k}")[0][0])
         self._held(kind)

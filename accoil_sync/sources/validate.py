@@ -10,6 +10,7 @@ from collections.abc import Mapping
 
 import pyarrow as pa
 
+from accoil_sync.sources.base import EXPLAIN_COLUMN, EXPLAIN_FP_COLUMN
 from accoil_sync.traits.names import ObjectKind
 
 NUMBERS_0_100 = ("score", "activation", "adoption_recent", "adoption_ever")
@@ -155,6 +156,9 @@ def validation_sql(
         f"{b.text('computed_at')} AS t_computed_at",
         f"{b.timestamp('computed_at')} AS p_computed_at",
     ]
+    explained = EXPLAIN_COLUMN in b.types  # an events source's own column, passed through as it is
+    if explained:
+        parsed += [EXPLAIN_COLUMN, f"CAST({EXPLAIN_FP_COLUMN} AS VARCHAR) AS {EXPLAIN_FP_COLUMN}"]
     if kind is ObjectKind.USER:
         parsed += [f"lower({b.text('email')}) AS email", f"{b.text('account_id')} AS account_id"]
     else:
@@ -244,7 +248,7 @@ def validation_sql(
             f"{_lit(name('active_users', 'active_users') + ': ')} || active_users || ' is more than "
             f"{name('total_users', 'total_users')} (' || total_users || ')' END"
         )
-    out += ["_file", "_row", "_seq", "_errors"]
+    out += ["_file", "_row", "_seq", "_errors"] + ([EXPLAIN_COLUMN, EXPLAIN_FP_COLUMN] if explained else [])
     return f"""
 WITH p AS (SELECT {", ".join(parsed)} FROM chunk),
 s AS (

@@ -83,7 +83,9 @@ class Planner:
         """SQL over ``desired_<kind> d FULL OUTER JOIN <state> s LEFT JOIN held_<kind> h``."""
         salt = (salt if salt is not None else encoder.signature).replace("'", "''")
         # The encoder signature salts the fingerprint: a new encoding re-plans every object once.
-        want = f"hex(xor(d.fp, md5_number('{salt}')))"  # hex: CAST(UHUGEINT AS VARCHAR) is slow in DuckDB 2
+        # An encoder that stores an events source's explanations (the card's) compares them too (``fx``).
+        fp = "xor(d.fp, d.fx)" if getattr(encoder, "explanations", False) else "d.fp"
+        want = f"hex(xor({fp}, md5_number('{salt}')))"  # hex: CAST(UHUGEINT AS VARCHAR) is slow in DuckDB 2
         rejected = f"s.status = '{STATUS_REJECTED}' AND s.failed = {want}"
         changed = (
             f"d.key IS NOT NULL AND s.fingerprint IS DISTINCT FROM {want} AND NOT coalesce({rejected}, false)"

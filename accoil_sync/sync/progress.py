@@ -59,10 +59,12 @@ def load_with_progress(
     cfg: SourceConfig,
     progress: Progress | None,
     expected: Mapping[ObjectKind, Collection[str]] | None = None,
+    *,
+    explain: bool = True,
 ) -> None:
     """``sources.load_stage``, with a bar per kind that has a source."""
     if progress is None or cfg.kind == "events":  # events: scored first, their rows are not read here
-        load_stage(stage, cfg, expected)
+        load_stage(stage, cfg, expected, explain=explain)
         return
     for kind in ObjectKind:
         spec = cfg.users if kind is ObjectKind.USER else cfg.accounts

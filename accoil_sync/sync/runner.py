@@ -406,7 +406,10 @@ async def _execute(
         # A column the source had at the last accepted run is required again, unless this run is allowed
         # to drop it (its values are then cleared like any emptied field).
         expected = {kind: () if allow_mass_change else b.columns for kind, b in baselines.items()}
-        load_with_progress(stage, settings.source, progress, expected)
+        # An events source's explanations cost a pass per profile: staged for the card and for plan's
+        # samples only.
+        explain = not deliver or "card" in names
+        load_with_progress(stage, settings.source, progress, expected, explain=explain)
         result = RunResult(run_id, stage.stats, fail_on_invalid_rows=settings.safety.fail_on_invalid_rows)
         verdicts = _removal_verdicts(settings, names, stage, baselines, allow_mass_change, result)
         result.errors = stage.errors(limit=error_limit)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cache
+from typing import Any
 
 from accoil_sync.traits.names import Metric, ObjectKind, trait_name
 
@@ -27,6 +28,9 @@ class ObjectRecord:
     account_id: str | None = None
     computed_at: str | None = None
     extra: Mapping[str, str] = field(default_factory=dict)
+    # Events sources: per score name, why the object has its score (scoring/explain.py's document). The
+    # card stores it; no trait is made of it.
+    explanations: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     def traits(self) -> dict[str, MetricValue]:
         """All traits by their contract name, profiles in name order, metrics in declaration order."""

@@ -46,6 +46,20 @@ def test_sql_sources_are_not_taken_for_paths(tmp_path: Path) -> None:
     assert settings.source.database == str(tmp_path / "m.duckdb")
 
 
+def test_an_events_glob_resolves_against_the_file_but_an_events_query_does_not(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    profile = '[[profiles]]\nname = "D"\nwindow_days = 7\n[profiles.scoring]\nweights = { "A" = 1 }\n'
+    files = write(tmp_path / "conf" / "e.toml", '[source]\nkind = "events"\nevents = "ev/*.csv"\n' + profile)
+    query = write(
+        tmp_path / "conf" / "q.toml",
+        '[source]\nkind = "events"\nevents_from = "duckdb"\nevents = "SELECT * FROM ev"\n' + profile,
+    )
+    monkeypatch.chdir("/")
+    assert load_settings(files).source.events == str(tmp_path / "conf" / "ev/*.csv")
+    assert load_settings(query).source.events == "SELECT * FROM ev"
+
+
 def test_the_example_syncs_from_another_directory_into_its_own_state(examples: Path, tmp_path: Path) -> None:
     elsewhere = tmp_path / "cron-cwd"
     elsewhere.mkdir()

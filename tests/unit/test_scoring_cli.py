@@ -80,7 +80,8 @@ def test_plan_samples_say_why() -> None:
     events_csv(FIXTURE)
     settings_for()
     assert cli("sync", "--as-of", "2026-11-29").returncode == 0
-    planned = cli("plan", "--as-of", "2026-11-30", "--json")
+    # The next day changes all 3 accounts of the fixture: past the mass-change guard (issue 15), allowed.
+    planned = cli("plan", "--as-of", "2026-11-30", "--json", "--allow-mass-change")
     assert planned.returncode == 0, planned.stderr
     explanations = {(e["kind"], e["key"]): e for e in json.loads(planned.stdout)["explanations"]}
     u2 = explanations[("user", "u2")]
@@ -90,5 +91,5 @@ def test_plan_samples_say_why() -> None:
         "Most Engaged",
         "Report Viewed",
     )
-    text = cli("plan", "--as-of", "2026-11-30").stdout
+    text = cli("plan", "--as-of", "2026-11-30", "--allow-mass-change").stdout
     assert "why: user u2 [Default]: score 52 (raw 15 against the P90 anchor 29)" in text

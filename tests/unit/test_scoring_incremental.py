@@ -200,3 +200,21 @@ def test_a_build_in_many_batches_equals_one_in_a_single_pass(monkeypatch: pytest
     batched = metric_rows(settings)
     assert single[0] == batched[0] == "full"
     assert batched[1:] == single[1:]
+
+
+def test_lifetime_totals_summed_in_several_passes_equal_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A large rollup sums its lifetime totals in passes over disjoint users (100M events ran out of
+    DuckDB's memory in one); the metrics are the same."""
+    write_stream(SPEC, Path("events"), "csv")
+    settings = settings_for("events/*.csv")
+    monkeypatch.setattr("accoil_sync.scoring.rollup.BATCH_BYTES", 1)  # batched: lifetime summed after
+    one = metric_rows(settings)
+    rollup_path(settings.state.directory).unlink()
+    monkeypatch.setattr("accoil_sync.scoring.rollup.LIFETIME_ROWS_PER_PASS", 500)
+    with Scorer(settings.source, settings.profiles, settings.state.directory) as scorer:
+        scorer.run(AS_OF, NOW)
+        daily = scorer.con.sql("SELECT count(*) FROM r.daily").fetchall()[0][0]
+    assert daily > 4 * 500  # several passes
+    rollup_path(settings.state.directory).unlink()
+    several = metric_rows(settings)
+    assert several[1:] == one[1:]
