@@ -123,10 +123,15 @@ async def hold(
     ttl: float,
     wait_seconds: float,
     on_lost: Callable[[], None],
+    release: bool = True,
 ) -> AsyncIterator[Lease]:
     """Hold the sync lease for the body: wait up to ``wait_seconds`` for it (0: refuse at once with
     ``SyncBusy``), renew it every third of ``ttl`` and release it at the end. ``on_lost`` is called when a
     renewal finds the lease taken over (this process stalled past ``ttl``): the run must stop.
+
+    ``release=False`` joins a lease a caller already holds under ``holder`` (serve's scheduler, whose
+    run executes in a child process): it is renewed and watched all the same -- a run whose lease was
+    taken over must stop wherever it runs -- but left held at the end, for its owner to release.
 
     The lease has its own connection, used from worker threads only, so a renewal never waits on the
     event loop nor shares a transaction with the run's own reads and commits."""
@@ -141,10 +146,11 @@ async def hold(
             renewer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await renewer
-            try:
-                await asyncio.to_thread(lease.release)
-            except StateStoreError as exc:  # it expires by itself; the run's own outcome matters more
-                log.warning("could not release the sync lease (%s); it expires in %.0fs", exc, ttl)
+            if release:
+                try:
+                    await asyncio.to_thread(lease.release)
+                except StateStoreError as exc:  # it expires by itself; the run's own outcome matters more
+                    log.warning("could not release the sync lease (%s); it expires in %.0fs", exc, ttl)
     finally:
         store.close()
 

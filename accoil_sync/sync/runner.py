@@ -343,17 +343,21 @@ async def execute(
         if not deliver:
             return await run(halt, "")
         select_destinations(settings, destinations)  # a usage error needs no lease
-        if lease_holder is not None:  # serve's scheduler holds and renews it; releasing it is its job
-            return await run(halt, lease_holder)
-        holder = run_holder()
+        # A caller that holds the lease (serve's scheduler) passes its name: the run joins that lease --
+        # at once or not at all, and leaves releasing it to the caller -- but still watches it, so a run
+        # whose lease was taken over stops in whichever process it executes.
+        holder = lease_holder or run_holder()
         halt = halt or asyncio.Event()
         state_cfg = settings.state
         async with hold(
             state_cfg.path,
             holder,
             ttl=settings.serve.lease_seconds,
-            wait_seconds=state_cfg.wait_seconds if state_cfg.on_busy == "wait" else 0,
+            wait_seconds=state_cfg.wait_seconds
+            if state_cfg.on_busy == "wait" and lease_holder is None
+            else 0,
             on_lost=halt.set,
+            release=lease_holder is None,
         ):
             return await run(halt, holder)
 

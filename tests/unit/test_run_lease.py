@@ -182,3 +182,43 @@ async def test_a_manual_sync_beside_a_scheduled_run_is_refused(settings: Setting
     await scheduler.current
     assert len(scheduled.sent) == 8 and scheduler.last["status"] == "ok"
     await scheduler.shutdown(0)
+
+
+async def test_a_run_joining_a_callers_lease_keeps_it_held_and_renewed(settings: Settings) -> None:
+    """serve's scheduler holds the lease and runs the sync in a child process, which joins that lease by its
+    holder's name: the run goes ahead, renews the lease while it works, and leaves it held for its owner."""
+    store = StateStore(settings.state.path)
+    owner = Lease(store, "scheduler:1", ttl=60)
+    assert owner.acquire()
+    connector = Slow(delay=0.01)
+    result = await sync(settings, connector, lease_holder="scheduler:1")
+    assert result.exit_code == 0 and len(connector.sent) == 8
+    assert owner.holder_now() == "scheduler:1"  # not released: that is the scheduler's job
+
+    rival = Lease(store, "cron:2", ttl=60)
+    assert not rival.acquire()  # still the scheduler's
+    owner.release()
+    assert rival.acquire()
+    refused = Slow()
+    with pytest.raises(SyncBusy):  # a run told to join a lease its caller no longer holds does not start
+        await sync(settings, refused, lease_holder="scheduler:1")
+    assert refused.sent == []
+    store.close()
+
+
+async def test_a_joined_lease_that_is_taken_over_stops_the_run(settings: Settings) -> None:
+    """The owner of a joined lease may stall past its ttl and lose it; the run in the child must notice it on
+    its own renewal and stop, not go on writing beside the new holder."""
+    from accoil_sync.sync.lease import hold
+
+    store = StateStore(settings.state.path)
+    assert Lease(store, "scheduler:1", ttl=60).acquire()
+    lost = asyncio.Event()
+    async with hold(
+        settings.state.path, "scheduler:1", ttl=0.3, wait_seconds=0, on_lost=lost.set, release=False
+    ):
+        with store.transaction() as db:  # another replica takes it over
+            db.execute("UPDATE leases SET holder = 'replica:2'")
+        await asyncio.wait_for(lost.wait(), 5)
+    assert Lease(store, "x", ttl=60).holder_now() == "replica:2"  # left alone, not released
+    store.close()
