@@ -727,6 +727,13 @@ def _print_result(result: RunResult, delivered: bool) -> None:
             )
         if delivery.get("limited"):
             out.print(f"  {name}: {delivery['limited']} change(s) left for the next run by --limit")
+        if still := sum(c["still_rejected"] for c in dest["plan"].values()):
+            out.print(
+                f"  {name}: {still} record(s) still rejected from an earlier run, not sent again until their "
+                f"values change or --retry-rejected; reasons: accoil-sync failures -d {name} --status rejected",
+                highlight=False,
+                markup=False,
+            )
 
 
 @app.command()

@@ -138,7 +138,7 @@ class Scheduler:
             for name, report in result.deliveries.items():
                 for outcome, n in report.counts.items():
                     RECORDS.labels(name, outcome).inc(n)
-            if result.exit_code == 0:
+            if result.settled:
                 LAST_SUCCESS.set(time.time())
         self.last = {
             "run_id": run_id,

@@ -56,6 +56,10 @@ class DestinationPlan:
     def writes(self) -> int:
         return sum(c.writes for c in self.counts.values())
 
+    @property
+    def still_rejected(self) -> int:
+        return sum(c.still_rejected for c in self.counts.values())
+
 
 class Planner:
     def __init__(

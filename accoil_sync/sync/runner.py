@@ -52,7 +52,9 @@ log = logging.getLogger("accoil_sync.run")
 
 # Exit codes (README "Exit codes"): the one place they are defined.
 EXIT_OK = 0  # every delivery succeeded and the source was clean
-EXIT_FAILED_RECORDS = 1  # some records failed at a destination (rejected, or retryable and left for later)
+# some records failed at a destination (rejected, or retryable and left for later), or are still rejected
+# from an earlier run: the destination does not hold their values, however many runs pass quietly since
+EXIT_FAILED_RECORDS = 1
 EXIT_USAGE = 2  # usage or configuration error, or the source cannot be read at all
 EXIT_UNAVAILABLE = 3  # a destination was unreachable, refused the credentials or was stopped
 EXIT_INVALID_ROWS = (
@@ -102,8 +104,18 @@ class RunResult:
 
     @property
     def exit_code(self) -> int:
-        """The most serious outcome wins: interrupted, a destination stopped, held, records failed,
-        invalid source rows."""
+        """The most serious outcome wins: interrupted, a destination stopped, held, records failed (in this
+        run or still rejected from an earlier one), invalid source rows."""
+        return self._code(still_rejected=True)
+
+    @property
+    def settled(self) -> bool:
+        """Everything this run planned was delivered and nothing new went wrong -- what serve's last-success
+        gauge tracks: records rejected by an earlier run keep the exit code at 1 until someone acts, but a
+        staleness alert must not fire for them on every run."""
+        return self._code(still_rejected=False) == EXIT_OK
+
+    def _code(self, *, still_rejected: bool) -> int:
         if self.halted:
             return EXIT_INTERRUPTED
         if any(d.stopped for d in self.deliveries.values()):
@@ -111,6 +123,8 @@ class RunResult:
         if any(self.holds.values()) or any(self.kept.values()):
             return EXIT_HELD
         if any(d.failed for d in self.deliveries.values()):
+            return EXIT_FAILED_RECORDS
+        if still_rejected and any(p.still_rejected for p in self.plans.values()):
             return EXIT_FAILED_RECORDS
         if self.source.invalid and self.fail_on_invalid_rows:
             return EXIT_INVALID_ROWS
