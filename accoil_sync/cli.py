@@ -659,6 +659,11 @@ def _print_result(result: RunResult, delivered: bool) -> None:
         out.print(f"[yellow]warning:[/yellow] {escape(warning)}")
     for kind, reason in result.withheld.items():
         out.print(f"[yellow]no {kind} is removed this run:[/yellow] {escape(reason)}")
+    for reason in result.shrunk.values():
+        out.print(
+            f"[yellow]warning:[/yellow] {escape(reason)}; every object it lacks keeps its values "
+            '(removal = "keep")'
+        )
     for kind, key, profile, n, rows in result.duplicates[:10]:
         out.print(
             f"  duplicate {kind} {key!r} (profile {profile}) x{n} at {', '.join(rows)}: the last row wins",

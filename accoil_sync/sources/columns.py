@@ -13,7 +13,7 @@ from collections.abc import Collection, Mapping
 
 from accoil_sync.config.models import SourceConfig
 from accoil_sync.sources.base import RowError
-from accoil_sync.sources.validate import COUNTS, NUMBERS_0_100
+from accoil_sync.sources.validate import COUNTS, NUMBERS_0_100, canonical_columns
 from accoil_sync.traits.names import ObjectKind
 
 # Canonical columns that carry a metric: configuring one of these explicitly makes it required.
@@ -55,9 +55,16 @@ def missing_column_error(
     column = missing[0]
     why = required[column]
     shown = ", ".join(repr(c) for c in present[:20]) + (" ..." if len(present) > 20 else "")
-    close = difflib.get_close_matches(column, present, n=1, cutoff=0.5)
+    # A missing canonical column (``score``) was renamed to something the product does not read itself:
+    # ``score_name`` beside it is the long format's column, not the renamed one. A mapped name (a typo
+    # in ``[source.columns]``) may well be closest to a canonical one, so all columns stay candidates.
+    canonical = set(canonical_columns(kind))
+    candidates = present
+    if column in canonical:
+        candidates = [c for c in present if c not in canonical and c not in required] or present
+    close = difflib.get_close_matches(column, candidates, n=1, cutoff=0.5)
     if not close:
-        close = [c for c in present if column in c or c in column][:1]
+        close = [c for c in candidates if column in c or c in column][:1]
     hint = f"; closest match: {close[0]!r}" if close else ""
     others = f" (also missing: {', '.join(repr(c) for c in missing[1:4])})" if len(missing) > 1 else ""
     fix = "map it with [source.columns]"

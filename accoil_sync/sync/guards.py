@@ -82,6 +82,9 @@ class RemovalVerdict:
     # The source may become the new baseline: read completely, and not an unexplained drop in size (else a
     # shrunken source would be accepted as normal by the next run).
     accept: bool = True
+    # Empty, or much smaller than at the last accepted run, and not allowed: a likely broken export even
+    # where nothing would be removed (removal = "keep"), so the run says so and does not exit 0.
+    shrunk: bool = False
 
 
 def removal_verdict(
@@ -118,7 +121,7 @@ def removal_verdict(
             accept,
         )
     if size is not None and not allow:
-        return RemovalVerdict(False, size, accept)
+        return RemovalVerdict(False, size, accept, shrunk=True)
     return RemovalVerdict(True, None, accept)
 
 

@@ -85,6 +85,9 @@ class RunResult:
     # destination -> objects a destination with removal = "clear" kept only because removals were withheld
     kept: dict[str, int] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)  # sanity warnings on the source data
+    # kind -> why its source looks broken (empty, or much smaller than at the last accepted run) where no
+    # destination removes objects, so nothing was withheld; exit 4 like any other source problem
+    shrunk: dict[str, str] = field(default_factory=dict)
     fail_on_invalid_rows: bool = True
     resolutions: dict[str, ResolveReport] = field(default_factory=dict)  # plan --resolve, per destination
 
@@ -126,7 +129,7 @@ class RunResult:
             return EXIT_FAILED_RECORDS
         if still_rejected and any(p.still_rejected for p in self.plans.values()):
             return EXIT_FAILED_RECORDS
-        if self.source.invalid and self.fail_on_invalid_rows:
+        if (self.source.invalid or self.shrunk) and self.fail_on_invalid_rows:
             return EXIT_INVALID_ROWS
         return EXIT_OK
 
@@ -149,6 +152,7 @@ class RunResult:
                 for kind, s in self.source.by_kind.items()
             },
             "warnings": list(self.warnings),
+            "source_shrunk": dict(self.shrunk),
             "invalid_rows": [
                 {
                     "kind": e.kind.value,
@@ -248,11 +252,14 @@ def _removal_verdicts(
         for kind, stats in stage.stats.by_kind.items()
         if (settings.source.users if kind is ObjectKind.USER else settings.source.accounts)
     }
-    if any(getattr(settings.destinations, name).removal == "clear" for name in names):
-        for kind, verdict in verdicts.items():
-            if verdict.reason:
-                result.withheld[kind.value] = verdict.reason
-                log.warning("no %s is removed this run: %s", kind.value, verdict.reason)
+    clearing = any(getattr(settings.destinations, name).removal == "clear" for name in names)
+    for kind, verdict in verdicts.items():
+        if clearing and verdict.reason:
+            result.withheld[kind.value] = verdict.reason
+            log.warning("no %s is removed this run: %s", kind.value, verdict.reason)
+        elif verdict.shrunk:  # nothing to withhold under "keep", but an emptied export is still news
+            result.shrunk[kind.value] = verdict.reason or ""
+            log.warning('%s; every object it lacks keeps its values (removal = "keep")', verdict.reason)
     if settings.safety.warnings:
         result.warnings = sanity_warnings(stage, settings.profiles)
         for warning in result.warnings:

@@ -106,6 +106,17 @@ def test_a_metric_column_renamed_since_the_last_run_skips_the_file_and_names_the
     stage.close()
 
 
+def test_the_closest_match_is_not_a_column_the_product_reads_itself(tmp_path: Path) -> None:
+    """A long-format export (one row per profile) whose score column was renamed: ``score_name`` is
+    closer by spelling, but it is the profile's column; the renamed one is ``engagement_score``."""
+    path = tmp_path / "users.csv"
+    path.write_text("user_id,score_name,engagement_score\nu1,Default,40\n")
+    stage = _stage(tmp_path, SourceConfig(users=str(path)), ("user_id", "score_name", "score"))
+    (error,) = stage.errors()
+    assert error.column == "score" and "closest match: 'engagement_score'" in error.reason
+    stage.close()
+
+
 def test_a_typo_in_the_column_mapping_is_a_file_error(tmp_path: Path) -> None:
     cfg = SourceConfig(users=str(BAD / "duplicates.csv"), columns=ColumnMap(score="scor"))
     stage = _stage(tmp_path, cfg)

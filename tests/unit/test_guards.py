@@ -114,6 +114,32 @@ def test_a_source_much_smaller_than_last_time_removes_nothing_until_allowed(
     assert sorted(c.key for c in allowed.sent if c.op == "clear") == ["u3", "u4", "u5", "u6"]
 
 
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [(HEADER, "read as empty"), (HEADER + "u1,10,A;B,50\n", "1 objects, 17% of the 6")],
+)
+def test_an_emptied_export_is_reported_under_keep_too(
+    users: Path, make_settings: WriteConfig, text: str, words: str
+) -> None:
+    """With removal = "keep" an empty export removes nothing anyway, but a scheduled run must not call it
+    a normal run: it warns and exits 4, like any other source problem, until the export is whole or the
+    new size is allowed."""
+    settings = make_settings()
+    synced(settings)
+    users.write_text(text)
+    fake = FakeConnector()
+    result = run(settings, fake)
+    assert cleared(fake) == [] and not result.withheld and not result.kept
+    assert words in result.shrunk["user"]
+    assert result.exit_code == EXIT_INVALID_ROWS and result.status == "partial"
+    users.write_text(HEADER + ROWS)
+    again = FakeConnector()
+    assert run(settings, again).exit_code == EXIT_OK and again.sent == []
+    users.write_text(text)
+    allowed = run(settings, FakeConnector(), allow_mass_change=True)
+    assert allowed.exit_code == EXIT_OK and not allowed.shrunk
+
+
 ENCODERS: dict[str, tuple[Encoder, dict[str, object], dict[str, object]]] = {
     # encoder, what the held run sends for u1, what the run after the fix sends
     "segment": (TraitsEncoder(), {"Accoil_Default_Score": 11}, {"Accoil_ProductUsage_Score": 34}),
