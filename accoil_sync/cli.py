@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
+from textwrap import shorten
 from typing import Annotated, Any, get_args
 
 import typer
@@ -506,7 +507,8 @@ def failures(
         for col in FAILURE_COLUMNS:
             table.add_column(col)
         for row in rows:
-            table.add_row(*(Text(("" if v is None else str(v))[:120]) for v in row))  # no markup
+            # Rich wraps long reasons; only a very long one is shortened, at a word (csv and json keep all).
+            table.add_row(*(Text(shorten("" if v is None else str(v), 400, placeholder=" ...")) for v in row))
         out.print(table)
         return
     with (
@@ -632,14 +634,17 @@ def _print_resolutions(data: dict[str, Any]) -> None:
 def _print_result(result: RunResult, delivered: bool) -> None:
     data = result.to_json()
     src = Table(title=f"Source (run {result.run_id})")
-    for col in ("kind", "rows", "valid", "invalid", "duplicate keys", "objects"):
+    for col in ("kind", "rows read", "valid", "invalid", "file errors", "duplicate keys", "objects"):
         src.add_column(col)
     for kind, s in data["source"].items():
+        # A file-level error (a file skipped whole, or cut short) is counted as one invalid row in the
+        # stats; here it has its own column, so the row counts are rows of data.
         src.add_row(
             kind + "s",
-            str(s["rows"]),
+            str(s["rows"] - s["file_errors"]),
             str(s["valid"]),
-            str(s["invalid"]),
+            str(s["invalid"] - s["file_errors"]),
+            str(s["file_errors"]),
             str(s["duplicates"]),
             str(s["objects"]),
         )
@@ -777,7 +782,7 @@ def emulate(
         from accoil_sync.emulator.messy import source_rows
 
         with _user_errors():
-            users, accounts = source_rows(load_settings(config))
+            users, accounts = source_rows(load_settings(config, credentials=False))
         made = emulator.seed_messy(users, accounts)
         for vendor, manifest in made.items():
             counts = ", ".join(
@@ -786,7 +791,7 @@ def emulate(
             err.print(f"messy {vendor}: {counts}", markup=False)
     base = f"http://{host}:{port}"
     err.print(
-        f"emulator ({profile}) on {base}: segment {base}/segment, intercom {base}/intercom, "
+        f"emulator (faults: {profile}; CRMs: {'messy, seeded above' if messy else 'empty'}) on {base}: segment {base}/segment, intercom {base}/intercom, "
         f"hubspot {base}/hubspot; state at {base}/_emulator/state",
         markup=False,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from datetime import date
 from pathlib import Path
 from typing import Literal
@@ -10,6 +11,10 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 
 from accoil_sync.config.scoring import ScoringConfig
 from accoil_sync.traits.names import sanitize_score_name
+
+# False while a command that never calls a vendor (``emulate --messy`` reading the source) loads the config:
+# an enabled destination's missing credentials are then no error.
+credentials_required: ContextVar[bool] = ContextVar("credentials_required", default=True)
 
 
 class _Section(BaseModel):
@@ -304,7 +309,7 @@ class IntercomDestination(DestinationBase):
 
     @model_validator(mode="after")
     def _token_when_enabled(self) -> IntercomDestination:
-        if self.enabled and self.access_token is None:
+        if self.enabled and self.access_token is None and credentials_required.get():
             raise ValueError(
                 "access_token is required when enabled (env ACCOIL_SYNC_DESTINATIONS__INTERCOM__ACCESS_TOKEN)"
             )
@@ -340,7 +345,7 @@ class HubSpotDestination(DestinationBase):
         oauth = self.oauth_refresh_token is not None
         if oauth and (self.oauth_client_id is None or self.oauth_client_secret is None):
             raise ValueError("OAuth needs oauth_client_id, oauth_client_secret and oauth_refresh_token")
-        if self.enabled and self.access_token is None and not oauth:
+        if self.enabled and self.access_token is None and not oauth and credentials_required.get():
             raise ValueError(
                 "access_token is required when enabled "
                 "(env ACCOIL_SYNC_DESTINATIONS__HUBSPOT__ACCESS_TOKEN), or configure OAuth"

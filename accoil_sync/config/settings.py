@@ -32,6 +32,7 @@ from accoil_sync.config.models import (
     ServeConfig,
     SourceConfig,
     StateConfig,
+    credentials_required,
 )
 from accoil_sync.errors import ConfigError
 
@@ -123,8 +124,11 @@ def config_path(explicit: Path | None, environ: Mapping[str, str] | None = None)
     return DEFAULT_CONFIG if DEFAULT_CONFIG.exists() else None
 
 
-def load_settings(path: Path | None = None, *, secrets_dir: Path | None = None) -> Settings:
-    """Load and validate; every problem becomes a ``ConfigError`` naming the field, never a traceback."""
+def load_settings(
+    path: Path | None = None, *, secrets_dir: Path | None = None, credentials: bool = True
+) -> Settings:
+    """Load and validate; every problem becomes a ``ConfigError`` naming the field, never a traceback.
+    ``credentials=False``: for a command that reads the source only, enabled destinations may lack them."""
     path = config_path(path)
     data: dict[str, Any] = {}
     if path is not None:
@@ -148,6 +152,7 @@ def load_settings(path: Path | None = None, *, secrets_dir: Path | None = None) 
     if secrets_dir is None and DEFAULT_SECRETS_DIR.is_dir():
         secrets_dir = DEFAULT_SECRETS_DIR
     token = _toml_data.set(data)
+    required = credentials_required.set(credentials)
     try:
         return Settings(_secrets_dir=secrets_dir)
     except ValidationError as exc:
@@ -157,6 +162,7 @@ def load_settings(path: Path | None = None, *, secrets_dir: Path | None = None) 
         # variable that is not JSON (ACCOIL_SYNC_PROFILES=Default).
         raise ConfigError([_settings_problem(exc)]) from None
     finally:
+        credentials_required.reset(required)
         _toml_data.reset(token)
 
 

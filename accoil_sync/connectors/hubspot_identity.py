@@ -212,7 +212,7 @@ class HubSpotIdentity:
                 ids = ", ".join(h["id"] for h in hits)
                 out[key] = Match(
                     "ambiguous",
-                    detail=f"ambiguous: HubSpot companies {ids} all have domain {domain!r}; nothing was written "
+                    detail=f"HubSpot companies {ids} all have domain {domain!r}; nothing was written "
                     f"to any of them. Set {prop} = {key!r} on the right one (or merge them) and it is used",
                 )
             elif hits[0].get(prop) and hits[0][prop] != key:

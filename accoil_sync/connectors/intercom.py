@@ -286,7 +286,7 @@ class IntercomConnector:
         if match.verdict == "ambiguous":
             return Outcome.reject(
                 change.key,
-                f"ambiguous: Intercom contacts {', '.join(match.candidates)} have this user's email and no "
+                f"Intercom contacts {', '.join(match.candidates)} have this user's email and no "
                 "external_id; nothing was written (merge them in Intercom, or set external_id on one)",
                 "ambiguous",
             )

@@ -444,11 +444,12 @@ async def _execute(
         ]
         for kind, s in stage.stats.by_kind.items():
             log.info(
-                "source %ss: %d rows, %d valid, %d invalid, %d duplicate keys, %d objects",
+                "source %ss: %d rows read, %d valid, %d invalid, %d file error(s), %d duplicate keys, %d objects",
                 kind.value,
-                s.rows,
+                s.rows - s.file_errors,
                 s.valid,
-                s.invalid,
+                s.invalid - s.file_errors,
+                s.file_errors,
                 s.duplicates,
                 s.objects,
             )

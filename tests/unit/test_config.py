@@ -212,3 +212,21 @@ def test_a_config_path_that_is_a_directory_or_not_utf8_is_a_config_error(tmp_pat
     with pytest.raises(ConfigError) as info:
         load_settings(binary)
     assert "not UTF-8 text (byte 0xff" in str(info.value)
+
+
+def test_a_command_that_reads_only_the_source_needs_no_vendor_credentials(tmp_path: Path) -> None:
+    """``emulate --messy`` seeds CRMs from the configured source: a config that enables HubSpot and Intercom
+    (tokens in the sync's environment, not the emulator's) still loads for it, and only for it."""
+    write(tmp_path / "users.csv", "user_id,email,score\nu1,a@example.com,5\n")
+    config = write(
+        tmp_path / "accoil-sync.toml",
+        '[source]\nusers = "users.csv"\n[destinations.hubspot]\nenabled = true\n'
+        "[destinations.intercom]\nenabled = true\n",
+    )
+    with pytest.raises(ConfigError) as refused:
+        load_settings(config)
+    assert "access_token is required" in str(refused.value)
+    settings = load_settings(config, credentials=False)
+    assert settings.destinations.hubspot.enabled and settings.destinations.hubspot.access_token is None
+    with pytest.raises(ConfigError):  # the relaxation does not outlive the call
+        load_settings(config)
