@@ -70,7 +70,11 @@ class EventColumnMap(_Section):
 class SourceConfig(_Section):
     kind: Literal["files", "duckdb", "sqlalchemy", "events"] = "files"
     users: str | None = Field(None, description="files: a path or glob; duckdb/sqlalchemy: a SQL query")
-    accounts: str | None = Field(None, description="files: a path or glob; duckdb/sqlalchemy: a SQL query")
+    accounts: str | None = Field(
+        None,
+        description="files: a path or glob; duckdb/sqlalchemy: a SQL query; kind = 'events': the accounts' "
+        "name and domain (a path or glob, or a query when events_from is duckdb/sqlalchemy)",
+    )
     events: str | None = Field(
         None,
         description="kind = 'events': a path or glob, or a SQL query when events_from is duckdb/sqlalchemy",
@@ -101,9 +105,10 @@ class SourceConfig(_Section):
     def _needs_input(self) -> SourceConfig:
         _refuse_empty_secrets(self)
         if self.kind == "events":
-            if self.users or self.accounts:
+            if self.users:
                 raise ValueError(
-                    "source.kind = 'events' computes users and accounts; remove source.users/accounts"
+                    "source.kind = 'events' computes the users' metrics; remove source.users (source.accounts "
+                    "may name the accounts' name and domain)"
                 )
             if not self.events and self.preset is None:
                 raise ValueError(

@@ -197,7 +197,8 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> None:
         and source.get("kind") == "events"
         and source.get("events_from", "files") == "files"
     ):
-        targets.append((source, "events"))  # a glob of event files (else it is a query)
+        # globs of event files and of the accounts' details (else they are queries)
+        targets += [(source, "events"), (source, "accounts")]
     for node, key in targets:
         value = node.get(key)
         if isinstance(value, str) and value and not Path(value).expanduser().is_absolute():

@@ -15,6 +15,7 @@ import pyarrow as pa
 
 from accoil_sync.config.models import ProfileConfig, SourceConfig
 from accoil_sync.errors import ConfigError, SourceError
+from accoil_sync.scoring.accounts import load_account_details
 from accoil_sync.scoring.explain import TABLES, Explanation, explain, explanation_tables
 from accoil_sync.scoring.metrics import (
     compute_profile,
@@ -64,6 +65,7 @@ class Scorer:
         self.con = self.rollup.con
         self.report = IngestReport()
         self.as_of: date | None = None
+        self.details = 0  # accounts with a name or domain from source.accounts
         self._explained = False
 
     def __enter__(self) -> Scorer:
@@ -95,6 +97,7 @@ class Scorer:
             )
         end_of_day = datetime.combine(as_of + timedelta(days=1), time(), UTC) - timedelta(seconds=1)
         computed_at = min(now, end_of_day).strftime("%Y-%m-%dT%H:%M:%SZ")
+        self.details = load_account_details(self.con, self.cfg)
         life = lifetime_table(self.con, as_of)
         recent_table(self.con, as_of, max(p.window_days for p in self.profiles))
         for i, profile in enumerate(self.profiles):

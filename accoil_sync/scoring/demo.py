@@ -14,7 +14,7 @@ from rich.table import Table
 from accoil_sync.config.settings import load_settings
 from accoil_sync.emulator import Emulator
 from accoil_sync.scoring import Scorer
-from accoil_sync.scoring.generate import StreamSpec, write_stream
+from accoil_sync.scoring.generate import StreamSpec, write_accounts, write_stream
 from accoil_sync.sync.runner import execute
 
 EVENTS_CONFIG = Path("examples/events.toml")
@@ -34,6 +34,7 @@ def run_events_demo(console: Console, emulator: Emulator, config: Path = EVENTS_
         "ACCOIL_SYNC_STATE__PATH": str(base / "state.db"),
         "ACCOIL_SYNC_DESTINATIONS__JSONL__PATH": str(base / "deliveries.jsonl"),
         "ACCOIL_SYNC_SOURCE__EVENTS": str(base / "events" / "*.parquet"),
+        "ACCOIL_SYNC_SOURCE__ACCOUNTS": str(base / "accounts.csv"),
     }
     saved = {name: os.environ.get(name) for name in overrides}
     os.environ.update(overrides)
@@ -57,21 +58,16 @@ def _run(console: Console, emulator: Emulator, config: Path) -> int:
     yesterday = datetime.now(UTC).date() - timedelta(days=1)
     spec = StreamSpec(users=300, days=45, end=yesterday, seed=7, with_email=True)
     total = write_stream(spec, settings.state.directory / "events")
+    accounts = write_accounts(spec, settings.state.directory / "accounts.csv")
     console.print(
         f"generated {total:,} events ({spec.users} users, {spec.start}..{spec.end}) in "
-        f"{settings.state.directory / 'events'}; config {config}",
+        f"{settings.state.directory / 'events'}, and the name and domain of its {accounts} accounts "
+        f"(source.accounts: HubSpot matches companies by domain); config {config}",
         markup=False,
     )
     first = asyncio.run(execute(settings, deliver=True))
     for name, report in first.deliveries.items():
         console.print(f"{name}: {dict(report.counts)}")
-    if first.deliveries.get("hubspot") and first.deliveries["hubspot"].counts.get("rejected"):
-        console.print(
-            "hubspot: events name no company name or domain, so the generated accounts are not created as "
-            "companies (a nameless company is never created); in a real portal they are found by the "
-            "accoil_account_id property (docs/IDENTITY.md), and `accoil-sync failures` lists them",
-            markup=False,
-        )
     with Scorer(settings.source, settings.profiles, settings.state.directory) as scorer:
         scorer.run()
         top = scorer.con.sql(

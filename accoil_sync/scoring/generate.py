@@ -124,6 +124,18 @@ def write_stream(spec: StreamSpec, out: Path, fmt: str = "parquet", days: list[d
     return total
 
 
+def write_accounts(spec: StreamSpec, path: Path) -> int:
+    """The stream's accounts with a name and a domain (``account_id,name,domain``, CSV): what a CRM export
+    or Segment's ``groups`` traits give, for ``source.accounts``. Returns the number of accounts."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    count = spec.users // 6 + 1  # day_sql's account ids are acc_0 .. acc_{users // 6}
+    with path.open("w", encoding="utf-8") as fh:
+        fh.write("account_id,name,domain\n")
+        for n in range(count):
+            fh.write(f"acc_{n},Company {n},company{n}.example\n")
+    return count
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Write a synthetic product event stream, one file per day.")
     parser.add_argument("--users", type=int, default=1000)

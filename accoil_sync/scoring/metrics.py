@@ -227,11 +227,11 @@ def compute_profile(
           FROM base
           LEFT JOIN win USING (account_id)
           LEFT JOIN scores USING (account_id))
-        SELECT account_id, NULL::VARCHAR AS domain, NULL::VARCHAR AS name, score_name, score,
+        SELECT account_id, ad.domain, ad.name, score_name, score,
                list_sort({account_rules}) AS segments, activation,
                adoption_recent, adoption_ever, last_active, frequency, active_users, total_users, computed_at,
                NULL::DOUBLE AS raw, NULL::DOUBLE AS p90, previous_score, score - previous_score AS trend,
                first_seen
-        FROM (SELECT *, score - previous_score AS trend FROM facts)
+        FROM (SELECT *, score - previous_score AS trend FROM facts) LEFT JOIN account_details ad USING (account_id)
     """
     do(con, f"{create} score_accounts {'AS' if first else ''} SELECT * FROM ({select_accounts})")

@@ -105,3 +105,59 @@ def test_events_to_segment_then_nothing_then_only_what_moved(
     assert 0 < plan.writes < len(expected) + len(accounts) + 10
     assert sum(c.unchanged for c in plan.counts.values()) > 0  # untouched objects are not re-sent
     assert third.deliveries["segment"].counts == {"ok": plan.writes}
+
+
+def test_account_details_let_hubspot_find_companies_by_domain_and_create_them_named(
+    served: str, emulator: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Events name an account id only; HubSpot matches companies by domain by default and never creates a
+    nameless one (docs/IDENTITY.md). ``source.accounts`` beside the events gives each account its name and
+    domain: an existing company on that domain (made in HubSpot, without our key) receives the metrics and
+    our key, an unknown one is created with its name, and an account without details is reported, not
+    created -- with the default ``company_match = "domain"``."""
+    monkeypatch.setenv("ACCOIL_SYNC_DESTINATIONS__HUBSPOT__ACCESS_TOKEN", "pat-test")
+    spec = StreamSpec(users=40, days=20, end=AS_OF, seed=5)
+    write_stream(spec, Path("events"))
+    import duckdb
+
+    ids = [
+        r[0] for r in duckdb.sql("SELECT DISTINCT account_id FROM 'events/*.parquet' ORDER BY 1").fetchall()
+    ]
+    assert len(ids) >= 3
+    existing, created, bare = ids[0], ids[1], ids[2:]
+    made, _ = emulator.hubspot._write(
+        "companies", None, {"name": "Pre-existing Co", "domain": "www.Existing.io"}
+    )
+    write(
+        "accounts.csv",
+        "account_id,name,domain\n"
+        f"{existing},Existing Inc,https://existing.io/\n"
+        f"{created},Created Ltd,created.io\n",
+    )
+    path = write(
+        "accoil-sync.toml",
+        f"""
+[source]
+kind = "events"
+events = "events/*.parquet"
+accounts = "accounts.csv"
+as_of = "{AS_OF.isoformat()}"
+[state]
+path = "state/state.db"
+"""
+        + destination_section(served, "hubspot", create_missing=True)
+        + SCORING,
+    )
+    settings = load_settings(path)
+    result = asyncio.run(execute(settings, deliver=True, destinations=["hubspot"]))
+    companies = emulator.hubspot.state()["companies"]
+    by_key = {
+        p.get("accoil_account_id"): (cid, p) for cid, p in companies.items() if p.get("accoil_account_id")
+    }
+    assert by_key[existing][0] == made["id"]  # found by its normalised domain, not duplicated
+    assert by_key[existing][1]["name"] == "Pre-existing Co"  # a hand-typed name is not overwritten
+    assert by_key[created][1]["name"] == "Created Ltd" and by_key[created][1]["domain"] == "created.io"
+    assert by_key[existing][1]["accoil_default_score"] is not None
+    assert not set(bare) & set(by_key)  # no details: not found, and never created nameless
+    assert len(companies) == 2
+    assert result.deliveries["hubspot"].reasons.get("not_found") == len(bare)

@@ -398,3 +398,46 @@ def test_adoption_with_many_units(units: int) -> None:
     assert users["u1"]["adoption_recent"] == round(100 * 10 / units, 1)
     assert users["u1"]["adoption_ever"] == round(100 * 11 / units, 1)
     assert (users["u1"]["frequency"], accounts["A"]["frequency"]) == (3, 3)
+
+
+def test_account_details_from_a_file_or_a_duckdb_query() -> None:
+    """``source.accounts`` beside events: each scored account gets its name and domain (the non-empty
+    value where an export repeats an account); an account without details keeps none."""
+    events_csv(FIXTURE)
+    write("accounts.csv", "id,company,website\nA,Acme,acme.io\nA,,\nZ,Unused,unused.io\n")
+    settings = settings_for(
+        extra='accounts = "accounts.csv"\n[source.columns]\naccount_id = "id"\n'
+        'name = "company"\ndomain = "website"'
+    )
+    _, accounts = score(settings)
+    assert (accounts["A"]["name"], accounts["A"]["domain"]) == ("Acme", "acme.io")
+    assert "Z" not in accounts  # details alone do not make an account
+    assert all(a["name"] is None for key, a in accounts.items() if key != "A")
+
+    import duckdb
+
+    with duckdb.connect("warehouse.duckdb") as con:
+        con.execute("CREATE TABLE groups AS SELECT 'A' AS group_id, 'Acme DB' AS name, 'acme.com' AS website")
+        con.execute("CREATE TABLE events AS SELECT * FROM read_csv('events/e1.csv')")
+    sql = settings_for(
+        extra='events_from = "duckdb"\ndatabase = "warehouse.duckdb"\n'
+        'accounts = "SELECT group_id AS account_id, name, website AS domain FROM groups"',
+    ).source.model_copy(update={"events": "SELECT * FROM events"})
+    with Scorer(sql, settings.profiles, Path("state-db")) as scorer:
+        scorer.run(AS_OF, NOW)
+        row = scorer.con.sql("SELECT name, domain FROM score_accounts WHERE account_id = 'A'").fetchall()
+    assert row == [("Acme DB", "acme.com")]
+
+
+def test_account_details_errors_name_the_setting() -> None:
+    events_csv(FIXTURE)
+    write("accounts.csv", "id,score\nA,4\n")
+    with pytest.raises(SourceError, match=r"source.accounts: no account_id column .*\[source.columns\]"):
+        score(settings_for(extra='accounts = "accounts.csv"'))
+    write("accounts.csv", "account_id,score\nA,4\n")
+    with pytest.raises(SourceError, match=r"source\.accounts: no name or domain column"):
+        score(settings_for(extra='accounts = "accounts.csv"'))
+    with pytest.raises(SourceError, match=r"source\.accounts: no file matches"):
+        score(settings_for(extra='accounts = "nowhere/*.csv"'))
+    with pytest.raises(ConfigError, match=r"remove source\.users"):
+        settings_for(extra='users = "users.csv"')
