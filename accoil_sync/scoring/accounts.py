@@ -48,7 +48,7 @@ def load_account_details(con: duckdb.DuckDBPyConnection, cfg: SourceConfig) -> i
             column = found[canon]
             if column is None:
                 return "NULL::VARCHAR"
-            return 'NULLIF(trim(CAST("' + column.replace('"', '""') + '" AS VARCHAR)), \'\')'
+            return 'NULLIF(trim(CAST("' + column.replace('"', '""') + "\" AS VARCHAR)), '')"
 
         # One row per account; where an export repeats one, its non-empty values win (max: deterministic).
         do(
