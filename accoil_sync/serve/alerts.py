@@ -59,6 +59,11 @@ def assess(result: RunResult | None, error: str | None, rejected_share: float) -
                 )
             ),
         )
+    if result.shrunk:  # removal = "keep": nothing was withheld, but the export is likely broken
+        return Assessment(
+            "the source looks broken: " + "; ".join(result.shrunk.values()),
+            "shrunk: " + ", ".join(sorted(result.shrunk)),
+        )
     sent = sum(
         d.counts["ok"] + d.counts["rejected"] + d.counts["retryable"] for d in result.deliveries.values()
     )

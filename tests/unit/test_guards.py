@@ -132,6 +132,8 @@ def test_an_emptied_export_is_reported_under_keep_too(
     assert cleared(fake) == [] and not result.withheld and not result.kept
     assert words in result.shrunk["user"]
     assert result.exit_code == EXIT_INVALID_ROWS and result.status == "partial"
+    alert = assess(result, None, 0.05)  # serve posts it, once per kind (the signature has no counts)
+    assert words in str(alert.problem) and alert.signature == "shrunk: user"
     users.write_text(HEADER + ROWS)
     again = FakeConnector()
     assert run(settings, again).exit_code == EXIT_OK and again.sent == []
