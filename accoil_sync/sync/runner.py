@@ -250,7 +250,10 @@ def _removal_verdicts(
     verdicts = {
         kind: removal_verdict(kind, stats, baselines[kind], settings.safety, allow=allow)
         for kind, stats in stage.stats.by_kind.items()
-        if (settings.source.users if kind is ObjectKind.USER else settings.source.accounts)
+        # An events source scores every user and account it ever saw (the rollup keeps their lifetime), so
+        # none is ever absent; its source.accounts only describes accounts and never makes one removable.
+        if settings.source.kind != "events"
+        and (settings.source.users if kind is ObjectKind.USER else settings.source.accounts)
     }
     clearing = any(getattr(settings.destinations, name).removal == "clear" for name in names)
     for kind, verdict in verdicts.items():

@@ -18,6 +18,7 @@ import pytest
 from accoil_sync.config.settings import Settings, load_settings
 from accoil_sync.errors import ConfigError, SourceError
 from accoil_sync.scoring import Scorer
+from accoil_sync.traits import ObjectKind
 from tests.conftest import write
 
 AS_OF = date(2026, 11, 30)
@@ -441,3 +442,27 @@ def test_account_details_errors_name_the_setting() -> None:
         score(settings_for(extra='accounts = "nowhere/*.csv"'))
     with pytest.raises(ConfigError, match=r"remove source\.users"):
         settings_for(extra='users = "users.csv"')
+
+
+def test_account_details_never_make_an_events_source_remove_accounts() -> None:
+    """An events source removes nothing: its objects are everyone it ever saw. Naming the accounts'
+    details must not change that, even under removal = "clear" when a rebuilt rollup lacks an account."""
+    import asyncio
+
+    from accoil_sync.sync.runner import execute
+
+    events_csv(FIXTURE)
+    write("accounts.csv", "account_id,name\nA,Acme\nB,Beta\nC,Gamma\n")
+    settings = settings_for(extra='accounts = "accounts.csv"\nas_of = "2026-11-30"')
+    settings = settings.model_copy(
+        update={
+            "destinations": settings.destinations.model_copy(
+                update={"jsonl": settings.destinations.jsonl.model_copy(update={"removal": "clear"})}
+            )
+        }
+    )
+    assert asyncio.run(execute(settings, deliver=True)).exit_code == 0
+    events_csv([r for r in FIXTURE if r[1] != "C"])  # the file changed: the rollup is rebuilt without C
+    result = asyncio.run(execute(settings, deliver=True, allow_mass_change=True))
+    assert result.plans["jsonl"].counts[ObjectKind.ACCOUNT].clear == 0 and not result.withheld
+    assert all('"op": "clear"' not in line for line in Path("out/deliveries.jsonl").read_text().splitlines())
