@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
+from urllib.parse import quote
 
 from intercom.types import (
     CreateOrUpdateTagRequest,
@@ -124,7 +125,11 @@ class Tagger:
                 async with self._slots:
                     try:
                         tag_id = await self.tag_id(name)
-                        await self.transport.call(partial(tags.untag_contact, plan.object_id, tag_id))
+                        # a plain request, as the connector's updates (connectors/intercom.py says why)
+                        await self.transport.request(
+                            "DELETE",
+                            f"/contacts/{quote(plan.object_id, safe='')}/tags/{quote(tag_id, safe='')}",
+                        )
                     except DestinationUnavailable:
                         raise
                     except PermanentError as exc:
