@@ -21,23 +21,30 @@ from tests.unit.test_scoring import AS_OF, SCORING
 SPEC = StreamSpec(users=80, days=35, end=AS_OF, seed=11)
 
 
-@pytest.fixture
-def events_settings(served: str, monkeypatch: pytest.MonkeyPatch) -> Settings:
-    monkeypatch.setenv("ACCOIL_SYNC_DESTINATIONS__SEGMENT__WRITE_KEY", "wk_test_key")
+def events_config(destination: str, source_extra: str = "") -> Settings:
+    """An events source over ``events/*.parquet`` as of AS_OF, delivering to ``destination`` (a TOML
+    section)."""
     path = write(
         "accoil-sync.toml",
         f"""
 [source]
 kind = "events"
 events = "events/*.parquet"
+{source_extra}
 as_of = "{AS_OF.isoformat()}"
 [state]
 path = "state/state.db"
 """
-        + destination_section(served, "segment")
+        + destination
         + SCORING,
     )
     return load_settings(path)
+
+
+@pytest.fixture
+def events_settings(served: str, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    monkeypatch.setenv("ACCOIL_SYNC_DESTINATIONS__SEGMENT__WRITE_KEY", "wk_test_key")
+    return events_config(destination_section(served, "segment"))
 
 
 def sync(settings: Settings, allow_mass_change: bool = False) -> RunResult:
@@ -134,21 +141,9 @@ def test_account_details_let_hubspot_find_companies_by_domain_and_create_them_na
         f"{existing},Existing Inc,https://existing.io/\n"
         f"{created},Created Ltd,created.io\n",
     )
-    path = write(
-        "accoil-sync.toml",
-        f"""
-[source]
-kind = "events"
-events = "events/*.parquet"
-accounts = "accounts.csv"
-as_of = "{AS_OF.isoformat()}"
-[state]
-path = "state/state.db"
-"""
-        + destination_section(served, "hubspot", create_missing=True)
-        + SCORING,
+    settings = events_config(
+        destination_section(served, "hubspot", create_missing=True), 'accounts = "accounts.csv"'
     )
-    settings = load_settings(path)
     result = asyncio.run(execute(settings, deliver=True, destinations=["hubspot"]))
     companies = emulator.hubspot.state()["companies"]
     by_key = {
