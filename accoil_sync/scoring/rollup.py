@@ -47,6 +47,10 @@ BATCH_BYTES = 96 << 20  # of new files per pass: about 9M events of Parquet, few
 # at 100M events (50M daily rows in one pass: out of memory at 512 MB).
 LIFETIME_ROWS_PER_PASS = 10_000_000
 
+# The UTC day of ``ts``: the same as CAST(ts AS DATE) under TimeZone UTC, without ICU's calendar per row
+# (0.5 s -> 0.12 s over 10M events); +-infinity keep the cast's meaning (the far future / past).
+UTC_DAY = "CASE WHEN isfinite(ts) THEN CAST(make_timestamp(epoch_us(ts)) AS DATE) ELSE CAST(ts AS DATE) END"
+
 _TABLES = """
 CREATE TABLE IF NOT EXISTS r.meta (key VARCHAR PRIMARY KEY, value VARCHAR);
 CREATE TABLE IF NOT EXISTS r.daily (
@@ -268,7 +272,7 @@ class Rollup:
             "WHEN day < DATE '1970-01-01' THEN 'timestamp before 1970' END"
         )
         aggregate = f"""
-            SELECT CAST(ts AS DATE) AS day, user_id, account_id, event, count(*) AS n, max(ts) AS last_ts
+            SELECT {UTC_DAY} AS day, user_id, account_id, event, count(*) AS n, max(ts) AS last_ts
                    {", max(loaded) AS loaded" if self._has_load_time() else ""}
                    {", max_by(email, ts) FILTER (WHERE email IS NOT NULL) AS email" if email else ""}
             FROM ({select}) GROUP BY ALL
