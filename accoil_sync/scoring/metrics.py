@@ -50,7 +50,8 @@ def _distinct_units(scoring: ScoringConfig) -> str:
 
 
 def register_weights(con: duckdb.DuckDBPyConnection, scoring: ScoringConfig) -> None:
-    """``w``: every scored event with its unit (feature or itself), weight and whether adoption counts it."""
+    """``w``: every scored event with its id in the rollup (events never seen have none and are left out),
+    unit (feature or itself), weight and whether adoption counts it."""
     weights = scoring.event_weights()
     bit = {unit: 1 << i for i, unit in enumerate(scoring.adoption_units())} if _bitmask(scoring) else {}
     table = pa.table(
@@ -63,8 +64,19 @@ def register_weights(con: duckdb.DuckDBPyConnection, scoring: ScoringConfig) -> 
         }
     )
     con.register("w_arrow", table)
-    do(con, "CREATE OR REPLACE TEMP TABLE w AS SELECT * FROM w_arrow")
+    do(
+        con,
+        "CREATE OR REPLACE TEMP TABLE w AS SELECT e.eid, a.* FROM w_arrow a JOIN r.events e USING (event)",
+    )
     con.unregister("w_arrow")
+
+
+def event_ids(con: duckdb.DuckDBPyConnection, events: list[str]) -> dict[str, int]:
+    """The rollup's id of each of ``events`` that was ever seen."""
+    if not events:
+        return {}
+    rows = do(con, "SELECT event, eid FROM r.events WHERE list_contains(?, event)", [events])
+    return {str(e): int(i) for e, i in rows}
 
 
 def recent_table(con: duckdb.DuckDBPyConnection, as_of: date, longest_window: int) -> None:
@@ -73,24 +85,24 @@ def recent_table(con: duckdb.DuckDBPyConnection, as_of: date, longest_window: in
     first = as_of - timedelta(days=2 * longest_window - 1)
     do(
         con,
-        f"CREATE OR REPLACE TEMP VIEW recent AS SELECT * FROM r.daily "
+        f"CREATE OR REPLACE TEMP VIEW recent AS SELECT day, uid, aid, eid, n, last_ts FROM r.daily "
         f"WHERE day BETWEEN {_d(first)} AND {_d(as_of)}",
     )
 
 
 def _user_scores(con: duckdb.DuckDBPyConnection, table: str, window: Window) -> None:
-    """``table``(user_id, raw, score, p90) for every user with a scored event in ``window``."""
+    """``table``(uid, raw, score, p90) for every user with a scored event in ``window``."""
     do(
         con,
         f"""
         CREATE OR REPLACE TEMP TABLE {table} AS
         WITH raw AS (
-          SELECT d.user_id, sum(d.n * w.weight) AS raw
-          FROM recent d JOIN w USING (event)
+          SELECT d.uid, sum(d.n * w.weight) AS raw
+          FROM recent d JOIN w USING (eid)
           WHERE d.day BETWEEN {_d(window.first)} AND {_d(window.as_of)}
-          GROUP BY d.user_id),
+          GROUP BY d.uid),
         anchor AS (SELECT quantile_cont(raw, 0.9) AS p90 FROM raw WHERE raw > 0)
-        SELECT user_id, raw, anchor.p90,
+        SELECT uid, raw, anchor.p90,
                CAST(CASE WHEN raw > 0 THEN greatest(1, round(100 * least(raw, anchor.p90) / anchor.p90)) ELSE 0 END
                  AS INTEGER) AS score
         FROM raw, anchor
@@ -99,7 +111,7 @@ def _user_scores(con: duckdb.DuckDBPyConnection, table: str, window: Window) -> 
 
 
 def lifetime_table(con: duckdb.DuckDBPyConnection, as_of: date) -> str:
-    """Per (user, account, event) up to ``as_of``: first day, latest time, count.
+    """Per (uid, aid, eid) up to ``as_of``: first day, latest time, count.
 
     The rollup keeps this table current (``r.lifetime``), so scoring the latest day reads no history; an
     earlier ``as_of`` (a back-fill) aggregates the daily rows up to that day instead -- the same numbers.
@@ -111,7 +123,7 @@ def lifetime_table(con: duckdb.DuckDBPyConnection, as_of: date) -> str:
         con,
         f"""
         CREATE OR REPLACE TEMP TABLE life_as_of AS
-        SELECT user_id, account_id, event, min(day) AS first_day, max(last_ts) AS last_ts, sum(n)::BIGINT AS n
+        SELECT uid, aid, eid, min(day) AS first_day, max(last_ts) AS last_ts, sum(n)::BIGINT AS n
         FROM r.daily WHERE day <= {_d(as_of)} GROUP BY ALL
         """,
     )
@@ -143,32 +155,29 @@ def compute_profile(
     name = profile.name.replace("'", "''")
 
     # Activation: each criterion met is a 1; the counts are summed in the same pass as the lifetime facts.
+    # An event never seen has no id: its count is 0.
+    eids = event_ids(con, [c.event for c in scoring.criteria()])
     met = " + ".join(
-        f"(coalesce(sum(l.n) FILTER (WHERE l.event = '{c.event.replace(chr(39), chr(39) * 2)}'), 0) "
-        f">= {c.min_count})::INTEGER"
+        f"(coalesce(sum(l.n) FILTER (WHERE l.eid = {eids.get(c.event, 'NULL')}), 0) >= {c.min_count})::INTEGER"
         for c in scoring.criteria()
     )
 
     def per(key: str, group: str) -> str:
-        """Lifetime facts (one pass over ``life``) and window facts per ``key`` (user_id or account_id),
-        with ``group`` filtering rows."""
-        account = (
-            ", max_by(l.account_id, l.last_ts) FILTER (WHERE l.account_id IS NOT NULL) AS account_id"
-            if key == "user_id"
-            else ""
-        )
+        """Lifetime facts (one pass over ``life``) and window facts per ``key`` (uid or aid), with
+        ``group`` filtering rows."""
+        account = ", max_by(l.aid, l.last_ts) FILTER (WHERE l.aid IS NOT NULL) AS aid" if key == "uid" else ""
         return f"""
         base AS (
           SELECT l.{key}, min(l.first_day) AS first_seen, max(l.last_ts) AS last_active {account},
                  {_distinct_units(scoring)} AS ever_units, {met or "0"} AS met
-          FROM {life} l LEFT JOIN w USING (event) WHERE true {group} GROUP BY l.{key}),
+          FROM {life} l LEFT JOIN w USING (eid) WHERE true {group} GROUP BY l.{key}),
         win AS (
           SELECT d.{key},
                  -- days of the window as bits (W <= 30): the number of active days without a DISTINCT
                  bit_count(bit_or(CAST(1 AS BIGINT) << CAST({_d(as_of)} - d.day AS INTEGER))) AS frequency,
-                 {"count(DISTINCT d.user_id)" if key == "account_id" else "1"} AS active_users,
+                 {"count(DISTINCT d.uid)" if key == "aid" else "1"} AS active_users,
                  {_distinct_units(scoring)} AS units
-          FROM recent d JOIN w USING (event) WHERE {win} {group} GROUP BY d.{key})
+          FROM recent d JOIN w USING (eid) WHERE {win} {group} GROUP BY d.{key})
         """
 
     def common(score: str, previous: str) -> str:
@@ -191,47 +200,50 @@ def compute_profile(
     account_rules = segments_sql(rules_for(scoring, "accounts"))
     create = "CREATE OR REPLACE TEMP TABLE" if first else "INSERT INTO"
     select_users = f"""
-        WITH {per("user_id", "")},
+        WITH {per("uid", "")},
         facts AS (
-          SELECT base.user_id, base.account_id, '{name}' AS score_name,
+          SELECT base.uid, base.aid, '{name}' AS score_name,
                  {common("coalesce(us_now.score, 0)", "coalesce(us_before.score, 0)")},
                  coalesce(us_now.raw, 0) AS raw, us_now.p90, NULL::BIGINT AS total_users
           FROM base
-          LEFT JOIN win USING (user_id)
-          LEFT JOIN us_now USING (user_id) LEFT JOIN us_before USING (user_id))
-        SELECT facts.user_id, facts.account_id, e.email, score_name, score,
+          LEFT JOIN win USING (uid)
+          LEFT JOIN us_now USING (uid) LEFT JOIN us_before USING (uid))
+        SELECT u.user_id, a.account_id, e.email, score_name, score,
                list_sort({user_rules}) AS segments, activation, adoption_recent, adoption_ever, last_active,
                frequency, computed_at, raw, p90, previous_score, score - previous_score AS trend, first_seen
         FROM (SELECT *, score - previous_score AS trend FROM facts) facts
-        LEFT JOIN r.emails e ON e.user_id = facts.user_id
+        JOIN r.users u ON u.uid = facts.uid
+        LEFT JOIN r.accounts a ON a.aid = facts.aid
+        LEFT JOIN r.emails e ON e.uid = facts.uid
     """
     do(con, f"{create} score_users {'AS' if first else ''} SELECT * FROM ({select_users})")
 
     # An account's users: those with any event for it in the last total_users_days (its total users). Its
     # previous score is the mean of the same users' previous-window scores.
     select_accounts = f"""
-        WITH {per("account_id", "AND account_id IS NOT NULL")},
+        WITH {per("aid", "AND aid IS NOT NULL")},
         members AS (
-          SELECT account_id, user_id FROM {life} WHERE account_id IS NOT NULL GROUP BY account_id, user_id
+          SELECT aid, uid FROM {life} WHERE aid IS NOT NULL GROUP BY aid, uid
           HAVING max(last_ts) >= TIMESTAMPTZ '{members_since.isoformat()} 00:00:00+00'),
         scores AS (
-          SELECT m.account_id, count(*) AS total_users,
+          SELECT m.aid, count(*) AS total_users,
                  CAST(round(avg(coalesce(s.score, 0))) AS INTEGER) AS score,
                  CAST(round(avg(coalesce(b.score, 0))) AS INTEGER) AS previous
-          FROM members m LEFT JOIN us_now s USING (user_id) LEFT JOIN us_before b USING (user_id)
-          GROUP BY m.account_id),
+          FROM members m LEFT JOIN us_now s USING (uid) LEFT JOIN us_before b USING (uid)
+          GROUP BY m.aid),
         facts AS (
-          SELECT base.account_id, '{name}' AS score_name,
+          SELECT base.aid, '{name}' AS score_name,
                  {common("coalesce(scores.score, 0)", "coalesce(scores.previous, 0)")},
                  coalesce(win.active_users, 0) AS active_users, coalesce(scores.total_users, 0) AS total_users
           FROM base
-          LEFT JOIN win USING (account_id)
-          LEFT JOIN scores USING (account_id))
-        SELECT account_id, NULL::VARCHAR AS domain, NULL::VARCHAR AS name, score_name, score,
+          LEFT JOIN win USING (aid)
+          LEFT JOIN scores USING (aid))
+        SELECT a.account_id, NULL::VARCHAR AS domain, NULL::VARCHAR AS name, score_name, score,
                list_sort({account_rules}) AS segments, activation,
                adoption_recent, adoption_ever, last_active, frequency, active_users, total_users, computed_at,
                NULL::DOUBLE AS raw, NULL::DOUBLE AS p90, previous_score, score - previous_score AS trend,
                first_seen
-        FROM (SELECT *, score - previous_score AS trend FROM facts)
+        FROM (SELECT *, score - previous_score AS trend FROM facts) facts
+        JOIN r.accounts a ON a.aid = facts.aid
     """
     do(con, f"{create} score_accounts {'AS' if first else ''} SELECT * FROM ({select_accounts})")
