@@ -11,6 +11,7 @@ import pytest
 from accoil_sync.errors import SourceError
 from accoil_sync.scoring import Scorer, rollup_path
 from accoil_sync.scoring.generate import StreamSpec, write_stream
+from accoil_sync.scoring.rollup import Rollup
 from tests.conftest import write
 from tests.unit.test_scoring import AS_OF, NOW, SCORING, ago, events_csv, score, settings_for
 
@@ -218,3 +219,50 @@ def test_lifetime_totals_summed_in_several_passes_equal_one(monkeypatch: pytest.
     rollup_path(settings.state.directory).unlink()
     several = metric_rows(settings)
     assert several[1:] == one[1:]
+
+
+def test_a_rollup_of_the_older_layout_is_rebuilt() -> None:
+    """Version 1 kept names in the count tables; its tables are dropped and rebuilt from the source."""
+    events_csv([("u1", "A", "Report Viewed", ago(0))])
+    settings = settings_for()
+    path = rollup_path(settings.state.directory)
+    path.parent.mkdir(parents=True)
+    old = duckdb.connect(str(path))
+    old.execute("CREATE TABLE meta (key VARCHAR PRIMARY KEY, value VARCHAR)")
+    old.execute("INSERT INTO meta VALUES ('version', '1')")
+    old.execute(
+        "CREATE TABLE daily (day DATE, user_id VARCHAR, account_id VARCHAR, event VARCHAR, n BIGINT, "
+        "last_ts TIMESTAMPTZ)"
+    )
+    old.execute(
+        "INSERT INTO daily VALUES ('2026-11-30', 'u1', 'A', 'Report Viewed', 99, '2026-11-30 09:00:00')"
+    )
+    old.close()
+    with Scorer(settings.source, settings.profiles, settings.state.directory) as scorer:
+        scorer.run(AS_OF, NOW)
+        assert scorer.report.mode == "full"
+        raw = scorer.con.sql("SELECT raw FROM score_users WHERE user_id = 'u1'").fetchall()
+    assert raw == [(3,)]
+
+
+def test_events_changing_between_the_two_reads_are_an_error_then_rebuilt(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The names are read first, the counts second: a row appended in between (a new user) must not be
+    counted as a missing user id, nor lost."""
+    path = events_csv([("u1", "A", "Report Viewed", ago(0))])
+    settings = settings_for()
+    register = Rollup._register_names
+
+    def then_append(self: Rollup, select: str) -> tuple[int, int, int, int]:
+        counts = register(self, select)
+        if "u9" not in path.read_text():
+            path.write_text(path.read_text() + f"u9,B,Report Viewed,{ago(0)}\n")
+        return counts
+
+    monkeypatch.setattr(Rollup, "_register_names", then_append)
+    with pytest.raises(SourceError, match="changed while they were read"):
+        score(settings)
+    users, accounts = score(settings)  # the file changed: rebuilt, both rows counted
+    assert {k: v["raw"] for k, v in users.items()} == {"u1": 3, "u9": 3}
+    assert set(accounts) == {"A", "B"}
