@@ -43,10 +43,19 @@ def _bitmask(scoring: ScoringConfig) -> bool:
     return len(scoring.adoption_units()) <= 62
 
 
-def _distinct_units(scoring: ScoringConfig) -> str:
+def _units_of_pair(scoring: ScoringConfig, where: str = "true") -> str:
+    """The adoption units a (user, account) pair used (rows of ``w`` matching ``where``): bits, or a list
+    past 62 units."""
     if _bitmask(scoring):
-        return "coalesce(bit_count(bit_or(w.bit)), 0)"
-    return "count(DISTINCT w.unit) FILTER (WHERE w.adopt)"
+        return f"bit_or(w.bit) FILTER (WHERE {where})"
+    return f"list(DISTINCT w.unit) FILTER (WHERE w.adopt AND {where})"
+
+
+def _distinct_units(scoring: ScoringConfig, column: str) -> str:
+    """How many distinct units the pairs' ``column`` (``_units_of_pair``) hold together."""
+    if _bitmask(scoring):
+        return f"coalesce(bit_count(bit_or({column})), 0)"
+    return f"coalesce(len(list_distinct(flatten(list({column})))), 0)"
 
 
 def register_weights(con: duckdb.DuckDBPyConnection, scoring: ScoringConfig) -> None:
@@ -90,17 +99,53 @@ def recent_table(con: duckdb.DuckDBPyConnection, as_of: date, longest_window: in
     )
 
 
-def _user_scores(con: duckdb.DuckDBPyConnection, table: str, window: Window) -> None:
-    """``table``(uid, raw, score, p90) for every user with a scored event in ``window``."""
+def _pairs(
+    con: duckdb.DuckDBPyConnection, scoring: ScoringConfig, now: Window, life: str, criteria: list[str]
+) -> None:
+    """The profile's facts per (user, account) pair, which every per-user and per-account figure below
+    combines: one scan of the window and the previous window (``wp``), one of the lifetime totals
+    (``lp``), instead of one scan per figure and kind.
+
+    ``wp``: raw points in the window and in the previous one, active days of the window as bits (W <= 30),
+    adoption units of the window. ``lp``: first day, latest time, units ever, and the lifetime count of
+    each activation criterion's event (``criteria``: SQL conditions on ``l.eid``)."""
+    before = now.previous()
+    inside = f"d.day >= {_d(now.first)}"
+    do(
+        con,
+        f"""
+        CREATE OR REPLACE TEMP TABLE wp AS
+        SELECT d.uid, d.aid,
+               sum(d.n * w.weight) FILTER (WHERE {inside}) AS raw_now,
+               sum(d.n * w.weight) FILTER (WHERE NOT {inside}) AS raw_before,
+               bit_or(CAST(1 AS BIGINT) << CAST({_d(now.as_of)} - d.day AS INTEGER)) FILTER (WHERE {inside})
+                 AS days,
+               {_units_of_pair(scoring, inside)} AS units
+        FROM recent d JOIN w USING (eid)
+        WHERE d.day BETWEEN {_d(before.first)} AND {_d(now.as_of)}
+        GROUP BY d.uid, d.aid
+        """,
+    )
+    counts = "".join(f", sum(l.n) FILTER (WHERE {c}) AS c{i}" for i, c in enumerate(criteria))
+    do(
+        con,
+        f"""
+        CREATE OR REPLACE TEMP TABLE lp AS
+        SELECT l.uid, l.aid, min(l.first_day) AS first_day, max(l.last_ts) AS last_ts,
+               {_units_of_pair(scoring)} AS units {counts}
+        FROM {life} l LEFT JOIN w USING (eid) GROUP BY l.uid, l.aid
+        """,
+    )
+
+
+def _user_scores(con: duckdb.DuckDBPyConnection, table: str, column: str) -> None:
+    """``table``(uid, raw, score, p90) for every user with a scored event in the window of ``column``
+    (``wp.raw_now`` or ``wp.raw_before``)."""
     do(
         con,
         f"""
         CREATE OR REPLACE TEMP TABLE {table} AS
-        WITH raw AS (
-          SELECT d.uid, sum(d.n * w.weight) AS raw
-          FROM recent d JOIN w USING (eid)
-          WHERE d.day BETWEEN {_d(window.first)} AND {_d(window.as_of)}
-          GROUP BY d.uid),
+        WITH raw AS (SELECT uid, sum({column}) AS raw FROM wp WHERE {column} IS NOT NULL GROUP BY uid),
         anchor AS (SELECT quantile_cont(raw, 0.9) AS p90 FROM raw WHERE raw > 0)
         SELECT uid, raw, anchor.p90,
                CAST(CASE WHEN raw > 0 THEN greatest(1, round(100 * least(raw, anchor.p90) / anchor.p90)) ELSE 0 END
@@ -144,40 +189,38 @@ def compute_profile(
     assert scoring is not None
     register_weights(con, scoring)
     now = Window(as_of, profile.window_days)
-    before = now.previous()
-    _user_scores(con, "us_now", now)
-    _user_scores(con, "us_before", before)
     units = max(1, len(scoring.adoption_units()))
     criteria = len(scoring.criteria())
     members_since = as_of - timedelta(days=scoring.total_users_days - 1)
-    win = f"d.day BETWEEN {_d(now.first)} AND {_d(now.as_of)}"
     activation = f"round(100.0 * base.met / {criteria}, 1)" if criteria else "NULL::DOUBLE"
     name = profile.name.replace("'", "''")
 
     # Activation: each criterion met is a 1; the counts are summed in the same pass as the lifetime facts.
     # An event never seen has no id: its count is 0.
     eids = event_ids(con, [c.event for c in scoring.criteria()])
+    _pairs(con, scoring, now, life, [f"l.eid = {eids.get(c.event, 'NULL')}" for c in scoring.criteria()])
+    _user_scores(con, "us_now", "raw_now")
+    _user_scores(con, "us_before", "raw_before")
     met = " + ".join(
-        f"(coalesce(sum(l.n) FILTER (WHERE l.eid = {eids.get(c.event, 'NULL')}), 0) >= {c.min_count})::INTEGER"
-        for c in scoring.criteria()
+        f"(coalesce(sum(p.c{i}), 0) >= {c.min_count})::INTEGER" for i, c in enumerate(scoring.criteria())
     )
 
     def per(key: str, group: str) -> str:
-        """Lifetime facts (one pass over ``life``) and window facts per ``key`` (uid or aid), with
-        ``group`` filtering rows."""
-        account = ", max_by(l.aid, l.last_ts) FILTER (WHERE l.aid IS NOT NULL) AS aid" if key == "uid" else ""
+        """Lifetime facts and window facts per ``key`` (uid or aid), combined from the profile's pairs,
+        with ``group`` filtering pairs."""
+        account = ", max_by(p.aid, p.last_ts) FILTER (WHERE p.aid IS NOT NULL) AS aid" if key == "uid" else ""
         return f"""
         base AS (
-          SELECT l.{key}, min(l.first_day) AS first_seen, max(l.last_ts) AS last_active {account},
-                 {_distinct_units(scoring)} AS ever_units, {met or "0"} AS met
-          FROM {life} l LEFT JOIN w USING (eid) WHERE true {group} GROUP BY l.{key}),
+          SELECT p.{key}, min(p.first_day) AS first_seen, max(p.last_ts) AS last_active {account},
+                 {_distinct_units(scoring, "p.units")} AS ever_units, {met or "0"} AS met
+          FROM lp p WHERE true {group} GROUP BY p.{key}),
         win AS (
-          SELECT d.{key},
+          SELECT p.{key},
                  -- days of the window as bits (W <= 30): the number of active days without a DISTINCT
-                 bit_count(bit_or(CAST(1 AS BIGINT) << CAST({_d(as_of)} - d.day AS INTEGER))) AS frequency,
-                 {"count(DISTINCT d.uid)" if key == "aid" else "1"} AS active_users,
-                 {_distinct_units(scoring)} AS units
-          FROM recent d JOIN w USING (eid) WHERE {win} {group} GROUP BY d.{key})
+                 bit_count(bit_or(p.days)) AS frequency,
+                 count(p.days) AS active_users,
+                 {_distinct_units(scoring, "p.units")} AS units
+          FROM wp p WHERE p.days IS NOT NULL {group} GROUP BY p.{key})
         """
 
     def common(score: str, previous: str) -> str:
@@ -223,8 +266,8 @@ def compute_profile(
     select_accounts = f"""
         WITH {per("aid", "AND aid IS NOT NULL")},
         members AS (
-          SELECT aid, uid FROM {life} WHERE aid IS NOT NULL GROUP BY aid, uid
-          HAVING max(last_ts) >= TIMESTAMPTZ '{members_since.isoformat()} 00:00:00+00'),
+          SELECT aid, uid FROM lp
+          WHERE aid IS NOT NULL AND last_ts >= TIMESTAMPTZ '{members_since.isoformat()} 00:00:00+00'),
         scores AS (
           SELECT m.aid, count(*) AS total_users,
                  CAST(round(avg(coalesce(s.score, 0))) AS INTEGER) AS score,
