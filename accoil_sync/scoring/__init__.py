@@ -20,6 +20,7 @@ from accoil_sync.scoring.metrics import (
     compute_profile,
     lifetime_table,
     recent_table,
+    score_views,
 )
 from accoil_sync.scoring.rollup import IngestReport, Rollup, do
 from accoil_sync.sources.base import RawChunk, RowError, with_position
@@ -98,7 +99,8 @@ class Scorer:
         life = lifetime_table(self.con, as_of)
         recent_table(self.con, as_of, max(p.window_days for p in self.profiles))
         for i, profile in enumerate(self.profiles):
-            compute_profile(self.con, profile, as_of, computed_at, first=i == 0, life=life)
+            compute_profile(self.con, profile, as_of, computed_at, index=i, life=life)
+        score_views(self.con, len(self.profiles))
         self.as_of = as_of
         self._explained = False
         return self

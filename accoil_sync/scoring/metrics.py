@@ -100,7 +100,12 @@ def recent_table(con: duckdb.DuckDBPyConnection, as_of: date, longest_window: in
 
 
 def _pairs(
-    con: duckdb.DuckDBPyConnection, scoring: ScoringConfig, now: Window, life: str, criteria: list[str]
+    con: duckdb.DuckDBPyConnection,
+    scoring: ScoringConfig,
+    now: Window,
+    life: str,
+    criteria: list[str],
+    suffix: str,
 ) -> None:
     """The profile's facts per (user, account) pair, which every per-user and per-account figure below
     combines: one scan of the window and the previous window (``wp``), one of the lifetime totals
@@ -114,7 +119,7 @@ def _pairs(
     do(
         con,
         f"""
-        CREATE OR REPLACE TEMP TABLE wp AS
+        CREATE OR REPLACE TEMP TABLE wp{suffix} AS
         SELECT d.uid, d.aid,
                sum(d.n * w.weight) FILTER (WHERE {inside}) AS raw_now,
                sum(d.n * w.weight) FILTER (WHERE NOT {inside}) AS raw_before,
@@ -130,7 +135,7 @@ def _pairs(
     do(
         con,
         f"""
-        CREATE OR REPLACE TEMP TABLE lp AS
+        CREATE OR REPLACE TEMP TABLE lp{suffix} AS
         SELECT l.uid, l.aid, min(l.first_day) AS first_day, max(l.last_ts) AS last_ts,
                {_units_of_pair(scoring)} AS units {counts}
         FROM {life} l LEFT JOIN w USING (eid) GROUP BY l.uid, l.aid
@@ -138,14 +143,14 @@ def _pairs(
     )
 
 
-def _user_scores(con: duckdb.DuckDBPyConnection, table: str, column: str) -> None:
+def _user_scores(con: duckdb.DuckDBPyConnection, table: str, column: str, suffix: str) -> None:
     """``table``(uid, raw, score, p90) for every user with a scored event in the window of ``column``
-    (``wp.raw_now`` or ``wp.raw_before``)."""
+    (``wp.raw_now`` or ``wp.raw_before``) of the profile's ``suffix``."""
     do(
         con,
         f"""
         CREATE OR REPLACE TEMP TABLE {table} AS
-        WITH raw AS (SELECT uid, sum({column}) AS raw FROM wp WHERE {column} IS NOT NULL GROUP BY uid),
+        WITH raw AS (SELECT uid, sum({column}) AS raw FROM wp{suffix} WHERE {column} IS NOT NULL GROUP BY uid),
         anchor AS (SELECT quantile_cont(raw, 0.9) AS p90 FROM raw WHERE raw > 0)
         SELECT uid, raw, anchor.p90,
                CAST(CASE WHEN raw > 0 THEN greatest(1, round(100 * least(raw, anchor.p90) / anchor.p90)) ELSE 0 END
@@ -180,11 +185,16 @@ def compute_profile(
     profile: ProfileConfig,
     as_of: date,
     computed_at: str,
-    first: bool,
+    index: int,
     life: str = "r.lifetime",
 ) -> None:
-    """Append ``profile``'s metrics as of the end of ``as_of`` to ``score_users``/``score_accounts``;
-    ``life`` is ``lifetime_table(con, as_of)``, and ``recent_table`` must cover this profile's windows."""
+    """``profile``'s metrics as of the end of ``as_of``, as the views ``score_users_<index>`` and
+    ``score_accounts_<index>`` over the profile's small tables (``score_views`` unites them); ``life`` is
+    ``lifetime_table(con, as_of)``, and ``recent_table`` must cover this profile's windows.
+
+    Views, not tables: the rows are computed as they are read (once per sync), which costs less than
+    materialising them first (10M events: 0.18 s to store a profile's 61k user rows, 0.10 s to compute
+    them straight into Arrow)."""
     scoring = profile.scoring
     assert scoring is not None
     register_weights(con, scoring)
@@ -198,9 +208,10 @@ def compute_profile(
     # Activation: each criterion met is a 1; the counts are summed in the same pass as the lifetime facts.
     # An event never seen has no id: its count is 0.
     eids = event_ids(con, [c.event for c in scoring.criteria()])
-    _pairs(con, scoring, now, life, [f"l.eid = {eids.get(c.event, 'NULL')}" for c in scoring.criteria()])
-    _user_scores(con, "us_now", "raw_now")
-    _user_scores(con, "us_before", "raw_before")
+    x = f"_{index}"  # the profile's own tables: its score views read them after the next profile ran
+    _pairs(con, scoring, now, life, [f"l.eid = {eids.get(c.event, 'NULL')}" for c in scoring.criteria()], x)
+    _user_scores(con, f"us_now{x}", "raw_now", x)
+    _user_scores(con, f"us_before{x}", "raw_before", x)
     met = " + ".join(
         f"(coalesce(sum(p.c{i}), 0) >= {c.min_count})::INTEGER" for i, c in enumerate(scoring.criteria())
     )
@@ -213,14 +224,14 @@ def compute_profile(
         base AS (
           SELECT p.{key}, min(p.first_day) AS first_seen, max(p.last_ts) AS last_active {account},
                  {_distinct_units(scoring, "p.units")} AS ever_units, {met or "0"} AS met
-          FROM lp p WHERE true {group} GROUP BY p.{key}),
+          FROM lp{x} p WHERE true {group} GROUP BY p.{key}),
         win AS (
           SELECT p.{key},
                  -- days of the window as bits (W <= 30): the number of active days without a DISTINCT
                  bit_count(bit_or(p.days)) AS frequency,
                  count(p.days) AS active_users,
                  {_distinct_units(scoring, "p.units")} AS units
-          FROM wp p WHERE p.days IS NOT NULL {group} GROUP BY p.{key})
+          FROM wp{x} p WHERE p.days IS NOT NULL {group} GROUP BY p.{key})
         """
 
     def common(score: str, previous: str) -> str:
@@ -241,7 +252,6 @@ def compute_profile(
 
     user_rules = segments_sql(rules_for(scoring, "users"))
     account_rules = segments_sql(rules_for(scoring, "accounts"))
-    create = "CREATE OR REPLACE TEMP TABLE" if first else "INSERT INTO"
     select_users = f"""
         WITH {per("uid", "")},
         facts AS (
@@ -250,7 +260,7 @@ def compute_profile(
                  coalesce(us_now.raw, 0) AS raw, us_now.p90, NULL::BIGINT AS total_users
           FROM base
           LEFT JOIN win USING (uid)
-          LEFT JOIN us_now USING (uid) LEFT JOIN us_before USING (uid))
+          LEFT JOIN us_now{x} us_now USING (uid) LEFT JOIN us_before{x} us_before USING (uid))
         SELECT u.user_id, a.account_id, e.email, score_name, score,
                list_sort({user_rules}) AS segments, activation, adoption_recent, adoption_ever, last_active,
                frequency, computed_at, raw, p90, previous_score, score - previous_score AS trend, first_seen
@@ -259,20 +269,20 @@ def compute_profile(
         LEFT JOIN r.accounts a ON a.aid = facts.aid
         LEFT JOIN r.emails e ON e.uid = facts.uid
     """
-    do(con, f"{create} score_users {'AS' if first else ''} SELECT * FROM ({select_users})")
+    do(con, f"CREATE OR REPLACE TEMP VIEW score_users{x} AS {select_users}")
 
     # An account's users: those with any event for it in the last total_users_days (its total users). Its
     # previous score is the mean of the same users' previous-window scores.
     select_accounts = f"""
         WITH {per("aid", "AND aid IS NOT NULL")},
         members AS (
-          SELECT aid, uid FROM lp
+          SELECT aid, uid FROM lp{x}
           WHERE aid IS NOT NULL AND last_ts >= TIMESTAMPTZ '{members_since.isoformat()} 00:00:00+00'),
         scores AS (
           SELECT m.aid, count(*) AS total_users,
                  CAST(round(avg(coalesce(s.score, 0))) AS INTEGER) AS score,
                  CAST(round(avg(coalesce(b.score, 0))) AS INTEGER) AS previous
-          FROM members m LEFT JOIN us_now s USING (uid) LEFT JOIN us_before b USING (uid)
+          FROM members m LEFT JOIN us_now{x} s USING (uid) LEFT JOIN us_before{x} b USING (uid)
           GROUP BY m.aid),
         facts AS (
           SELECT base.aid, '{name}' AS score_name,
@@ -289,4 +299,11 @@ def compute_profile(
         FROM (SELECT *, score - previous_score AS trend FROM facts) facts
         JOIN r.accounts a ON a.aid = facts.aid
     """
-    do(con, f"{create} score_accounts {'AS' if first else ''} SELECT * FROM ({select_accounts})")
+    do(con, f"CREATE OR REPLACE TEMP VIEW score_accounts{x} AS {select_accounts}")
+
+
+def score_views(con: duckdb.DuckDBPyConnection, profiles: int) -> None:
+    """``score_users`` and ``score_accounts``: every profile's rows (``compute_profile`` ran for each)."""
+    for kind in ("users", "accounts"):
+        union = " UNION ALL ".join(f"SELECT * FROM score_{kind}_{i}" for i in range(profiles))
+        do(con, f"CREATE OR REPLACE TEMP VIEW score_{kind} AS {union}")
