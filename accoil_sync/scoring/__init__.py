@@ -139,6 +139,7 @@ class Scorer:
         if explain:
             if not self._explained:
                 assert self.as_of is not None, "run() first"
+                self._store_rows()
                 explanation_tables(self.con, self.profiles, self.as_of)
                 self._explained = True
             table, key = TABLES[kind]
@@ -152,6 +153,14 @@ class Scorer:
             rows = pa.array(range(start, start + batch.num_rows), pa.int64())
             start += batch.num_rows
             yield RawChunk(with_position(pa.Table.from_batches([batch]), label, rows))
+
+    def _store_rows(self) -> None:
+        """Compute the score views into tables once: the explanations read them per profile and kind, and
+        computing them inside those statements took more than DuckDB's 512 MB at 100M events."""
+        for kind in ObjectKind:
+            view = self.table(kind)
+            do(self.con, f"CREATE OR REPLACE TEMP TABLE {view}_rows AS SELECT * FROM {view}")
+            do(self.con, f"CREATE OR REPLACE TEMP VIEW {view} AS SELECT * FROM {view}_rows")
 
     def write(self, directory: Path, fmt: str = "parquet") -> list[Path]:
         """The computed metric rows as ``users.<fmt>`` and ``accounts.<fmt>``: files a ``kind = "files"``

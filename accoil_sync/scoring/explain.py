@@ -72,10 +72,12 @@ def _explanation_sql(profile: ProfileConfig, kind: ObjectKind, as_of: date, one_
                 {key_filter}
           GROUP BY d.{id_col}, w.event, w.unit, w.weight),
         t AS (
-          SELECT k.{column} AS key, sum(points) AS total,
-                 list({{'event': event, 'feature': feature, 'count': count, 'weight': weight,
-                        'points': points}} ORDER BY points DESC, event)[1:{TOP}] AS top
-          FROM c JOIN {names} k ON k.{id_col} = c.id GROUP BY k.{column}),
+          SELECT k.{column} AS key, t.total, t.top
+          FROM (SELECT id, sum(points) AS total,
+                       list({{'event': event, 'feature': feature, 'count': count, 'weight': weight,
+                              'points': points}} ORDER BY points DESC, event)[1:{TOP}] AS top
+                FROM c GROUP BY id) t
+          JOIN {names} k ON k.{id_col} = t.id),
         s AS (
           SELECT s.*, list_filter({band_list}, lambda b: b.at > s.score)[1] AS nb
           FROM {"score_users" if user else "score_accounts"} s
