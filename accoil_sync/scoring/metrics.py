@@ -262,7 +262,7 @@ def compute_profile(
           LEFT JOIN win USING (uid)
           LEFT JOIN us_now{x} us_now USING (uid) LEFT JOIN us_before{x} us_before USING (uid))
         SELECT u.user_id, a.account_id, e.email, score_name, score,
-               list_sort({user_rules}) AS segments, activation, adoption_recent, adoption_ever, last_active,
+               {user_rules} AS segments, activation, adoption_recent, adoption_ever, last_active,
                frequency, computed_at, raw, p90, previous_score, score - previous_score AS trend, first_seen
         FROM (SELECT *, score - previous_score AS trend FROM facts) facts
         JOIN r.users u ON u.uid = facts.uid
@@ -292,7 +292,7 @@ def compute_profile(
           LEFT JOIN win USING (aid)
           LEFT JOIN scores USING (aid))
         SELECT a.account_id, NULL::VARCHAR AS domain, NULL::VARCHAR AS name, score_name, score,
-               list_sort({account_rules}) AS segments, activation,
+               {account_rules} AS segments, activation,
                adoption_recent, adoption_ever, last_active, frequency, active_users, total_users, computed_at,
                NULL::DOUBLE AS raw, NULL::DOUBLE AS p90, previous_score, score - previous_score AS trend,
                first_seen
