@@ -276,7 +276,7 @@ class Rollup:
         The input is read twice: once for the names it holds (new ones get ids), once for the daily counts
         by id. Bad rows are classified inside the second read's aggregate."""
         email = self.cfg.event_columns.email is not None and self.cfg.preset is None
-        expected = self._register_names(select)
+        expected, days = self._register_names(select)
         # Bad rows are classified on the aggregated columns (a NULL key, a NULL or out-of-range day), so the
         # same rule serves both paths below. A NULL id is a NULL name: every name read has an id by now.
         bad = (
@@ -297,10 +297,24 @@ class Rollup:
             LEFT JOIN r.events e ON e.event = s.event
             GROUP BY ALL
         """
-        if self.empty() and not email and not self._has_load_time():
-            self._absorb_all(aggregate, bad, report, expected)
-            if lifetime:
+        listed = ", ".join(f"DATE '{d.isoformat()}'" for d in days)
+        in_days = f"day IN ({listed})" if days else "false"
+        was_empty = self.empty()
+        if (
+            not email
+            and not self._has_load_time()
+            and (was_empty or not do(self.con, f"SELECT 1 FROM r.daily WHERE {in_days} LIMIT 1"))
+        ):
+            # Only days the rollup does not hold yet (a first build's batches, a new daily file): the
+            # counts go straight in, nothing to merge.
+            self._absorb_new_days(aggregate, bad, report, expected, in_days)
+            if lifetime and was_empty:
                 self._rebuild_lifetime()
+            elif lifetime:
+                self._merge_lifetime(
+                    "SELECT uid, aid, eid, min(day) AS first_day, max(last_ts) AS last_ts, sum(n)::BIGINT AS n "
+                    f"FROM r.daily WHERE {in_days} GROUP BY ALL"
+                )
             return
         try:
             do(self.con, f"CREATE OR REPLACE TEMP TABLE inc AS SELECT {bad} AS bad, * FROM ({aggregate})")
@@ -329,25 +343,7 @@ class Rollup:
                 do(self.con, f"INSERT INTO r.lifetime {increment}")
         else:
             if lifetime:
-                # Only the users with new events have lifetime rows to change: rewrite theirs alone.
-                do(
-                    self.con,
-                    "CREATE OR REPLACE TEMP TABLE movers AS SELECT DISTINCT uid FROM inc WHERE bad IS NULL",
-                )
-                do(
-                    self.con,
-                    f"""
-                    CREATE OR REPLACE TEMP TABLE life_new AS
-                    SELECT uid, aid, eid, min(first_day) AS first_day, max(last_ts) AS last_ts,
-                           sum(n)::BIGINT AS n
-                    FROM (SELECT l.* FROM r.lifetime l SEMI JOIN movers USING (uid) UNION ALL {increment})
-                    GROUP BY ALL
-                    """,
-                )
-                do(self.con, "DELETE FROM r.lifetime WHERE uid IN (SELECT uid FROM movers)")
-                do(self.con, "INSERT INTO r.lifetime SELECT * FROM life_new")
-                do(self.con, "DROP TABLE life_new")
-                do(self.con, "DROP TABLE movers")
+                self._merge_lifetime(increment)
             do(
                 self.con,
                 "CREATE OR REPLACE TEMP TABLE touched AS SELECT DISTINCT day FROM inc WHERE bad IS NULL",
@@ -382,16 +378,38 @@ class Rollup:
             do(self.con, "DROP TABLE mails")
         do(self.con, "DROP TABLE inc")
 
-    def _register_names(self, select: str) -> tuple[int, int, int, int]:
+    def _merge_lifetime(self, increment: str) -> None:
+        """Fold ``increment`` (uid, aid, eid, first_day, last_ts, n) into the lifetime totals: only the
+        users with new events have lifetime rows to change, so theirs alone are rewritten."""
+        do(self.con, f"CREATE OR REPLACE TEMP TABLE life_inc AS {increment}")
+        do(self.con, "CREATE OR REPLACE TEMP TABLE movers AS SELECT DISTINCT uid FROM life_inc")
+        do(
+            self.con,
+            """
+            CREATE OR REPLACE TEMP TABLE life_new AS
+            SELECT uid, aid, eid, min(first_day) AS first_day, max(last_ts) AS last_ts, sum(n)::BIGINT AS n
+            FROM (SELECT l.* FROM r.lifetime l SEMI JOIN movers USING (uid) UNION ALL SELECT * FROM life_inc)
+            GROUP BY ALL
+            """,
+        )
+        do(self.con, "DELETE FROM r.lifetime WHERE uid IN (SELECT uid FROM movers)")
+        do(self.con, "INSERT INTO r.lifetime SELECT * FROM life_new")
+        for table in ("life_new", "movers", "life_inc"):
+            do(self.con, f"DROP TABLE {table}")
+
+    def _register_names(self, select: str) -> tuple[tuple[int, int, int, int], list[date]]:
         """Give every new user id, account id and event name in ``select`` its integer id (one read, the
-        three names grouped apart); returns the rows read, and those with a user, an account, an event."""
+        names and days grouped apart); returns the rows read, those with a user, an account, an event,
+        and the days the rows fall on."""
         try:
             do(
                 self.con,
                 f"""
                 CREATE OR REPLACE TEMP TABLE names AS
-                SELECT user_id, account_id, event, GROUPING(user_id, account_id, event) AS g, count(*) AS n
-                FROM ({select}) GROUP BY GROUPING SETS ((user_id), (account_id), (event))
+                SELECT user_id, account_id, event, day, GROUPING(user_id, account_id, event, day) AS g,
+                       count(*) AS n
+                FROM (SELECT user_id, account_id, event, {UTC_DAY} AS day FROM ({select}))
+                GROUP BY GROUPING SETS ((user_id), (account_id), (event), (day))
                 """,
             )
         except duckdb.Error as exc:
@@ -405,16 +423,18 @@ class Rollup:
                 FROM (SELECT {name} FROM names WHERE {name} IS NOT NULL) ANTI JOIN r.{table} USING ({name})
                 """,
             )
-        # GROUPING(...) has a bit set for each column the row is not grouped by: 3 = by user_id alone.
+        # GROUPING(...) has a bit set for each column the row is not grouped by: 7 = by user_id alone,
+        # 11 by account_id, 13 by event, 14 by day.
         counts = do(
             self.con,
-            "SELECT coalesce(sum(n) FILTER (WHERE g = 3), 0), "
-            "coalesce(sum(n) FILTER (WHERE g = 3 AND user_id IS NOT NULL), 0), "
-            "coalesce(sum(n) FILTER (WHERE g = 5 AND account_id IS NOT NULL), 0), "
-            "coalesce(sum(n) FILTER (WHERE g = 6 AND event IS NOT NULL), 0) FROM names",
+            "SELECT coalesce(sum(n) FILTER (WHERE g = 7), 0), "
+            "coalesce(sum(n) FILTER (WHERE g = 7 AND user_id IS NOT NULL), 0), "
+            "coalesce(sum(n) FILTER (WHERE g = 11 AND account_id IS NOT NULL), 0), "
+            "coalesce(sum(n) FILTER (WHERE g = 13 AND event IS NOT NULL), 0) FROM names",
         )[0]
+        days = [row[0] for row in do(self.con, "SELECT day FROM names WHERE g = 14 AND day IS NOT NULL")]
         do(self.con, "DROP TABLE names")
-        return int(counts[0]), int(counts[1]), int(counts[2]), int(counts[3])
+        return (int(counts[0]), int(counts[1]), int(counts[2]), int(counts[3])), days
 
     def _check_totals(self, table: str, expected: tuple[int, int, int, int]) -> None:
         """The daily counts must hold every row the names were taken from, each name mapped: a source that
@@ -431,11 +451,17 @@ class Rollup:
                 "nothing was stored, run again"
             )
 
-    def _absorb_all(
-        self, aggregate: str, bad: str, report: IngestReport, expected: tuple[int, int, int, int]
+    def _absorb_new_days(
+        self,
+        aggregate: str,
+        bad: str,
+        report: IngestReport,
+        expected: tuple[int, int, int, int],
+        in_days: str,
     ) -> None:
-        """A first build: the aggregate goes straight into the rollup, in day order (so later window scans
-        skip most of it), without an intermediate copy; bad groups are counted and removed afterwards."""
+        """New events on days the rollup does not hold (``in_days``: those days): the aggregate goes
+        straight into the rollup, in day order (so later window scans skip most of it), without an
+        intermediate copy; bad groups (on those days, or without a day) are counted and removed afterwards."""
         try:
             do(
                 self.con,
@@ -443,15 +469,16 @@ class Rollup:
             )
         except duckdb.Error as exc:
             raise SourceError(f"reading the events failed: {str(exc).splitlines()[0]}") from None
-        self._check_totals("r.daily", expected)
+        new = f"({in_days} OR day IS NULL)"
+        self._check_totals(f"(SELECT * FROM r.daily WHERE {new})", expected)
         found = False
-        for reason, n in do(self.con, f"SELECT {bad} AS bad, sum(n) FROM r.daily GROUP BY bad"):
+        for reason, n in do(self.con, f"SELECT {bad} AS bad, sum(n) FROM r.daily WHERE {new} GROUP BY bad"):
             report.rows += int(n)
             if reason is not None:
                 report.bad[reason] = report.bad.get(reason, 0) + int(n)
                 found = True
         if found:
-            do(self.con, f"DELETE FROM r.daily WHERE ({bad}) IS NOT NULL")
+            do(self.con, f"DELETE FROM r.daily WHERE {new} AND ({bad}) IS NOT NULL")
 
     def last_day(self) -> date | None:
         day: date | None = do(self.con, "SELECT max(day) FROM r.daily")[0][0]

@@ -295,3 +295,32 @@ def test_several_days_and_late_events_incrementally_equal_a_full_rebuild() -> No
     rebuilt = metric_rows(settings, days[-1])
     assert rebuilt[0] == "full"
     assert incremental[1:] == rebuilt[1:]
+
+
+def test_bad_rows_in_later_batches_are_counted_once_and_left_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each batch of a first build on days the rollup does not hold yet goes straight in; its bad rows
+    (no timestamp, far future, no user) are classified among that batch's rows only."""
+    events_csv([("u1", "A", "Report Viewed", ago(3)), ("u2", "A", "Report Viewed", ago(2))])
+    events_csv(
+        [
+            ("u1", "A", "Project Created", ago(1)),
+            ("u3", "B", "Report Viewed", "not a time"),
+            ("u4", "B", "Report Viewed", "2027-06-01T00:00:00Z"),
+            ("", "B", "Report Viewed", ago(1)),
+        ],
+        "events/e2.csv",
+    )
+    settings = settings_for()
+    single = metric_rows(settings)
+    rollup_path(settings.state.directory).unlink()
+    monkeypatch.setattr("accoil_sync.scoring.rollup.BATCH_BYTES", 1)  # one file per batch
+    with Scorer(settings.source, settings.profiles, settings.state.directory) as scorer:
+        scorer.run(AS_OF, NOW)
+        assert scorer.report.rows == 6
+        assert scorer.report.bad == {
+            "missing user id": 1,
+            "missing or unreadable timestamp": 1,
+            "timestamp more than 24 h in the future": 1,
+        }
+    rollup_path(settings.state.directory).unlink()
+    assert metric_rows(settings)[1:] == single[1:]
