@@ -307,7 +307,8 @@ class Rollup:
         ):
             # Only days the rollup does not hold yet (a first build's batches, a new daily file): the
             # counts go straight in, nothing to merge.
-            self._absorb_new_days(aggregate, bad, report, expected, in_days)
+            # (On an empty rollup every row is new: no day list to test per row.)
+            self._absorb_new_days(aggregate, bad, report, expected, "true" if was_empty else in_days)
             if lifetime and was_empty:
                 self._rebuild_lifetime()
             elif lifetime:
