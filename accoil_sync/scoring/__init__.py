@@ -21,6 +21,7 @@ from accoil_sync.scoring.metrics import (
     compute_profile,
     lifetime_table,
     recent_table,
+    score_views,
 )
 from accoil_sync.scoring.rollup import IngestReport, Rollup, do
 from accoil_sync.sources.base import RawChunk, RowError, with_position
@@ -101,7 +102,8 @@ class Scorer:
         life = lifetime_table(self.con, as_of)
         recent_table(self.con, as_of, max(p.window_days for p in self.profiles))
         for i, profile in enumerate(self.profiles):
-            compute_profile(self.con, profile, as_of, computed_at, first=i == 0, life=life)
+            compute_profile(self.con, profile, as_of, computed_at, index=i, life=life)
+        score_views(self.con, len(self.profiles))
         self.as_of = as_of
         self._explained = False
         return self
@@ -140,6 +142,7 @@ class Scorer:
         if explain:
             if not self._explained:
                 assert self.as_of is not None, "run() first"
+                self._store_rows()
                 explanation_tables(self.con, self.profiles, self.as_of)
                 self._explained = True
             table, key = TABLES[kind]
@@ -153,6 +156,14 @@ class Scorer:
             rows = pa.array(range(start, start + batch.num_rows), pa.int64())
             start += batch.num_rows
             yield RawChunk(with_position(pa.Table.from_batches([batch]), label, rows))
+
+    def _store_rows(self) -> None:
+        """Compute the score views into tables once: the explanations read them per profile and kind, and
+        computing them inside those statements took more than DuckDB's 512 MB at 100M events."""
+        for kind in ObjectKind:
+            view = self.table(kind)
+            do(self.con, f"CREATE OR REPLACE TEMP TABLE {view}_rows AS SELECT * FROM {view}")
+            do(self.con, f"CREATE OR REPLACE TEMP VIEW {view} AS SELECT * FROM {view}_rows")
 
     def write(self, directory: Path, fmt: str = "parquet") -> list[Path]:
         """The computed metric rows as ``users.<fmt>`` and ``accounts.<fmt>``: files a ``kind = "files"``

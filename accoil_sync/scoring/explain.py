@@ -52,7 +52,9 @@ def _explanation_sql(profile: ProfileConfig, kind: ObjectKind, as_of: date, one_
         else "[]::STRUCT(at DOUBLE, name VARCHAR)[]"
     )
     heaviest = max(profile.scoring.event_weights(), key=lambda t: (t[2], t[0]))
-    key_filter = f"AND d.{column} = ?" if one_key else ""
+    # The rollup counts by id: (id column, name table) of the key.
+    id_col, names = ("uid", "r.users") if user else ("aid", "r.accounts")
+    key_filter = f"AND d.{id_col} = (SELECT {id_col} FROM {names} WHERE {column} = ?)" if one_key else ""
     score_filter = f"AND s.{column} = ?" if one_key else ""
     # A user's published score is rounded: it reaches ``at`` once 100 x raw / P90 >= at - 0.5.
     raw_to_next = (
@@ -63,17 +65,19 @@ def _explanation_sql(profile: ProfileConfig, kind: ObjectKind, as_of: date, one_
     )
     return f"""
         WITH c AS (
-          SELECT d.{column} AS key, d.event, w.unit AS feature, w.weight, sum(d.n)::BIGINT AS count,
+          SELECT d.{id_col} AS id, w.event, w.unit AS feature, w.weight, sum(d.n)::BIGINT AS count,
                  (sum(d.n) * w.weight)::BIGINT AS points
-          FROM recent d JOIN w USING (event)
-          WHERE d.day BETWEEN DATE '{window.first}' AND DATE '{window.as_of}' AND d.{column} IS NOT NULL
+          FROM recent d JOIN w USING (eid)
+          WHERE d.day BETWEEN DATE '{window.first}' AND DATE '{window.as_of}' AND d.{id_col} IS NOT NULL
                 {key_filter}
-          GROUP BY d.{column}, d.event, w.unit, w.weight),
+          GROUP BY d.{id_col}, w.event, w.unit, w.weight),
         t AS (
-          SELECT key, sum(points) AS total,
-                 list({{'event': event, 'feature': feature, 'count': count, 'weight': weight,
-                        'points': points}} ORDER BY points DESC, event)[1:{TOP}] AS top
-          FROM c GROUP BY key),
+          SELECT k.{column} AS key, t.total, t.top
+          FROM (SELECT id, sum(points) AS total,
+                       list({{'event': event, 'feature': feature, 'count': count, 'weight': weight,
+                              'points': points}} ORDER BY points DESC, event)[1:{TOP}] AS top
+                FROM c GROUP BY id) t
+          JOIN {names} k ON k.{id_col} = t.id),
         s AS (
           SELECT s.*, list_filter({band_list}, lambda b: b.at > s.score)[1] AS nb
           FROM {"score_users" if user else "score_accounts"} s

@@ -61,15 +61,26 @@ def condition_sql(rule: SegmentRule) -> str:
     return " AND ".join(parts)
 
 
+_SEPARATOR = "\x1f"  # ASCII unit separator: not in any segment name (else the list form below is used)
+
+
 def segments_sql(rules: Sequence[SegmentRule]) -> str:
-    """A VARCHAR[] of the names whose conditions hold (a NULL metric never matches)."""
+    """A VARCHAR[] of the names whose conditions hold (a NULL metric never matches), sorted.
+
+    The names are joined and split (concat_ws skips the rules that do not hold), in name order so no
+    per-row sort is needed: at 100M events the lambda-filtered, sorted list cost 1 s of CPU for 610k rows.
+    """
     if not rules:
         return "[]::VARCHAR[]"
+    ordered = sorted(rules, key=lambda r: r.name)  # code point order = DuckDB's list_sort on VARCHAR
     cases = ", ".join(
         f"CASE WHEN coalesce({condition_sql(r)}, false) THEN '{r.name.replace(chr(39), chr(39) * 2)}' END"
-        for r in rules
+        for r in ordered
     )
-    return f"list_filter([{cases}], lambda x: x IS NOT NULL)"
+    if any(_SEPARATOR in r.name for r in rules):
+        return f"list_sort(list_filter([{cases}], lambda x: x IS NOT NULL))"
+    sep = f"chr({ord(_SEPARATOR)})"
+    return f"coalesce(string_split(NULLIF(concat_ws({sep}, {cases}), ''), {sep}), []::VARCHAR[])"
 
 
 def score_bands(rules: Sequence[SegmentRule]) -> list[tuple[float, str]]:

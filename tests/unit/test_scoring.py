@@ -13,11 +13,14 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pytest
 
+from accoil_sync.config.scoring import SegmentRule
 from accoil_sync.config.settings import Settings, load_settings
 from accoil_sync.errors import ConfigError, SourceError
 from accoil_sync.scoring import Scorer
+from accoil_sync.scoring.segments import segments_sql
 from accoil_sync.traits import ObjectKind
 from tests.conftest import write
 
@@ -399,6 +402,21 @@ def test_adoption_with_many_units(units: int) -> None:
     assert users["u1"]["adoption_recent"] == round(100 * 10 / units, 1)
     assert users["u1"]["adoption_ever"] == round(100 * 11 / units, 1)
     assert (users["u1"]["frequency"], accounts["A"]["frequency"]) == (3, 3)
+
+
+@pytest.mark.parametrize("odd_name", ["Zeta", "Ze\x1fta"])  # the second holds the join separator
+def test_segment_lists_are_sorted_by_name_whatever_the_rule_order(odd_name: str) -> None:
+    rules = [
+        SegmentRule.model_validate({"name": name, "kinds": ["users"], "score_at_least": at})
+        for name, at in ((odd_name, 10), ("Alpha", 20), ("Mu", 90), ("Beta", 0), ("Alpha", 0))
+    ]
+    sql = f"SELECT score, {segments_sql(rules)} FROM (VALUES (5), (50), (95), (NULL)) t(score) ORDER BY score"
+    assert duckdb.sql(sql).fetchall() == [
+        (5, ["Alpha", "Beta"]),
+        (50, ["Alpha", "Alpha", "Beta", odd_name]),
+        (95, ["Alpha", "Alpha", "Beta", "Mu", odd_name]),
+        (None, []),
+    ]
 
 
 def test_account_details_from_a_file_or_a_duckdb_query() -> None:

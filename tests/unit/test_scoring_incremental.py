@@ -11,6 +11,7 @@ import pytest
 from accoil_sync.errors import SourceError
 from accoil_sync.scoring import Scorer, rollup_path
 from accoil_sync.scoring.generate import StreamSpec, write_stream
+from accoil_sync.scoring.rollup import Rollup
 from tests.conftest import write
 from tests.unit.test_scoring import AS_OF, NOW, SCORING, ago, events_csv, score, settings_for
 
@@ -218,3 +219,108 @@ def test_lifetime_totals_summed_in_several_passes_equal_one(monkeypatch: pytest.
     rollup_path(settings.state.directory).unlink()
     several = metric_rows(settings)
     assert several[1:] == one[1:]
+
+
+def test_a_rollup_of_the_older_layout_is_rebuilt() -> None:
+    """Version 1 kept names in the count tables; its tables are dropped and rebuilt from the source."""
+    events_csv([("u1", "A", "Report Viewed", ago(0))])
+    settings = settings_for()
+    path = rollup_path(settings.state.directory)
+    path.parent.mkdir(parents=True)
+    old = duckdb.connect(str(path))
+    old.execute("CREATE TABLE meta (key VARCHAR PRIMARY KEY, value VARCHAR)")
+    old.execute("INSERT INTO meta VALUES ('version', '1')")
+    old.execute(
+        "CREATE TABLE daily (day DATE, user_id VARCHAR, account_id VARCHAR, event VARCHAR, n BIGINT, "
+        "last_ts TIMESTAMPTZ)"
+    )
+    old.execute(
+        "INSERT INTO daily VALUES ('2026-11-30', 'u1', 'A', 'Report Viewed', 99, '2026-11-30 09:00:00')"
+    )
+    old.close()
+    with Scorer(settings.source, settings.profiles, settings.state.directory) as scorer:
+        scorer.run(AS_OF, NOW)
+        assert scorer.report.mode == "full"
+        raw = scorer.con.sql("SELECT raw FROM score_users WHERE user_id = 'u1'").fetchall()
+    assert raw == [(3,)]
+
+
+def test_events_changing_between_the_two_reads_are_an_error_then_rebuilt(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The names are read first, the counts second: a row appended in between (a new user) must not be
+    counted as a missing user id, nor lost."""
+    path = events_csv([("u1", "A", "Report Viewed", ago(0))])
+    settings = settings_for()
+    register = Rollup._register_names
+
+    def then_append(self: Rollup, select: str) -> tuple[int, int, int, int]:
+        counts = register(self, select)
+        if "u9" not in path.read_text():
+            path.write_text(path.read_text() + f"u9,B,Report Viewed,{ago(0)}\n")
+        return counts
+
+    monkeypatch.setattr(Rollup, "_register_names", then_append)
+    with pytest.raises(SourceError, match="changed while they were read"):
+        score(settings)
+    users, accounts = score(settings)  # the file changed: rebuilt, both rows counted
+    assert {k: v["raw"] for k, v in users.items()} == {"u1": 3, "u9": 3}
+    assert set(accounts) == {"A", "B"}
+
+
+def test_several_days_and_late_events_incrementally_equal_a_full_rebuild() -> None:
+    """Three daily files arriving one run at a time, one more file of late events (known users on an
+    earlier day, a new user and account inside the window) and emails: the last incremental run equals a
+    rollup built from scratch over the same files."""
+    spec = StreamSpec(users=150, days=40, end=AS_OF, seed=5, with_email=True)
+    days = [spec.start + timedelta(days=i) for i in range(spec.days)]
+    write_stream(spec, Path("events"), "csv", days=days[:-3])
+    settings = settings_for("events/*.csv", extra='[source.event_columns]\nemail = "email"')
+    assert metric_rows(settings, days[-4])[0] == "full"
+    for i, day in enumerate(days[-3:]):
+        write_stream(spec, Path("events"), "csv", days=[day])
+        if i == 1:
+            events_csv(
+                [
+                    ("user_1", "acc_late", "Project Created", ago(12)),
+                    ("user_2", "acc_late", "Report Viewed", ago(3)),
+                    ("late_user", "acc_late", "Teammate Invited", ago(2)),
+                ],
+                "events/late.csv",
+            )
+        incremental = metric_rows(settings, day)
+        assert incremental[0] == "incremental"
+    assert any(row[0] == "late_user" for row in incremental[1:])
+    rollup_path(settings.state.directory).unlink()
+    rebuilt = metric_rows(settings, days[-1])
+    assert rebuilt[0] == "full"
+    assert incremental[1:] == rebuilt[1:]
+
+
+def test_bad_rows_in_later_batches_are_counted_once_and_left_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each batch of a first build on days the rollup does not hold yet goes straight in; its bad rows
+    (no timestamp, far future, no user) are classified among that batch's rows only."""
+    events_csv([("u1", "A", "Report Viewed", ago(3)), ("u2", "A", "Report Viewed", ago(2))])
+    events_csv(
+        [
+            ("u1", "A", "Project Created", ago(1)),
+            ("u3", "B", "Report Viewed", "not a time"),
+            ("u4", "B", "Report Viewed", "2027-06-01T00:00:00Z"),
+            ("", "B", "Report Viewed", ago(1)),
+        ],
+        "events/e2.csv",
+    )
+    settings = settings_for()
+    single = metric_rows(settings)
+    rollup_path(settings.state.directory).unlink()
+    monkeypatch.setattr("accoil_sync.scoring.rollup.BATCH_BYTES", 1)  # one file per batch
+    with Scorer(settings.source, settings.profiles, settings.state.directory) as scorer:
+        scorer.run(AS_OF, NOW)
+        assert scorer.report.rows == 6
+        assert scorer.report.bad == {
+            "missing user id": 1,
+            "missing or unreadable timestamp": 1,
+            "timestamp more than 24 h in the future": 1,
+        }
+    rollup_path(settings.state.directory).unlink()
+    assert metric_rows(settings)[1:] == single[1:]
