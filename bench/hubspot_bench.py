@@ -117,7 +117,7 @@ def main() -> None:
         (directory / "hubspot.toml").write_text(
             '[source]\nusers = "users.csv"\n[state]\npath = "state/state.db"\n'
             f'[destinations.hubspot]\nenabled = true\nbase_url = "{url}/hubspot"\ntier = "professional"\n'
-            "create_missing = true\nmax_concurrency = 4\n"
+            "create_missing = true\n"
         )
         write_users(directory / "users.csv", args.contacts, 0)
         created = run_accoil(directory, url)
