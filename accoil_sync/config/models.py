@@ -328,7 +328,7 @@ class HubSpotDestination(DestinationBase):
     base_url: str = "https://api.hubapi.com"
     # Batches of 100 in flight: HubSpot publishes no concurrency limit for CRM calls, only the rolling
     # 10-second window, and 4 batches at about a fifth of a second each could not use a fresh window's 190
-    # at once (BENCHMARKS.md: 0.84-1.00 of the limit with 4, 0.99-1.03 with 8).
+    # at once (BENCHMARKS.md: 0.84-1.00 of the limit with 4, 0.94-1.03 with 8).
     max_concurrency: int = Field(8, ge=1, le=64)
     access_token: SecretStr | None = None
     oauth_client_id: str | None = None
