@@ -115,7 +115,7 @@ def _user_errors() -> Iterator[None]:
     try:
         yield
     except UserError as exc:
-        err.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
+        err.print(f"[red]error:[/red] {escape(str(exc))}", markup=True, highlight=False)
         raise typer.Exit(EXIT_USAGE) from None
     except (StateStoreError, SyncBusy) as exc:  # exit 74 / 75: the message says what to do
         err.print(f"[red]error:[/red] {escape(str(exc))}", markup=True, highlight=False)

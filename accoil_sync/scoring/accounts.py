@@ -9,6 +9,8 @@ For Segment or RudderStack warehouses that is the latest ``groups`` row's traits
 
 from __future__ import annotations
 
+import logging
+
 import duckdb
 import pyarrow as pa
 
@@ -20,6 +22,8 @@ from accoil_sync.sources.files import expand
 
 TABLE = "account_details"
 LABEL = "source.accounts"
+
+log = logging.getLogger(__name__)
 
 
 def load_account_details(con: duckdb.DuckDBPyConnection, cfg: SourceConfig) -> int:
@@ -37,6 +41,16 @@ def load_account_details(con: duckdb.DuckDBPyConnection, cfg: SourceConfig) -> i
         columns = cfg.columns
         wanted = {"account_id": columns.account_id, "name": columns.name, "domain": columns.domain}
         found = {canon: lower.get(source.lower()) for canon, source in wanted.items()}
+        for canon in ("name", "domain"):
+            if found[canon] is None and found["account_id"] is not None:
+                # Half the details still help (a name creates, a domain matches), but a renamed column
+                # must not pass unnoticed.
+                log.warning(
+                    "%s has no %s column (looked for %r, mapped with [source.columns]); accounts go without it",
+                    LABEL,
+                    canon,
+                    wanted[canon],
+                )
         if found["account_id"] is None or (found["name"] is None and found["domain"] is None):
             missing = "account_id" if found["account_id"] is None else "name or domain"
             raise SourceError(
@@ -68,7 +82,10 @@ def load_account_details(con: duckdb.DuckDBPyConnection, cfg: SourceConfig) -> i
             con.unregister("account_details_input")
         if cfg.events_from == "duckdb":
             do(con, "USE memory")
-    return int(do(con, f"SELECT count(*) FROM {TABLE}")[0][0])
+    count = int(do(con, f"SELECT count(*) FROM {TABLE}")[0][0])
+    if count == 0:
+        log.warning("%s holds no account with an id: no account gets a name or domain this run", LABEL)
+    return count
 
 
 def _relation(con: duckdb.DuckDBPyConnection, cfg: SourceConfig) -> str:

@@ -94,11 +94,19 @@ def canonical_select(con: duckdb.DuckDBPyConnection, relation_sql: str, cfg: Sou
             "loaded": cols.loaded_at,
         }
     out = []
+    # A column the configuration names must exist: an email mapped to a column the events lack would leave
+    # every HubSpot contact unmatched without a word, run after run. Only an account id left at its
+    # default may be absent (events without one count for the user only).
+    named = {"user_id", "event", "ts"}
+    if cfg.preset is None:
+        named |= {"email"} if cols.email else set()
+        named |= {"loaded"} if cols.loaded_at else set()
+        named |= {"account_id"} if "account_id" in cols.model_fields_set else set()
     for canon, source in mapping.items():
         found = lower.get(source.lower()) if source else None
         if found is None:
-            if canon in ("user_id", "event", "ts"):
-                field = {"ts": "timestamp"}.get(canon, canon)
+            if canon in named:
+                field = {"ts": "timestamp", "loaded": "loaded_at"}.get(canon, canon)
                 raise SourceError(
                     f"{label}: no column {source!r} for the event {field} (columns: {list(types)[:12]}); "
                     f'map it with [source.event_columns] {field} = "..."'

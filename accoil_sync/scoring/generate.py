@@ -5,7 +5,7 @@ users), accounts have very different sizes, weekends are quiet, some users churn
 sign up during the period. Generated inside DuckDB with hash-derived randomness, so the same arguments give
 the same events on any machine and thread count, and memory stays flat whatever the size.
 
-    python -m accoil_sync.scoring.generate --users 2000 --days 90 --out events/
+    python -m accoil_sync.scoring.generate --users 2000 --days 90 --out events/ --with-email --accounts accounts.csv
 """
 
 from __future__ import annotations
@@ -144,11 +144,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--events-per-active-day", type=float, default=6.0)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--format", choices=("parquet", "csv", "jsonl"), default="parquet")
+    parser.add_argument(
+        "--with-email",
+        action="store_true",
+        help="an email column (user_N@example.com), as examples/events.toml maps",
+    )
+    parser.add_argument("--accounts", type=Path, help="also write the accounts' name and domain to this CSV")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
-    spec = StreamSpec(args.users, args.days, args.end, args.events_per_active_day, args.seed)
+    spec = StreamSpec(
+        args.users, args.days, args.end, args.events_per_active_day, args.seed, with_email=args.with_email
+    )
     n = write_stream(spec, args.out, args.format)
     print(f"{n} events, {spec.users} users, {spec.start}..{spec.end}, in {args.out}")
+    if args.accounts:
+        print(f"{write_accounts(spec, args.accounts)} accounts' name and domain in {args.accounts}")
 
 
 if __name__ == "__main__":

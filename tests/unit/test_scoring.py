@@ -353,6 +353,11 @@ def test_missing_event_column_is_named() -> None:
         score(settings_for())
     users, _ = score(settings_for(extra='[source.event_columns]\nuser_id = "uid"\n'))
     assert users["u1"]["score"] == 100
+    # A mapped email the events lack would leave every HubSpot contact unmatched, silently: an error too.
+    with pytest.raises(
+        SourceError, match=r"no column 'mail' for the event email .*\[source\.event_columns\]"
+    ):
+        score(settings_for(extra='[source.event_columns]\nuser_id = "uid"\nemail = "mail"\n'))
 
 
 def test_two_profiles_1_and_30_days_go_through_the_stage() -> None:
@@ -484,3 +489,31 @@ def test_account_details_never_make_an_events_source_remove_accounts() -> None:
     result = asyncio.run(execute(settings, deliver=True, allow_mass_change=True))
     assert result.plans["jsonl"].counts[ObjectKind.ACCOUNT].clear == 0 and not result.withheld
     assert all('"op": "clear"' not in line for line in Path("out/deliveries.jsonl").read_text().splitlines())
+
+
+def test_account_details_without_a_domain_column_or_rows_are_read_with_a_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    events_csv(FIXTURE)
+    write("accounts.csv", "account_id,name,website\nA,Acme,acme.io\n")  # domain renamed upstream
+    _, accounts = score(settings_for(extra='accounts = "accounts.csv"'))
+    assert accounts["A"]["name"] == "Acme" and accounts["A"]["domain"] is None
+    assert "source.accounts has no domain column (looked for 'domain'" in caplog.text
+    write("accounts.csv", "account_id,name,domain\n")
+    score(settings_for(extra='accounts = "accounts.csv"'))
+    assert "source.accounts holds no account with an id" in caplog.text
+
+
+def test_the_cli_shows_the_fix_in_brackets_literally() -> None:
+    """Error texts name settings in TOML's brackets ([source.columns]); the terminal must show them, not
+    read them as markup and drop them."""
+    from typer.testing import CliRunner
+
+    from accoil_sync.cli import app
+
+    events_csv(FIXTURE)
+    write("accounts.csv", "acct,name\nA,Acme\n")
+    settings_for(extra='accounts = "accounts.csv"')
+    result = CliRunner().invoke(app, ["plan", "-c", "accoil-sync.toml"])
+    assert result.exit_code == 2
+    assert "map it with [source.columns]" in result.output.replace("\n", " ")
