@@ -174,6 +174,11 @@ class SafetyConfig(_Section):
         True,
         description="exit 4 when the source had invalid rows and every delivery succeeded (false: exit 0)",
     )
+    fail_on_old_rejections: bool = Field(
+        True,
+        description="exit 1 while records stay rejected from an earlier run (false: only this run's failures "
+        "decide; the records stay in `status` and `failures`)",
+    )
     warnings: bool = Field(True, description="sanity warnings on data that looks unlike what it claims")
 
 

@@ -89,6 +89,7 @@ class RunResult:
     # destination removes objects, so nothing was withheld; exit 4 like any other source problem
     shrunk: dict[str, str] = field(default_factory=dict)
     fail_on_invalid_rows: bool = True
+    fail_on_old_rejections: bool = True
     resolutions: dict[str, ResolveReport] = field(default_factory=dict)  # plan --resolve, per destination
 
     halted: bool = False  # stopped early by a shutdown
@@ -127,7 +128,11 @@ class RunResult:
             return EXIT_HELD
         if any(d.failed for d in self.deliveries.values()):
             return EXIT_FAILED_RECORDS
-        if still_rejected and any(p.still_rejected for p in self.plans.values()):
+        if (
+            still_rejected
+            and self.fail_on_old_rejections
+            and any(p.still_rejected for p in self.plans.values())
+        ):
             return EXIT_FAILED_RECORDS
         if (self.source.invalid or self.shrunk) and self.fail_on_invalid_rows:
             return EXIT_INVALID_ROWS
@@ -438,7 +443,12 @@ async def _execute(
         # samples only.
         explain = not deliver or "card" in names
         load_with_progress(stage, settings.source, progress, expected, explain=explain)
-        result = RunResult(run_id, stage.stats, fail_on_invalid_rows=settings.safety.fail_on_invalid_rows)
+        result = RunResult(
+            run_id,
+            stage.stats,
+            fail_on_invalid_rows=settings.safety.fail_on_invalid_rows,
+            fail_on_old_rejections=settings.safety.fail_on_old_rejections,
+        )
         verdicts = _removal_verdicts(settings, names, stage, baselines, allow_mass_change, result)
         result.errors = stage.errors(limit=error_limit)
         result.error_summary = stage.error_summary()
