@@ -682,6 +682,7 @@ def _print_result(result: RunResult, delivered: bool) -> None:
         "new",
         "changed",
         "unchanged",
+        "state only",
         "clear",
         "still rejected",
         "sent ok",
@@ -698,6 +699,8 @@ def _print_result(result: RunResult, delivered: bool) -> None:
                 str(c["new"]),
                 str(c["changed"]),
                 str(c["unchanged"]),
+                # changed in the source in a way this destination does not encode: stored, not sent
+                str(c["refresh"]),
                 str(c["clear"]),
                 str(c["still_rejected"]),
                 str(counts.get("ok", 0)) if delivered else "-",
