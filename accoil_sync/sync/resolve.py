@@ -19,7 +19,8 @@ from accoil_sync.traits.names import ObjectKind
 
 log = logging.getLogger("accoil_sync.resolve")
 VERDICTS = ("update", "create", "not_found", "ambiguous", "conflict")
-NOTABLE = 20
+REJECTED = ("not_found", "ambiguous", "conflict")  # what a sync would be refused, worst first when listed
+NOTABLE = 20  # reported resolutions kept per verdict
 
 
 @dataclass(slots=True)
@@ -28,12 +29,20 @@ class ResolveReport:
     notable: list[tuple[str, Resolution]] = field(default_factory=list)  # (kind, reported resolution)
     stopped: str | None = None
 
+    @property
+    def rejections(self) -> int:
+        """Objects a sync would have refused: not found (creation off), ambiguous, or owned by another key."""
+        return sum(c[v] for c in self.counts.values() for v in REJECTED)
+
     def to_json(self) -> dict[str, Any]:
+        # Conflicts and ambiguities first: they are what a person can act on (merge, set the key).
+        order = {v: i for i, v in enumerate(("conflict", "ambiguous", "not_found"))}
+        reported = sorted(self.notable, key=lambda item: order.get(item[1].verdict, len(order)))
         return {
             "counts": {kind: {v: c[v] for v in VERDICTS} for kind, c in self.counts.items()},
             "reported": [
                 {"kind": kind, "key": r.key, "verdict": r.verdict, "dest_id": r.dest_id, "detail": r.detail}
-                for kind, r in self.notable
+                for kind, r in reported
             ],
             "stopped": self.stopped,
         }
@@ -44,6 +53,7 @@ class Resolver:
         self.connector = connector
         self.report = ResolveReport()
         self._pending: dict[ObjectKind, list[Change]] = {}
+        self._kept: Counter[str] = Counter()
 
     async def add(self, change: Change) -> None:
         if change.op == "refresh" or self.report.stopped:
@@ -72,5 +82,7 @@ class Resolver:
         for answer in answers:
             counts[answer.verdict] += 1
             worth_saying = answer.verdict not in ("update", "create") or answer.detail
-            if worth_saying and len(self.report.notable) < NOTABLE:
+            # Per verdict, so that many not-found users never crowd out the two ambiguous companies.
+            if worth_saying and self._kept[answer.verdict] < NOTABLE:
+                self._kept[answer.verdict] += 1
                 self.report.notable.append((kind.value, answer))

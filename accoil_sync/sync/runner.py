@@ -128,6 +128,8 @@ class RunResult:
             return EXIT_HELD
         if any(d.failed for d in self.deliveries.values()):
             return EXIT_FAILED_RECORDS
+        if any(r.rejections for r in self.resolutions.values()):  # plan --resolve: a sync would be refused
+            return EXIT_FAILED_RECORDS
         if (
             still_rejected
             and self.fail_on_old_rejections

@@ -295,6 +295,9 @@ def test_plan_resolve_counts_verdicts_before_anything_is_written(
     }
     details = {r["key"]: r["detail"] for r in resolved["reported"]}
     assert "u05" in details["u06"] and "acc_f" in details["acc_g"]
+    # what a person can act on comes first: conflicts, then ambiguities, then the not found
+    verdicts = [r["verdict"] for r in resolved["reported"]]
+    assert verdicts[:3] == ["conflict", "conflict", "ambiguous"] and verdicts.index("not_found") > 2
     assert all(m == "POST" and p.endswith(("/batch/read", "/search")) for m, p, _ in rec.requests)
     assert emulator.hubspot.state()["contacts"] == before["contacts"]  # read-only
     # After the sync, a changed run resolves from the stored ids: one read per kind, everything "update"
@@ -350,7 +353,8 @@ def test_plan_resolve_on_the_command_line(served: str, emulator: Emulator, tmp_p
         return subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, check=False)
 
     table = plan()
-    assert table.returncode in (0, 1), table.stderr
+    # A sync would be refused the not-found (creation off) and the conflicting: plan says so with exit 1
+    assert table.returncode == 1, table.stderr
     assert "Resolve (read-only lookups)" in table.stdout
     assert "'u06': conflict" in table.stdout and "u05" in table.stdout
     data = json.loads(plan("--json").stdout)
