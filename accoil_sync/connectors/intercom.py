@@ -32,6 +32,7 @@ import asyncio
 import hashlib
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -364,13 +365,28 @@ class IntercomConnector:
                 )
             sdk = self.sdk.companies
             await self.transport.call(lambda: sdk.attach_contact(contact_id, company_id=company_id))
-        if old and old != new and (old_id := await self._company_id(str(old))) is not None:
+        if old and old != new:
+            await self._detach_others(contact_id, company_id if new else None, str(old))
+        return None
+
+    async def _detach_others(self, contact_id: str, keep: str | None, old: str) -> None:
+        """A move: detach the contact from every company of ours but ``keep``. The last acknowledged
+        company is not enough: a run killed between its attach and its commit left an attach that state
+        never heard of. Companies no key of ours owns (made by hand) are left alone."""
+        response = await self.transport.request(
+            "GET", f"/contacts/{quote(contact_id, safe='')}/companies", params={"per_page": 50}
+        )
+        attached = {str(c["id"]) for c in response.json().get("data") or []}
+        if (old_id := await self._company_id(old)) is not None:
+            attached.add(old_id)
+        ours = self.ownership.owners(ObjectKind.ACCOUNT, sorted(attached - {keep} if keep else attached))
+        companies = self.sdk.companies
+        for company_id in sorted(ours):
             try:
-                await self.transport.call(lambda: self.sdk.companies.detach_contact(contact_id, old_id))
+                await self.transport.call(partial(companies.detach_contact, contact_id, company_id))
             except PermanentError as exc:
                 if exc.status != 404:  # no longer attached (or gone): what a move wants
                     raise
-        return None
 
     async def _company_id(self, account_id: str) -> str | None:
         """Intercom's id for our account id (the attach takes Intercom's): this run's delivery, else a read."""

@@ -118,6 +118,11 @@ class Intercom(Vendor):
                 r("contacts/attach_company", self.attach_company),
                 methods=["POST"],
             ),
+            Route(
+                "/contacts/{id}/companies",
+                r("contacts/list_companies", self.list_contact_companies),
+                methods=["GET"],
+            ),
             Route("/contacts/{id}/tags", r("contacts/tag", self.tag_contact), methods=["POST"]),
             Route(
                 "/contacts/{id}/tags/{tag_id}", r("contacts/untag", self.untag_contact), methods=["DELETE"]
@@ -394,6 +399,22 @@ class Intercom(Vendor):
             return error_list(404, "company_not_found", "Company Not Found")
         self.contact_companies.setdefault(contact["id"], set()).add(company["id"])
         return self._reply(request, self._company(company))
+
+    async def list_contact_companies(self, request: Request) -> Response:
+        contact = self.contacts.get(request.path_params["id"])
+        if contact is None:
+            return error_list(404, "not_found", "User Not Found")
+        ids = sorted(self.contact_companies.get(contact["id"], set()))
+        data = [self._company(self.companies[i]) for i in ids if i in self.companies]
+        return self._reply(
+            request,
+            {
+                "type": "list",
+                "data": data,
+                "total_count": len(data),
+                "pages": {"type": "pages", "page": 1, "per_page": 50, "total_pages": 1},
+            },
+        )
 
     async def detach_company(self, request: Request) -> Response:
         contact = self.contacts.get(request.path_params["id"])

@@ -33,7 +33,9 @@ def test_kill_nine_keeps_intercom_ownership_unique(served: str, emulator: Emulat
         f'[destinations.intercom]\nenabled = true\nbase_url = "{served}/intercom"\n'
         "create_missing_contacts = true\ntimeout_seconds = 30\n"
     )
-    kill_at_random_points(config, KILL_POINTS, random.Random(SEED), 1.0, 3.5, max_runs=60)
+    # From 0.3 s: with the connector's plain requests a whole sync of these 800 users takes little more
+    # than the process's start, and kills from 1.0 s on could miss every run (seen in CI).
+    kill_at_random_points(config, KILL_POINTS, random.Random(SEED), 0.3, 2.5, max_runs=60)
     final = run_sync(config)
     assert final.returncode in (0, 1), final.stderr[-2000:]  # 1: conflicts and ambiguities are reported
     check_every_record(emulator, 0, manifest, create=True, count=USERS)

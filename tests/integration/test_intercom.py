@@ -244,6 +244,33 @@ def test_a_user_who_moves_is_detached_from_the_old_company(
     assert emulator.intercom.state()["contacts"]["u1"]["companies"] == ["acc_b"]
 
 
+def test_a_move_detaches_an_attach_that_state_never_heard_of_and_leaves_hand_made_companies(
+    intercom_settings: WriteConfig, emulator: Emulator, tmp_path: Path
+) -> None:
+    """A run killed between its attach and its commit leaves the contact on a company state does not
+    know (found by a kill -9 test whose source moved users every run): the next move detaches every
+    company of ours but the new one. A company no key of ours owns, attached by hand, stays."""
+    write(tmp_path / "accounts.csv", "account_id,name,score\nacc_a,A,1\nacc_b,B,2\nacc_c,C,3\n")
+    users = write(tmp_path / "users.csv", HEADER + "u1,u1@x.io,acc_a,10,,,\n")
+    settings = intercom_settings(accounts="accounts.csv")
+    sync(settings)
+    intercom = emulator.intercom
+    by_key = {c["company_id"]: cid for cid, c in intercom.companies.items()}
+    contact = next(cid for cid, c in intercom.contacts.items() if c.get("external_id") == "u1")
+    hand = call(
+        emulator,
+        "POST",
+        "/intercom/companies",
+        headers={"Authorization": "Bearer tok-test", "Intercom-Version": "2.14"},
+        json={"company_id": "crm-77", "name": "Hand"},
+    )
+    assert hand.status_code == 200, hand.text
+    intercom.contact_companies[contact].update({by_key["acc_b"], hand.json()["id"]})  # the lost run's attach
+    write(users, HEADER + "u1,u1@x.io,acc_c,10,,,\n")
+    assert sync(settings).deliveries["intercom"].counts == {"ok": 1}
+    assert sorted(emulator.intercom.state()["contacts"]["u1"]["companies"]) == ["acc_c", "crm-77"]
+
+
 def test_a_user_whose_company_is_missing_is_not_acknowledged_until_it_is_attached(
     intercom_settings: WriteConfig, emulator: Emulator, tmp_path: Path
 ) -> None:
