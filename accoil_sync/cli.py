@@ -114,12 +114,9 @@ def main_callback(
 def _user_errors() -> Iterator[None]:
     try:
         yield
-    except UserError as exc:
+    except (UserError, StateStoreError, SyncBusy) as exc:  # 2, or 74 / 75: the message says what to do
         err.print(f"[red]error:[/red] {escape(str(exc))}", markup=True, highlight=False)
-        raise typer.Exit(EXIT_USAGE) from None
-    except (StateStoreError, SyncBusy) as exc:  # exit 74 / 75: the message says what to do
-        err.print(f"[red]error:[/red] {escape(str(exc))}", markup=True, highlight=False)
-        raise typer.Exit(exc.exit_code) from None
+        raise typer.Exit(getattr(exc, "exit_code", EXIT_USAGE)) from None
 
 
 def _load(config: Path | None, log_format: str, log_level: str | None, as_of: str | None = None) -> Settings:
@@ -637,13 +634,11 @@ def _print_result(result: RunResult, delivered: bool) -> None:
     for col in ("kind", "rows read", "valid", "invalid", "file errors", "duplicate keys", "objects"):
         src.add_column(col)
     for kind, s in data["source"].items():
-        # A file-level error (a file skipped whole, or cut short) is counted as one invalid row in the
-        # stats; here it has its own column, so the row counts are rows of data.
         src.add_row(
             kind + "s",
-            str(s["rows"] - s["file_errors"]),
+            str(s["rows_read"]),
             str(s["valid"]),
-            str(s["invalid"] - s["file_errors"]),
+            str(s["invalid_rows"]),
             str(s["file_errors"]),
             str(s["duplicates"]),
             str(s["objects"]),

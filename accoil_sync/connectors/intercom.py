@@ -376,10 +376,11 @@ class IntercomConnector:
         response = await self.transport.request(
             "GET", f"/contacts/{quote(contact_id, safe='')}/companies", params={"per_page": 50}
         )
-        attached = {str(c["id"]) for c in response.json().get("data") or []}
-        if (old_id := await self._company_id(old)) is not None:
-            attached.add(old_id)
-        ours = self.ownership.owners(ObjectKind.ACCOUNT, sorted(attached - {keep} if keep else attached))
+        attached = {str(c["id"]) for c in response.json().get("data") or []} - {keep}
+        ours = set(self.ownership.owners(ObjectKind.ACCOUNT, sorted(attached)))
+        # The company left per state is detached whatever the ownership table says, as before.
+        if (old_id := await self._company_id(old)) is not None and old_id != keep:
+            ours.add(old_id)
         companies = self.sdk.companies
         for company_id in sorted(ours):
             try:
