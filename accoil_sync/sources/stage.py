@@ -48,6 +48,16 @@ class KindStats:
     held: int = 0  # objects with an invalid row: they keep their last acknowledged values
     columns: frozenset[str] = frozenset()  # canonical columns every used file of this kind had
 
+    # A file-level error (a file skipped whole, or cut short) is counted as one invalid row above; these
+    # count rows of data, for people.
+    @property
+    def rows_read(self) -> int:
+        return self.rows - self.file_errors
+
+    @property
+    def invalid_rows(self) -> int:
+        return self.invalid - self.file_errors
+
 
 @dataclass(slots=True)
 class SourceStats:

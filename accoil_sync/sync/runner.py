@@ -153,6 +153,8 @@ class RunResult:
                     "duplicates": s.duplicates,
                     "objects": s.objects,
                     "file_errors": s.file_errors,
+                    "rows_read": s.rows_read,
+                    "invalid_rows": s.invalid_rows,
                     "held_objects": s.held,
                     "removals_withheld": self.withheld.get(kind.value),
                 }
@@ -461,9 +463,9 @@ async def _execute(
             log.info(
                 "source %ss: %d rows read, %d valid, %d invalid, %d file error(s), %d duplicate keys, %d objects",
                 kind.value,
-                s.rows - s.file_errors,
+                s.rows_read,
                 s.valid,
-                s.invalid - s.file_errors,
+                s.invalid_rows,
                 s.file_errors,
                 s.duplicates,
                 s.objects,
