@@ -29,6 +29,7 @@ from accoil_sync.sync.state import (
     reason_class_of,
 )
 from accoil_sync.sync.synclog import SyncLog
+from accoil_sync.traits.encoders import FieldValue
 from accoil_sync.traits.names import ObjectKind
 
 log = logging.getLogger("accoil_sync.engine")
@@ -82,6 +83,17 @@ class Committer:
     ) -> None:
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._pool, self._write, destination, kind, acknowledged, failed, lines)
+
+    async def note(self, destination: str, kind: str, batch: Sequence[Change]) -> None:
+        """Before ``batch`` is sent: its write-ahead notes (sync/pending.py), in order with the commits."""
+        writes = [(c.key, c.fields) for c in batch]
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._pool, self._note, destination, kind, writes)
+
+    def _note(self, destination: str, kind: str, writes: list[tuple[str, dict[str, FieldValue]]]) -> None:
+        if self._state is None:
+            self._state = StateStore(self._path)
+        self._state.note(destination, kind, writes)
 
     def _write(
         self,
@@ -157,7 +169,6 @@ class Engine:
 
         async def launch(kind: ObjectKind, items: list[Change]) -> None:
             await unsettled.acquire()
-            await slots.acquire()
             task = asyncio.create_task(self._deliver(kind, items, slots, unsettled))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
@@ -212,11 +223,21 @@ class Engine:
         unsettled: asyncio.Semaphore,
     ) -> None:
         try:
+            if self._skipped():
+                return
+            try:
+                # Written before a request slot is taken: the commit thread's queue is not waited on
+                # with a slot held.
+                await self.committer.note(self.connector.name, kind.value, batch)
+            except StateStoreError as exc:
+                await self._uncommitted(kind, [], exc)
+                return
+            await slots.acquire()
             # The request slot is given back once the destination answered, so the next batch is sent
             # while this one's commit waits for the commit thread.
             try:
-                if self._stop.is_set() or self.halt.is_set():
-                    return  # nothing of this batch was sent: it stays planned for the next run
+                if self._skipped():
+                    return
                 try:
                     outcomes = await self.connector.deliver(kind, batch)
                 except DestinationUnavailable as exc:
@@ -238,6 +259,14 @@ class Engine:
         finally:
             unsettled.release()
 
+    def _skipped(self) -> bool:
+        """Whether a batch not yet sent is left for the next run (where it stays planned): the destination
+        stopped, or a shutdown asked the run to halt -- which the report must say even when the plan had
+        been read to its end before the signal came."""
+        if self.halt.is_set():
+            self.report.halted = True
+        return self._stop.is_set() or self.halt.is_set()
+
     async def _uncommitted(self, kind: ObjectKind, batch: Sequence[Change], exc: StateStoreError) -> None:
         """The destination has a batch the state store could not record: stop sending (every later commit
         would fail alike), and let an append-only destination take the batch back, so that the re-send
@@ -247,7 +276,7 @@ class Engine:
             log.error("%s: stopping, the state store cannot record deliveries: %s", self.connector.name, exc)
         self._stop.set()
         discard = getattr(self.connector, "discard", None)
-        if discard is not None:
+        if discard is not None and batch:
             await discard(kind, batch)
 
     async def _commit(self, kind: ObjectKind, batch: Sequence[Change], outcomes: Sequence[Outcome]) -> None:

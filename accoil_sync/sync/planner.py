@@ -17,6 +17,7 @@ import pyarrow as pa
 from accoil_sync.connectors.base import Change
 from accoil_sync.sources.records import RecordDecoder, document_sql
 from accoil_sync.sources.stage import Stage
+from accoil_sync.sync import pending
 from accoil_sync.sync.guards import HELD_PREFIX, Preview
 from accoil_sync.sync.heal import RecheckPolicy
 from accoil_sync.sync.progress import PlanProgress
@@ -82,6 +83,7 @@ class Planner:
         self.progress = progress  # destination -> its progress, when shown
         self.removable = dict(removable) if removable is not None else dict.fromkeys(ObjectKind, True)
         self._state_tables: set[str] = set()
+        self._noted: dict[str, frozenset[str]] = {}  # state table -> keys with a write-ahead note
 
     def _conditions(self, kind: ObjectKind, encoder: Encoder, removal: str, salt: str | None = None) -> _Sql:
         """SQL over ``desired_<kind> d FULL OUTER JOIN <state> s LEFT JOIN held_<kind> h``."""
@@ -163,7 +165,7 @@ class Planner:
         con = self.stage.con
         con.execute(
             f"CREATE OR REPLACE TABLE {table} (key VARCHAR, fingerprint VARCHAR, status VARCHAR, "
-            "failed VARCHAR)"
+            "failed VARCHAR, noted BOOLEAN DEFAULT false)"
         ).fetchall()
         for part, rows in self.state.fingerprints(destination, kind.value):
             cols = list(zip(*rows, strict=True))
@@ -171,8 +173,17 @@ class Planner:
             chunk = pa.table({n: pa.array(c, pa.string()) for n, c in zip(names, cols, strict=True)})
             select = "key, fingerprint, 'ok', NULL" if part == "ok" else "*"
             con.register("st_chunk", chunk)
-            con.execute(f"INSERT INTO {table} SELECT {select} FROM st_chunk").fetchall()
+            con.execute(
+                f"INSERT INTO {table} (key, fingerprint, status, failed) SELECT {select} FROM st_chunk"
+            ).fetchall()
             con.unregister("st_chunk")
+        # Keys a batch was sent for but never acknowledged (sync/pending.py): usually none.
+        noted = self.state.noted_keys(destination, kind.value)
+        self._noted[table] = frozenset(noted)
+        if noted:
+            con.register("st_noted", pa.table({"key": pa.array(noted, pa.string())}))
+            con.execute(f"UPDATE {table} SET noted = true WHERE key IN (SELECT key FROM st_noted)").fetchall()
+            con.unregister("st_noted")
         return table
 
     def _recheck(self, destination: str, kind: ObjectKind, table: str) -> None:
@@ -197,6 +208,8 @@ class Planner:
         if self.full_refresh:
             changed = "d.key IS NOT NULL"
             rejected = "false"
+        # A key with a leftover note is planned whatever its values: the destination may hold others.
+        changed = f"({changed}) OR (d.key IS NOT NULL AND s.noted AND NOT coalesce({rejected}, false))"
         still, rechecking = con.execute(
             f"SELECT count(*) FILTER (WHERE {rejected}), "
             f"count(*) FILTER (WHERE s.status = '{STATUS_REJECTED}' AND s.failed IS NULL) "
@@ -231,18 +244,28 @@ class Planner:
         decode, encode = RecordDecoder(kind).record, encoder.encode  # bound once: this loop is hot
         full_refresh = self.full_refresh
         single = len(self.stage.profiles) == 1
+        noted = self._noted.get(st, frozenset())
         for part in _objects(cur, RECORD_CHUNK, single):
             if progress is not None:
                 progress.planned(len(part))
             # An object the state has never seen (c_new) has nothing to load: a first sync skips the reads.
             stored = self.state.load(destination, kind.value, [row[0] for row, _ in part if not row[3]])
+            notes = (
+                self.state.notes(destination, kind.value, [row[0] for row, _ in part if row[0] in noted])
+                if noted
+                else {}
+            )
             for (key, fingerprint, is_gone, is_new, status, _, held), docs in part:
                 before = stored.get(key)
+                note = notes.get(key)
                 dest_id, version = (before.dest_id, before.version) if before else (None, 0)
                 planned += 1
                 if is_gone:
                     assert before is not None
                     fields = {name: encoder.cleared(name) for name in sorted(before.fields)}
+                    previous = dict(before.fields)
+                    if note is not None:
+                        pending.replan(note, fields, previous, {}, before.fields, encoder)
                     counts.clear += 1
                     yield Change(
                         destination,
@@ -250,7 +273,7 @@ class Planner:
                         key,
                         "clear",
                         fields,
-                        dict(before.fields),
+                        previous,
                         None,
                         CLEARED,
                         dest_id,
@@ -272,6 +295,10 @@ class Planner:
                 else:
                     # Nothing delivered yet: every encoded field is a change (the common case of a first sync).
                     fields = diff_fields(encoded, delivered, encoder) if delivered else encoded
+                previous = {k: delivered[k] for k in fields if k in delivered} if delivered else {}
+                if note is not None:
+                    fields = dict(fields)
+                    pending.replan(note, fields, previous, encoded, delivered, encoder, clear_absent=not held)
                 if status == "retryable":
                     counts.retrying += 1
                 if not fields:
@@ -284,7 +311,6 @@ class Planner:
                     counts.new += 1
                 else:
                     counts.changed += 1
-                previous = {k: delivered[k] for k in fields if k in delivered} if delivered else {}
                 yield Change(
                     destination,
                     kind,
@@ -302,6 +328,7 @@ class Planner:
         counts.unchanged = counts.objects - (planned - counts.clear) - counts.still_rejected
         con.execute(f"DROP TABLE {st}").fetchall()
         self._state_tables.discard(st)
+        self._noted.pop(st, None)
 
 
 Candidate = tuple[tuple[Any, ...], list[str]]

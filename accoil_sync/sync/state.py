@@ -19,6 +19,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 import orjson
 
 from accoil_sync.errors import StateStoreError
+from accoil_sync.sync import pending
 from accoil_sync.traits.encoders import FieldValue
 
 MIGRATIONS: list[str] = [
@@ -109,6 +110,16 @@ MIGRATIONS: list[str] = [
         SELECT destination, kind, dest_id FROM records WHERE dest_id IS NOT NULL
         GROUP BY destination, kind, dest_id HAVING count(*) > 1);
     CREATE UNIQUE INDEX records_dest_id ON records (destination, kind, dest_id) WHERE dest_id IS NOT NULL;
+    """,
+    # 4: write-ahead notes (sync/pending.py): what a batch sent but not yet acknowledged may have written
+    """
+    CREATE TABLE pending (
+        destination TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        key TEXT NOT NULL,
+        note TEXT NOT NULL,            -- JSON: field -> every value a write of ours may have left there
+        PRIMARY KEY (destination, kind, key)
+    ) WITHOUT ROWID;
     """,
 ]
 
@@ -256,6 +267,7 @@ class StateStore:
     def __init__(self, path: Path, *, readonly: bool = False) -> None:
         """``readonly``: for ``status`` and ``failures``, which must work on a store they may not write."""
         self.path = path
+        self._noting: bool | None = None  # whether the pending table may hold notes (see _has_notes)
         try:
             if readonly:
                 self.db = sqlite3.connect(
@@ -401,6 +413,13 @@ class StateStore:
         with self.transaction() as db:
             acknowledged, refused = self._owned_elsewhere(destination, kind, acknowledged)
             failed += refused
+            if acknowledged and self._has_notes(db):
+                # What the destination holds for these keys is known again; a failure keeps its note.
+                db.execute(
+                    "DELETE FROM pending WHERE destination = ? AND kind = ? "
+                    "AND key IN (SELECT value FROM json_each(?))",
+                    (destination, kind, orjson.dumps([a.key for a in acknowledged])),
+                )
             if acknowledged:
                 stored = self.load(destination, kind, [a.key for a in acknowledged if not a.replace])
                 rows = []
@@ -446,6 +465,46 @@ class StateStore:
                         ),
                     ),
                 )
+
+    def _has_notes(self, db: sqlite3.Connection) -> bool:
+        """Whether an acknowledgement may have a note to delete: checked once per store, then known, as
+        every note after that is written through this store (the commit path stays one statement shorter in
+        the common case, a run that was never interrupted)."""
+        if self._noting is None:
+            self._noting = db.execute("SELECT EXISTS (SELECT 1 FROM pending)").fetchone()[0] == 1
+        return self._noting
+
+    def note(self, destination: str, kind: str, writes: Sequence[tuple[str, dict[str, FieldValue]]]) -> None:
+        """Before a batch is sent: note, per key, the fields it is about to write (sync/pending.py)."""
+        if not writes:
+            return
+        self._noting = True
+        with self.transaction() as db:
+            old = self.notes(destination, kind, [key for key, _ in writes])
+            rows = [(key, pending.merge(old.get(key), fields)) for key, fields in writes]
+            db.execute(
+                "INSERT OR REPLACE INTO pending (destination, kind, key, note) "
+                f"SELECT ?, ?, {_elements(2)} FROM json_each(?)",
+                (destination, kind, orjson.dumps(rows)),
+            )
+
+    @_guarded("read it")
+    def noted_keys(self, destination: str, kind: str) -> list[str]:
+        rows = self.db.execute(
+            "SELECT key FROM pending WHERE destination = ? AND kind = ?", (destination, kind)
+        ).fetchall()
+        return [r[0] for r in rows]
+
+    @_guarded("read it")
+    def notes(self, destination: str, kind: str, keys: Sequence[str]) -> dict[str, pending.Note]:
+        if not keys:
+            return {}
+        rows = self.db.execute(
+            "SELECT key, note FROM pending WHERE destination = ? AND kind = ? "
+            "AND key IN (SELECT value FROM json_each(?))",
+            (destination, kind, orjson.dumps(keys)),
+        ).fetchall()
+        return {r[0]: orjson.loads(r[1]) for r in rows}
 
     def _owned_elsewhere(
         self, destination: str, kind: str, acknowledged: list[Acknowledged]

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -82,14 +83,23 @@ def run_sync(config: Path) -> subprocess.CompletedProcess[str]:
 
 
 def kill_at_random_points(
-    config: Path, points: int, rng: random.Random, low: float, high: float, max_runs: int = 200
+    config: Path,
+    points: int,
+    rng: random.Random,
+    low: float,
+    high: float,
+    max_runs: int = 200,
+    before: Callable[[int], None] | None = None,
 ) -> int:
     """Start syncs and ``kill -9`` each ``uniform(low, high)`` seconds in, until ``points`` kills landed
-    (a sync that finished first does not count). Returns the number of runs started."""
+    (a sync that finished first does not count). ``before(run)`` is called before each run starts (a
+    source that moves between runs). Returns the number of runs started."""
     env = {**os.environ, **SECRETS}
     kills, runs = 0, 0
     while kills < points:
         runs += 1
+        if before is not None:
+            before(runs)
         proc = subprocess.Popen(
             sync_command(config),
             cwd=config.parent,

@@ -23,17 +23,17 @@ def emulator() -> Emulator:
     return Emulator("unlimited", seed=SEED)
 
 
-def sources(users: int, accounts: int) -> tuple[str, str]:
+def sources(users: int, accounts: int, bump: int = 0) -> tuple[str, str]:
     """Every 50th user repeats the previous user's email in capitals; every 10th account the previous
-    account's domain with a scheme and ``www.``."""
+    account's domain with a scheme and ``www.``. ``bump`` shifts the scores."""
     u = ["user_id,email,score"]
     for n in range(users):
         email = f"USER{n - 1}@EXAMPLE.COM" if n % 50 == 49 else f"user{n}@example.com"
-        u.append(f"u{n:04},{email},{n % 101}")
+        u.append(f"u{n:04},{email},{(n + bump) % 101}")
     a = ["account_id,name,domain,score"]
     for n in range(accounts):
         domain = f"https://www.d{n - 1}.io/" if n % 10 == 9 else f"d{n}.io"
-        a.append(f"acc{n:03},Account {n},{domain},{n % 101}")
+        a.append(f"acc{n:03},Account {n},{domain},{(n + bump) % 101}")
     return "\n".join(u) + "\n", "\n".join(a) + "\n"
 
 
@@ -75,3 +75,35 @@ def test_kill_nine_keeps_hubspot_ownership_unique(
             assert mine[0] != twin[0] and hub[str(mine[0])]["name"] == f"Account {n}", (mine, twin)
         else:
             assert mine[2] in ("conflict", "ambiguous"), mine
+
+
+def test_kill_nine_while_the_source_moves_leaves_no_value_of_a_killed_run(
+    served: str, emulator: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Scores change before every run, often back to what an earlier run acknowledged: a batch a killed run
+    sent and never committed must still be written over when the source returns to the acknowledged values
+    (sync/pending.py); a diff against state alone sees nothing to do and leaves the killed run's scores."""
+    users, accounts = sources(USERS, ACCOUNTS)
+    emulator.seed_messy(rows(users), rows(accounts))
+    config = tmp_path / "chaos.toml"
+    config.write_text(
+        '[source]\nusers = "users.csv"\naccounts = "accounts.csv"\n[state]\npath = "state/state.db"\n'
+        "[safety]\nallow_mass_change = true\n"
+        f'[destinations.hubspot]\nenabled = true\nbase_url = "{served}/hubspot"\ncreate_missing = true\n'
+        "max_concurrency = 4\n"
+    )
+    moves = random.Random(SEED + 1)
+
+    def move(run: int) -> None:
+        bumped = sources(USERS, ACCOUNTS, 0 if run == 1 else moves.randrange(3))
+        (tmp_path / "users.csv").write_text(bumped[0])
+        (tmp_path / "accounts.csv").write_text(bumped[1])
+
+    kill_at_random_points(config, KILL_POINTS, random.Random(SEED), 0.3, 2.0, max_runs=60, before=move)
+    move(1)
+    final = run_sync(config)
+    assert final.returncode in (0, 1), final.stderr[-2000:]
+    for name, value in SECRETS.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.chdir(tmp_path)
+    check_ownership(emulator, load_settings(config), users, accounts)
