@@ -31,6 +31,10 @@ READ_BATCH = 100
 DOMAINS_PER_SEARCH = 50  # two values per domain (bare and www.); HubSpot's IN filter takes 100 values
 EMAIL = re.compile(r"^[^@\s;,]+@[^@\s;,]+\.[A-Za-z]{2,}$")
 _SCHEME = re.compile(r"^[a-z][a-z0-9+.-]*://")
+# Two or more dot-separated labels of letters (any script, for internationalised names), digits and inner
+# hyphens, up to 63 characters each.
+_LABEL = r"[^\W_](?:[^\W_]|-){0,61}(?<!-)"
+DOMAIN = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(?:\.{_LABEL})+$")
 
 MatchVerdict = Literal["found", "not_found", "ambiguous", "conflict", "invalid"]
 
@@ -45,14 +49,26 @@ class Match:
 
 
 def normalise_domain(value: str | None) -> str | None:
-    """``https://WWW.Acme.io/pricing`` -> ``acme.io``: lower case, no scheme, path, port or ``www.``."""
+    """``https://WWW.Acme.io/pricing`` -> ``acme.io``: lower case, no scheme, path, port or ``www.``.
+    None for no value, and for one that is no domain name (``n/a``, ``-``, ``Acme Inc``): exports fill an
+    empty cell with such text, and as a HubSpot domain it would match, or make, one company for all of them."""
     if not value:
         return None
     text = _SCHEME.sub("", value.strip().lower())
     text = text.split("/", 1)[0].split("?", 1)[0].split(":", 1)[0].rstrip(".")
     if text.startswith("www."):
         text = text[4:]
-    return text or None
+    return text if DOMAIN.match(text) else None
+
+
+def domain_problem(value: str | None) -> str | None:
+    """Why a source domain cannot be matched by (None: it can, or there is none)."""
+    if not (value or "").strip() or normalise_domain(value):
+        return None
+    return (
+        f"domain {value!r} is not a domain name: HubSpot companies are found and created by domain, so "
+        "nothing was sent; correct it in the source, or leave it empty"
+    )
 
 
 def normalise_email(value: str | None) -> str | None:
@@ -195,6 +211,8 @@ class HubSpotIdentity:
             domain = normalise_domain(record.domain)
             if domain:
                 domains[key] = domain
+            elif problem := domain_problem(record.domain):
+                out[key] = Match("invalid", detail=problem)
             else:
                 out[key] = Match(
                     "not_found", detail=f"no HubSpot company has {prop} {key!r}, and no domain to match by"

@@ -392,3 +392,29 @@ def test_names_and_domains_of_matched_companies_are_filled_only_when_asked_and_e
     assert hub.state()["companies"][named["id"]]["name"] == "Renamed by sales"
     sent = [i["properties"] for _, _, body in rec.writes() for i in (body or {}).get("inputs", [])]
     assert sent and all(set(p) == {SCORE} for p in sent)
+
+
+def test_placeholder_domains_are_reported_not_matched_or_created(
+    served: str,
+    make_settings: WriteConfig,
+    emulator: Emulator,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Exports fill an empty domain with text (``n/a``, ``-``, a company name): as a HubSpot domain it would
+    match or make one company for every such account. Each is reported with its value; nothing is created."""
+    monkeypatch.setenv("ACCOIL_SYNC_DESTINATIONS__HUBSPOT__ACCESS_TOKEN", "pat-test")
+    write(tmp_path / "users.csv", "user_id,email,score\nu1,a@acme.io,1\n")
+    accounts = (
+        "account_id,name,domain,score\nacc_1,Acme,acme.io,10\nacc_2,Globex,n/a,20\n"
+        "acc_3,Hooli,n/a,30\nacc_4,Initech,Initech Inc,40\n"
+    )
+    write(tmp_path / "accounts.csv", accounts)
+    settings = make_settings(
+        "users.csv", "accounts.csv", destination_section(served, "hubspot", create_missing=True)
+    )
+    run(settings, Recorder())
+    for key, value in (("acc_2", "n/a"), ("acc_3", "n/a"), ("acc_4", "initech inc")):
+        reported(settings, "account", key, "invalid", f"domain {value!r} is not a domain name")
+    companies = emulator.hubspot.state()["companies"].values()
+    assert [(c.get("name"), c.get("domain")) for c in companies] == [("Acme", "acme.io")]

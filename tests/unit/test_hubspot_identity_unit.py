@@ -31,6 +31,16 @@ from accoil_sync.traits.model import ObjectRecord
         ("", None),
         (None, None),
         ("https://", None),
+        # What exports put in an empty cell is no domain: matched by, it would join unrelated accounts.
+        ("n/a", None),
+        ("-", None),
+        ("Acme Inc", None),
+        ("localhost", None),
+        ("my_co.io", None),
+        ("-acme.io", None),
+        ("bücher.de", "bücher.de"),  # an internationalised name, as typed
+        ("xn--bcher-kva.de", "xn--bcher-kva.de"),
+        ("sub.acme.co.uk", "sub.acme.co.uk"),
     ],
 )
 def test_domains_are_compared_normalised(raw: str | None, want: str | None) -> None:
