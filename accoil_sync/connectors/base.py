@@ -38,12 +38,17 @@ class Change:
     key: str
     op: Operation
     fields: dict[str, FieldValue]  # field -> new value (the destination's clear value when clearing)
-    previous: dict[str, FieldValue]  # field -> value last acknowledged, for the same fields
+    # field -> value last acknowledged, for the same fields; for a key with a leftover write-ahead note, what
+    # the destination may hold there instead (sync/pending.py: for tags, those that may be there unwanted)
+    previous: dict[str, FieldValue]
     record: ObjectRecord | None  # None when the object left the source
     fingerprint: str  # stored on acknowledgement
     dest_id: str | None = None
     version: int = 0  # acknowledged deliveries so far (Segment derives its messageId from it)
     is_new: bool = False
+    # Set when a lost write may have left other values (sync/pending.py ``salt``): mixed into ids that are
+    # otherwise derived from the version and values, so this write is not taken for a copy of that one.
+    salt: str = ""
 
 
 @dataclass(slots=True)  # not frozen, for the same reason as Change

@@ -28,7 +28,7 @@ from accoil_sync.traits.names import ObjectKind
 
 def delivery_id(change: Change) -> str:
     body = json.dumps([change.kind, change.key, change.version, change.fields], sort_keys=True, default=str)
-    return hashlib.sha256(body.encode()).hexdigest()[:32]
+    return hashlib.sha256((body + change.salt).encode()).hexdigest()[:32]
 
 
 class JsonlConnector:

@@ -247,7 +247,7 @@ class SegmentConnector:
             for _, user in rows:
                 if i in failures:
                     break  # one member's message over 32 KB: the account is rejected, not half-sent
-                mid = member_message_id(account, user, change.version, change.fields)
+                mid = member_message_id(account, user, change.version, change.fields, change.salt)
                 requests.add(i, encode_group(account, user, mid, timestamp, traits))
                 if requests.ready:
                     await requests.send_ready()
@@ -289,7 +289,7 @@ class SegmentConnector:
                 account = links.get(i)
                 if account is not None:
                     record, fields = accounts.get(account, (None, {}))
-                    mid = link_message_id(change.key, account, change.version, fields)
+                    mid = link_message_id(change.key, account, change.version, fields, change.salt)
                     message = encode_group(
                         account, change.key, mid, timestamp_json(record, now), traits_json(fields)
                     )

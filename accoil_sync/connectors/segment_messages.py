@@ -32,7 +32,7 @@ def _message_id(change: Change, key: bytes, traits: bytes) -> bytes:
     # The bytes of orjson.dumps([kind, key, version, fields], OPT_SORT_KEYS), assembled from the key and
     # traits already encoded for the message so the hot path serialises them once.
     body = b"[%b,%b,%d,%b]" % (_KIND_JSON[change.kind], key, change.version, traits)
-    return _digest(body)
+    return _digest(body + change.salt.encode() if change.salt else body)
 
 
 def _digest(body: bytes) -> bytes:
@@ -42,18 +42,22 @@ def _digest(body: bytes) -> bytes:
 _KIND_JSON = {kind: orjson.dumps(kind.value) for kind in ObjectKind}
 
 
-def member_message_id(account: str, user: str, version: int, traits: dict[str, FieldValue]) -> str:
+def member_message_id(
+    account: str, user: str, version: int, traits: dict[str, FieldValue], salt: str = ""
+) -> str:
     """A member's group call for an account change: per (account, member, account version, values), so a
     re-sent batch is de-duplicated member by member. Five elements where ``message_id`` hashes four, so
     the two can never coincide."""
     body = orjson.dumps(["account", account, user, version, traits], option=orjson.OPT_SORT_KEYS)
-    return _digest(body).decode()
+    return _digest(body + salt.encode()).decode()
 
 
-def link_message_id(user: str, account: str, version: int, traits: dict[str, FieldValue]) -> str:
+def link_message_id(
+    user: str, account: str, version: int, traits: dict[str, FieldValue], salt: str = ""
+) -> str:
     """A user's group call to its (new) account: per (user, account, user version, account values)."""
     body = orjson.dumps(["link", user, account, version, traits], option=orjson.OPT_SORT_KEYS)
-    return _digest(body).decode()
+    return _digest(body + salt.encode()).decode()
 
 
 def traits_json(fields: dict[str, FieldValue]) -> bytes:

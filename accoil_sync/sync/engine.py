@@ -297,7 +297,14 @@ class Engine:
                 # A first delivery has nothing to merge with: replacing spares the state a read.
                 acked.append(
                     Acknowledged(
-                        change.key, change.fingerprint, fields, outcome.dest_id, clear or change.is_new
+                        change.key,
+                        change.fingerprint,
+                        fields,
+                        outcome.dest_id,
+                        clear or change.is_new,
+                        # The change is settled, whatever part of it the destination had to store (a
+                        # Segment account without members stores nothing): its fields leave the note.
+                        change.fields.keys(),
                     )
                 )
             else:

@@ -264,8 +264,9 @@ class Planner:
                     assert before is not None
                     fields = {name: encoder.cleared(name) for name in sorted(before.fields)}
                     previous = dict(before.fields)
-                    if note is not None:
-                        pending.replan(note, fields, previous, {}, before.fields, encoder)
+                    other = note is not None and pending.replan(
+                        note, fields, previous, {}, before.fields, encoder
+                    )
                     counts.clear += 1
                     yield Change(
                         destination,
@@ -278,6 +279,7 @@ class Planner:
                         CLEARED,
                         dest_id,
                         version,
+                        salt=pending.salt(note) if note is not None and other else "",
                     )
                     continue
                 record = decode(key, docs)
@@ -296,9 +298,11 @@ class Planner:
                     # Nothing delivered yet: every encoded field is a change (the common case of a first sync).
                     fields = diff_fields(encoded, delivered, encoder) if delivered else encoded
                 previous = {k: delivered[k] for k in fields if k in delivered} if delivered else {}
+                salt = ""
                 if note is not None:
                     fields = dict(fields)
-                    pending.replan(note, fields, previous, encoded, delivered, encoder, clear_absent=not held)
+                    if pending.replan(note, fields, previous, encoded, delivered, encoder, held=held):
+                        salt = pending.salt(note)
                 if status == "retryable":
                     counts.retrying += 1
                 if not fields:
@@ -323,6 +327,7 @@ class Planner:
                     dest_id,
                     version,
                     first,
+                    salt,
                 )
         cur.close()
         counts.unchanged = counts.objects - (planned - counts.clear) - counts.still_rejected

@@ -9,7 +9,7 @@ moment leaves either the batch's outcomes or none of them -- never half. The sch
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,6 +72,8 @@ class Acknowledged:
     fields: dict[str, FieldValue]  # the fields just delivered; merged over what was there
     dest_id: str | None
     replace: bool = False  # True when ``fields`` is the whole new set (clear, full refresh)
+    # The fields the change settled (a clear's too): they leave the key's write-ahead note.
+    written: Collection[str] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +101,6 @@ class StateStore(Ledger):
     def __init__(self, path: Path, *, readonly: bool = False) -> None:
         """``readonly``: for ``status`` and ``failures``, which must work on a store they may not write."""
         self.path = path
-        self._noting: bool | None = None  # whether the pending table may hold notes (see _has_notes)
         try:
             if readonly:
                 self.db = sqlite3.connect(
@@ -245,13 +246,8 @@ class StateStore(Ledger):
         with self.transaction() as db:
             acknowledged, refused = self._owned_elsewhere(destination, kind, acknowledged)
             failed += refused
-            if acknowledged and self._has_notes(db):
-                # What the destination holds for these keys is known again; a failure keeps its note.
-                db.execute(
-                    "DELETE FROM pending WHERE destination = ? AND kind = ? "
-                    "AND key IN (SELECT value FROM json_each(?))",
-                    (destination, kind, orjson.dumps([a.key for a in acknowledged])),
-                )
+            if acknowledged:
+                self._resolve_notes(db, destination, kind, acknowledged)
             if acknowledged:
                 stored = self.load(destination, kind, [a.key for a in acknowledged if not a.replace])
                 rows = []
@@ -298,26 +294,48 @@ class StateStore(Ledger):
                     ),
                 )
 
-    def _has_notes(self, db: sqlite3.Connection) -> bool:
-        """Whether an acknowledgement may have a note to delete: checked once per store, then known, as
-        every note after that is written through this store (the commit path stays one statement shorter in
-        the common case, a run that was never interrupted)."""
-        if self._noting is None:
-            self._noting = db.execute("SELECT EXISTS (SELECT 1 FROM pending)").fetchone()[0] == 1
-        return self._noting
+    def _resolve_notes(
+        self, db: sqlite3.Connection, destination: str, kind: str, acknowledged: list[Acknowledged]
+    ) -> None:
+        """The fields an acknowledgement wrote are known again: they leave the key's note, and a note with
+        nothing left is deleted. A field it did not write (a refresh writes none) stays noted: the values a
+        lost batch left there are still unknown. A failure resolves nothing."""
+        notes = self.notes(destination, kind, [a.key for a in acknowledged])
+        if not notes:
+            return
+        done: list[str] = []
+        kept: list[tuple[str, pending.Note]] = []
+        for ack in acknowledged:
+            note = notes.get(ack.key)
+            if note is not None:
+                rest = {name: values for name, values in note.items() if name not in ack.written}
+                if rest:
+                    kept.append((ack.key, rest))
+                else:
+                    done.append(ack.key)
+        db.execute(
+            "DELETE FROM pending WHERE destination = ? AND kind = ? AND key IN (SELECT value FROM json_each(?))",
+            (destination, kind, orjson.dumps(done)),
+        )
+        self._write_notes(db, destination, kind, kept)
+
+    def _write_notes(
+        self, db: sqlite3.Connection, destination: str, kind: str, notes: list[tuple[str, pending.Note]]
+    ) -> None:
+        db.execute(
+            "INSERT OR REPLACE INTO pending (destination, kind, key, note) "
+            f"SELECT ?, ?, {_elements(2)} FROM json_each(?)",
+            (destination, kind, orjson.dumps(notes)),
+        )
 
     def note(self, destination: str, kind: str, writes: Sequence[tuple[str, dict[str, FieldValue]]]) -> None:
         """Before a batch is sent: note, per key, the fields it is about to write (sync/pending.py)."""
         if not writes:
             return
-        self._noting = True
         with self.transaction() as db:
             old = self.notes(destination, kind, [key for key, _ in writes])
-            rows = [(key, pending.merge(old.get(key), fields)) for key, fields in writes]
-            db.execute(
-                "INSERT OR REPLACE INTO pending (destination, kind, key, note) "
-                f"SELECT ?, ?, {_elements(2)} FROM json_each(?)",
-                (destination, kind, orjson.dumps(rows)),
+            self._write_notes(
+                db, destination, kind, [(key, pending.merge(old.get(key), fields)) for key, fields in writes]
             )
 
     @guarded("read it")

@@ -11,9 +11,11 @@ from pathlib import Path
 import pytest
 
 from accoil_sync.connectors import Change, Outcome
+from accoil_sync.connectors.jsonl import delivery_id
+from accoil_sync.connectors.segment_messages import message_id
 from accoil_sync.sync import pending
 from accoil_sync.sync.engine import Engine
-from accoil_sync.sync.state import StateStore
+from accoil_sync.sync.state import Acknowledged, StateStore
 from accoil_sync.sync.synclog import SyncLog
 from accoil_sync.traits import HubSpotEncoder, IntercomEncoder, ObjectKind
 from tests.conftest import WriteConfig, write
@@ -23,10 +25,14 @@ SEGMENTS = "Accoil_Default_Segments"
 SCORE = "Accoil_Default_Score"
 
 
-def test_a_note_keeps_every_value_written_since_the_last_acknowledgement() -> None:
+def test_a_note_keeps_what_the_fields_may_hold_bounded() -> None:
     note = pending.merge(None, {"score": 5, "tags": ["A"]})
     note = pending.merge(note, {"score": 7, "tags": ["A"], "company": "a3"})
     assert note == {"score": [5, 7], "tags": [["A"]], "company": ["a3"]}
+    # A key noted run after run (it fails every time) keeps a union of tags and two distinct values.
+    note = pending.merge(note, {"score": 9, "tags": ["B"]})
+    note = pending.merge(note, {"score": 7})
+    assert note == {"score": [9, 7], "tags": [["A", "B"]], "company": ["a3"]}
 
 
 def test_replan_writes_noted_fields_again_and_lists_what_may_be_there() -> None:
@@ -36,7 +42,7 @@ def test_replan_writes_noted_fields_again_and_lists_what_may_be_there() -> None:
     delivered = {"score": 10, "tags": ["Accoil: Engaged"], "company": "a1", "gone": 3}
     fields: dict[str, object] = {}  # the diff against state alone: nothing to do
     previous: dict[str, object] = {}
-    pending.replan(note, fields, previous, desired, delivered, encoder)
+    assert pending.replan(note, fields, previous, desired, delivered, encoder)  # other values may be there
     # Every noted field written again; one the source no longer has is cleared.
     assert fields == {"score": 10, "tags": ["Accoil: Engaged"], "company": "a1", "gone": None}
     # The wanted tag is added again (a noted write may have removed it), the noted one removed; the
@@ -46,13 +52,33 @@ def test_replan_writes_noted_fields_again_and_lists_what_may_be_there() -> None:
     assert previous["score"] == 70 and previous["gone"] == 4
 
 
-def test_replan_of_an_object_with_an_invalid_row_clears_nothing() -> None:
+def test_replan_of_an_object_with_an_invalid_row_clears_nothing_and_keeps_delivered_tags() -> None:
     fields: dict[str, object] = {}
     previous: dict[str, object] = {}
+    note = {"score": [70], "x": [1], "tags": [["A", "C"]]}
+    delivered = {"score": 10, "tags": ["A", "B"]}
     pending.replan(
-        {"score": [70], "x": [1]}, fields, previous, {"score": 10}, {}, HubSpotEncoder(), clear_absent=False
+        note, fields, previous, {"score": 10, "tags": ["A"]}, delivered, HubSpotEncoder(), held=True
     )
-    assert fields == {"score": 10}
+    # Nothing cleared; the invalid row's B stays (a held list only grows); the lost batch's C goes.
+    assert fields == {"score": 10, "tags": ["A", "B"]}
+    assert previous["tags"] == ["C"]
+
+
+def test_an_acknowledgement_resolves_only_the_fields_it_wrote(tmp_path: Path) -> None:
+    state = StateStore(tmp_path / "state.db")
+    state.note("hubspot", "user", [("u1", {"a": 1, "b": 2}), ("u2", {"a": 1})])
+    state.commit_batch(
+        "hubspot",
+        "user",
+        [Acknowledged("u1", "fp", {"a": 1}, None, written=["a"]), Acknowledged("u2", "fp", {}, None)],
+        [],
+    )
+    # u1's b was not written by this acknowledgement; u2's refresh wrote nothing.
+    assert state.notes("hubspot", "user", ["u1", "u2"]) == {"u1": {"b": [2]}, "u2": {"a": [1]}}
+    state.commit_batch("hubspot", "user", [Acknowledged("u1", "fp", {"b": 2}, None, written=["b"])], [])
+    assert state.noted_keys("hubspot", "user") == ["u2"]
+    state.close()
 
 
 def test_the_engine_notes_a_batch_before_sending_it_and_an_acknowledgement_deletes_the_note(
@@ -102,6 +128,46 @@ def test_a_batch_lost_before_its_commit_is_undone_when_the_source_returns(
     assert set(sent) == {"u1", "u2"}
     assert sent["u1"].fields == {SCORE: 10, SEGMENTS: ["A"]}
     assert sent["u1"].previous[SEGMENTS] == ["B"]  # what the lost batch may have left, to remove
+    # The lost batch held other values: ids derived from (version, values) must not repeat its own.
+    assert sent["u1"].salt and sent["u1"].version == killed.batches[0][0].version
     again = FakeConnector()
     run(settings, again)
     assert again.sent == []
+
+
+def test_a_held_refresh_keeps_the_note_of_a_field_it_could_not_write(
+    tmp_path: Path, make_settings: WriteConfig
+) -> None:
+    """A lost batch wrote a score; the next run holds the object (one of its rows is invalid, the other has
+    no score) and cannot write it back, so the note of that field must outlive the run, and the score be
+    written once the source is whole again."""
+    users = write(tmp_path / "users.csv", HEADER + "u1,10,A,50\n")
+    settings = make_settings()
+    run(settings, FakeConnector())
+    write(users, HEADER + "u1,11,A,50\n")
+    killed = FakeConnector()
+    killed.crash_after_batches = 0
+    with pytest.raises(SimulatedKill):
+        run(settings, killed, allow_mass_change=True)
+    write(users, HEADER + "u1,,A,50\nu1,notanumber,A,50\n")
+    held = run(settings, FakeConnector())
+    counts = held.plans["jsonl"].counts[ObjectKind.USER]
+    assert (counts.held, counts.writes) == (1, 0)
+    write(users, HEADER + "u1,10,A,50\n")
+    resume = FakeConnector()
+    run(settings, resume)
+    assert [(c.key, c.fields) for c in resume.sent] == [("u1", {SCORE: 10})]
+
+
+def test_a_salt_changes_idempotency_ids_and_no_salt_keeps_them() -> None:
+    """Segment's messageId and the jsonl delivery id: unchanged for a change without a note (an upgrade
+    re-sends nothing, a plain re-send after a kill is still de-duplicated), different with one."""
+    change = Change("segment", ObjectKind.USER, "u1", "upsert", {SCORE: 1}, {}, None, "fp", version=3)
+    plain_message, plain_delivery = message_id(change), delivery_id(change)
+    assert plain_message == message_id(Change(**{**_fields(change)}))  # deterministic
+    change.salt = pending.salt({SCORE: [2, 1]})
+    assert message_id(change) != plain_message and delivery_id(change) != plain_delivery
+
+
+def _fields(change: Change) -> dict[str, object]:
+    return {name: getattr(change, name) for name in Change.__dataclass_fields__}
