@@ -30,6 +30,11 @@ from accoil_sync.traits.encoders import Encoder, FieldValue
 Note = dict[str, list[FieldValue]]
 
 
+def first(fields: Mapping[str, FieldValue]) -> Note:
+    """The note of a key that had none: ``merge(None, fields)``, without its per-value work."""
+    return {name: [value] for name, value in fields.items()}
+
+
 def merge(note: Note | None, fields: Mapping[str, FieldValue]) -> Note:
     """``note`` with the values of one more write."""
     out: Note = {name: list(values) for name, values in (note or {}).items()}

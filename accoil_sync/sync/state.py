@@ -9,7 +9,7 @@ moment leaves either the batch's outcomes or none of them -- never half. The sch
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Collection, Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, KeysView, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,6 +101,9 @@ class StateStore(Ledger):
     def __init__(self, path: Path, *, readonly: bool = False) -> None:
         """``readonly``: for ``status`` and ``failures``, which must work on a store they may not write."""
         self.path = path
+        # (destination, kind) -> key -> the fields of the note this store wrote for a key that had none,
+        # until acknowledged (see ``note``)
+        self._fresh: dict[tuple[str, str], dict[str, KeysView[str]]] = {}
         try:
             if readonly:
                 self.db = sqlite3.connect(
@@ -300,10 +303,12 @@ class StateStore(Ledger):
         """The fields an acknowledgement wrote are known again: they leave the key's note, and a note with
         nothing left is deleted. A field it did not write (a refresh writes none) stays noted: the values a
         lost batch left there are still unknown. A failure resolves nothing."""
-        notes = self.notes(destination, kind, [a.key for a in acknowledged])
-        if not notes:
-            return
-        done: list[str] = []
+        fresh = self._fresh.get((destination, kind), {})
+        settled = {a.key for a in acknowledged if a.key in fresh and fresh[a.key] <= set(a.written)}
+        notes = self.notes(destination, kind, [a.key for a in acknowledged if a.key not in settled])
+        for key in settled:
+            del fresh[key]
+        done = list(settled)
         kept: list[tuple[str, pending.Note]] = []
         for ack in acknowledged:
             note = notes.get(ack.key)
@@ -313,11 +318,14 @@ class StateStore(Ledger):
                     kept.append((ack.key, rest))
                 else:
                     done.append(ack.key)
-        db.execute(
-            "DELETE FROM pending WHERE destination = ? AND kind = ? AND key IN (SELECT value FROM json_each(?))",
-            (destination, kind, orjson.dumps(done)),
-        )
-        self._write_notes(db, destination, kind, kept)
+        if done:
+            db.execute(
+                "DELETE FROM pending WHERE destination = ? AND kind = ? "
+                "AND key IN (SELECT value FROM json_each(?))",
+                (destination, kind, orjson.dumps(done)),
+            )
+        if kept:
+            self._write_notes(db, destination, kind, kept)
 
     def _write_notes(
         self, db: sqlite3.Connection, destination: str, kind: str, notes: list[tuple[str, pending.Note]]
@@ -335,8 +343,21 @@ class StateStore(Ledger):
         with self.transaction() as db:
             old = self.notes(destination, kind, [key for key, _ in writes])
             self._write_notes(
-                db, destination, kind, [(key, pending.merge(old.get(key), fields)) for key, fields in writes]
+                db,
+                destination,
+                kind,
+                [
+                    (key, pending.merge(old[key], fields) if key in old else pending.first(fields))
+                    for key, fields in writes
+                ],
             )
+        # A key noted here with no note before holds just its change's fields: an acknowledgement that
+        # settles them all deletes the note without reading it back (the common case, and the hot path: the
+        # Python of a read-merge-write per key competes with the event loop for the GIL).
+        fresh = self._fresh.setdefault((destination, kind), {})
+        fresh.update((key, fields.keys()) for key, fields in writes if key not in old)
+        for key in old:
+            fresh.pop(key, None)
 
     @guarded("read it")
     def noted_keys(self, destination: str, kind: str) -> list[str]:
