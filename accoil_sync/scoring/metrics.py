@@ -16,9 +16,15 @@ import duckdb
 import pyarrow as pa
 
 from accoil_sync.config.models import ProfileConfig
-from accoil_sync.config.scoring import ScoringConfig
+from accoil_sync.config.scoring import ScoringConfig, SegmentRule
 from accoil_sync.scoring.rollup import do
-from accoil_sync.scoring.segments import rules_for, segments_sql
+from accoil_sync.scoring.segments import (
+    LOOKUP_RULES,
+    rules_for,
+    segment_lookup_sql,
+    segment_mask_sql,
+    segments_sql,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +110,7 @@ def _window_pairs(con: duckdb.DuckDBPyConnection, scoring: ScoringConfig, now: W
     """``wp``: the profile's window facts per (user, account) pair, which every per-user and per-account
     figure below combines (one scan of the window and the previous window instead of one per figure and
     kind): raw points in the window and in the previous one, active days of the window as bits (W <= 30),
-    adoption units of the window."""
+    adoption units of the window. The weights are ``w<suffix>``, registered by ``lifetime_pairs``."""
     before = now.previous()
     inside = f"d.day >= {_d(now.first)}"
     do(
@@ -117,7 +123,7 @@ def _window_pairs(con: duckdb.DuckDBPyConnection, scoring: ScoringConfig, now: W
                bit_or(CAST(1 AS BIGINT) << CAST({_d(now.as_of)} - d.day AS INTEGER)) FILTER (WHERE {inside})
                  AS days,
                {_units_of_pair(scoring, inside)} AS units
-        FROM recent d JOIN w USING (eid)
+        FROM recent d JOIN w{suffix} w USING (eid)
         WHERE d.day BETWEEN {_d(before.first)} AND {_d(now.as_of)}
         GROUP BY d.uid, d.aid
         """,
@@ -211,14 +217,14 @@ def compute_profile(
 ) -> None:
     """``profile``'s metrics as of the end of ``as_of``, as the views ``score_users_<index>`` and
     ``score_accounts_<index>`` over the profile's small tables (``score_views`` unites them);
-    ``lifetime_pairs`` must have run, and ``recent_table`` must cover this profile's windows.
+    ``lifetime_pairs`` must have run (it registered the profile's weights), and ``recent_table`` must
+    cover this profile's windows.
 
     Views, not tables: the rows are computed as they are read (once per sync), which costs less than
     materialising them first (10M events: 0.18 s to store a profile's 61k user rows, 0.10 s to compute
     them straight into Arrow)."""
     scoring = profile.scoring
     assert scoring is not None
-    register_weights(con, scoring)
     now = Window(as_of, profile.window_days)
     units = max(1, len(scoring.adoption_units()))
     criteria = len(scoring.criteria())
@@ -269,8 +275,10 @@ def compute_profile(
           base.first_seen >= {_d(now.first)} AS new_in_window
         """
 
-    user_rules = segments_sql(rules_for(scoring, "users"))
-    account_rules = segments_sql(rules_for(scoring, "accounts"))
+    user_rules, user_mask, user_join = _segment_column(con, rules_for(scoring, "users"), f"seg_users{x}")
+    account_rules, account_mask, account_join = _segment_column(
+        con, rules_for(scoring, "accounts"), f"seg_accounts{x}"
+    )
     select_users = f"""
         WITH {per("uid", "")},
         facts AS (
@@ -283,10 +291,11 @@ def compute_profile(
         SELECT u.user_id, a.account_id, e.email, score_name, score,
                {user_rules} AS segments, activation, adoption_recent, adoption_ever, last_active,
                frequency, computed_at, raw, p90, previous_score, score - previous_score AS trend, first_seen
-        FROM (SELECT *, score - previous_score AS trend FROM facts) facts
+        FROM (SELECT *, {user_mask} AS seg_mask FROM (SELECT *, score - previous_score AS trend FROM facts)) facts
         JOIN r.users u ON u.uid = facts.uid
         LEFT JOIN r.accounts a ON a.aid = facts.aid
         LEFT JOIN r.emails e ON e.uid = facts.uid
+        {user_join}
     """
     do(con, f"CREATE OR REPLACE TEMP VIEW score_users{x} AS {select_users}")
 
@@ -315,11 +324,23 @@ def compute_profile(
                adoption_recent, adoption_ever, last_active, frequency, active_users, total_users, computed_at,
                NULL::DOUBLE AS raw, NULL::DOUBLE AS p90, previous_score, score - previous_score AS trend,
                first_seen
-        FROM (SELECT *, score - previous_score AS trend FROM facts) facts
+        FROM (SELECT *, {account_mask} AS seg_mask FROM (SELECT *, score - previous_score AS trend FROM facts)) facts
         JOIN r.accounts a ON a.aid = facts.aid
         LEFT JOIN account_details ad ON ad.account_id = a.account_id
+        {account_join}
     """
     do(con, f"CREATE OR REPLACE TEMP VIEW score_accounts{x} AS {select_accounts}")
+
+
+def _segment_column(
+    con: duckdb.DuckDBPyConnection, rules: list[SegmentRule], table: str
+) -> tuple[str, str, str]:
+    """(the segments column, the mask column it needs in ``facts``, the join it needs): looked up by the
+    mask of the rules that hold when they are few enough (``segment_lookup_sql``), else built per row."""
+    if not 0 < len(rules) <= LOOKUP_RULES:
+        return segments_sql(rules), "NULL", ""
+    do(con, f"CREATE OR REPLACE TEMP TABLE {table} AS {segment_lookup_sql(rules)}")
+    return f"{table}.segments", segment_mask_sql(rules), f"LEFT JOIN {table} ON {table}.mask = facts.seg_mask"
 
 
 def score_views(con: duckdb.DuckDBPyConnection, profiles: int) -> None:
