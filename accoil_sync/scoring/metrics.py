@@ -58,11 +58,13 @@ def _units_of_pair(scoring: ScoringConfig, where: str = "true", w: str = "w", su
     return f"list(DISTINCT {w}.unit{suffix}) FILTER (WHERE {w}.adopt{suffix} AND {where})"
 
 
-def _distinct_units(scoring: ScoringConfig, column: str) -> str:
-    """How many distinct units the pairs' ``column`` (``_units_of_pair``) hold together."""
+def _distinct_units(scoring: ScoringConfig, column: str, where: str = "true") -> str:
+    """How many distinct units the pairs' ``column`` (``_units_of_pair``) hold together (pairs matching
+    ``where``)."""
+    only = f" FILTER (WHERE {where})" if where != "true" else ""
     if _bitmask(scoring):
-        return f"coalesce(bit_count(bit_or({column})), 0)"
-    return f"coalesce(len(list_distinct(flatten(list({column})))), 0)"
+        return f"coalesce(bit_count(bit_or({column}){only}), 0)"
+    return f"coalesce(len(list_distinct(flatten(list({column}){only}))), 0)"
 
 
 def register_weights(con: duckdb.DuckDBPyConnection, scoring: ScoringConfig, name: str = "w") -> None:
@@ -171,19 +173,33 @@ def lifetime_pairs(con: duckdb.DuckDBPyConnection, profiles: Sequence[ProfileCon
         )
 
 
-def _user_scores(con: duckdb.DuckDBPyConnection, table: str, column: str, suffix: str) -> None:
-    """``table``(uid, raw, score, p90) for every user with a scored event in the window of ``column``
-    (``wp.raw_now`` or ``wp.raw_before``) of the profile's ``suffix``."""
+def _user_window(con: duckdb.DuckDBPyConnection, scoring: ScoringConfig, suffix: str) -> None:
+    """``us<suffix>``: per user with a scored event in the window or the previous one, from the profile's
+    pairs: raw points, score and P90 anchor of the window (``raw_now``, ``score``, ``p90``; NULL raw and
+    anchor for a user with nothing in the window) and of the previous window (``raw_before``,
+    ``previous``), active days (``frequency``) and units of the window.
+
+    One table and one join where the users' view had three (scores now, scores before, window facts),
+    each grouping the pairs by user again (100M events: 0.35-0.47 s of 0.52 s reading one profile's
+    users went to those joins)."""
+    score = "CAST(CASE WHEN {raw} > 0 THEN greatest(1, round(100 * least({raw}, {p90}) / {p90})) ELSE 0 END AS INTEGER)"
     do(
         con,
         f"""
-        CREATE OR REPLACE TEMP TABLE {table} AS
-        WITH raw AS (SELECT uid, sum({column}) AS raw FROM wp{suffix} WHERE {column} IS NOT NULL GROUP BY uid),
-        anchor AS (SELECT quantile_cont(raw, 0.9) AS p90 FROM raw WHERE raw > 0)
-        SELECT uid, raw, anchor.p90,
-               CAST(CASE WHEN raw > 0 THEN greatest(1, round(100 * least(raw, anchor.p90) / anchor.p90)) ELSE 0 END
-                 AS INTEGER) AS score
-        FROM raw, anchor
+        CREATE OR REPLACE TEMP TABLE us{suffix} AS
+        WITH u AS (
+          SELECT uid, sum(raw_now) AS raw_now, sum(raw_before) AS raw_before,
+                 -- days of the window as bits (W <= 30): the number of active days without a DISTINCT
+                 bit_count(bit_or(days)) AS frequency,
+                 {_distinct_units(scoring, "units", "days IS NOT NULL")} AS units
+          FROM wp{suffix} GROUP BY uid),
+        now AS (SELECT quantile_cont(raw_now, 0.9) AS p90 FROM u WHERE raw_now > 0),
+        before AS (SELECT quantile_cont(raw_before, 0.9) AS p90 FROM u WHERE raw_before > 0)
+        SELECT uid, raw_now, raw_before, frequency, units,
+               CASE WHEN raw_now IS NOT NULL THEN now.p90 END AS p90,
+               {score.format(raw="raw_now", p90="now.p90")} AS score,
+               {score.format(raw="raw_before", p90="before.p90")} AS previous
+        FROM u, now, before
         """,
     )
 
@@ -235,19 +251,25 @@ def compute_profile(
     # Activation: each criterion met is a 1 (the counts are the lifetime pairs' c0, c1...).
     x = f"_{index}"  # the profile's own tables: its score views read them after the next profile ran
     _window_pairs(con, scoring, now, x)
-    _user_scores(con, f"us_now{x}", "raw_now", x)
-    _user_scores(con, f"us_before{x}", "raw_before", x)
+    _user_window(con, scoring, x)
     met = " + ".join(
         f"(coalesce(sum(p.c{i}), 0) >= {c.min_count})::INTEGER" for i, c in enumerate(scoring.criteria())
     )
 
     def per(key: str, group: str) -> str:
-        """Lifetime facts and window facts per ``key`` (uid or aid), combined from the profile's pairs,
-        with ``group`` filtering pairs."""
-        account = ", max_by(p.aid, p.last_ts) FILTER (WHERE p.aid IS NOT NULL) AS aid" if key == "uid" else ""
+        """Lifetime facts per ``key`` (uid or aid) and, per account, window facts, combined from the
+        profile's pairs, with ``group`` filtering pairs (a user's window facts are in ``us``)."""
+        if key == "uid":
+            return f"""
+        base AS (
+          SELECT p.uid, min(p.first_day) AS first_seen, max(p.last_ts) AS last_active,
+                 max_by(p.aid, p.last_ts) FILTER (WHERE p.aid IS NOT NULL) AS aid,
+                 {_distinct_units(scoring, "p.units")} AS ever_units, {met or "0"} AS met
+          FROM lp{x} p GROUP BY p.uid)
+        """
         return f"""
         base AS (
-          SELECT p.{key}, min(p.first_day) AS first_seen, max(p.last_ts) AS last_active {account},
+          SELECT p.{key}, min(p.first_day) AS first_seen, max(p.last_ts) AS last_active,
                  {_distinct_units(scoring, "p.units")} AS ever_units, {met or "0"} AS met
           FROM lp{x} p WHERE true {group} GROUP BY p.{key}),
         win AS (
@@ -283,11 +305,10 @@ def compute_profile(
         WITH {per("uid", "")},
         facts AS (
           SELECT base.uid, base.aid, '{name}' AS score_name,
-                 {common("coalesce(us_now.score, 0)", "coalesce(us_before.score, 0)")},
-                 coalesce(us_now.raw, 0) AS raw, us_now.p90, NULL::BIGINT AS total_users
+                 {common("coalesce(win.score, 0)", "coalesce(win.previous, 0)")},
+                 coalesce(win.raw_now, 0) AS raw, win.p90, NULL::BIGINT AS total_users
           FROM base
-          LEFT JOIN win USING (uid)
-          LEFT JOIN us_now{x} us_now USING (uid) LEFT JOIN us_before{x} us_before USING (uid))
+          LEFT JOIN us{x} win USING (uid))
         SELECT u.user_id, a.account_id, e.email, score_name, score,
                {user_rules} AS segments, activation, adoption_recent, adoption_ever, last_active,
                frequency, computed_at, raw, p90, previous_score, score - previous_score AS trend, first_seen
@@ -309,8 +330,8 @@ def compute_profile(
         scores AS (
           SELECT m.aid, count(*) AS total_users,
                  CAST(round(avg(coalesce(s.score, 0))) AS INTEGER) AS score,
-                 CAST(round(avg(coalesce(b.score, 0))) AS INTEGER) AS previous
-          FROM members m LEFT JOIN us_now{x} s USING (uid) LEFT JOIN us_before{x} b USING (uid)
+                 CAST(round(avg(coalesce(s.previous, 0))) AS INTEGER) AS previous
+          FROM members m LEFT JOIN us{x} s USING (uid)
           GROUP BY m.aid),
         facts AS (
           SELECT base.aid, '{name}' AS score_name,
