@@ -16,6 +16,7 @@ import pyarrow as pa
 from accoil_sync.config.models import ProfileConfig, SourceConfig
 from accoil_sync.errors import ConfigError, SourceError
 from accoil_sync.scoring.accounts import load_account_details
+from accoil_sync.scoring.db import do
 from accoil_sync.scoring.explain import TABLES, Explanation, explain, explanation_tables
 from accoil_sync.scoring.metrics import (
     compute_profile,
@@ -24,7 +25,7 @@ from accoil_sync.scoring.metrics import (
     recent_table,
     score_views,
 )
-from accoil_sync.scoring.rollup import IngestReport, Rollup, do
+from accoil_sync.scoring.rollup import IngestReport, Rollup
 from accoil_sync.sources.base import RawChunk, RowError, with_position
 from accoil_sync.sources.validate import canonical_columns
 from accoil_sync.traits.names import ObjectKind

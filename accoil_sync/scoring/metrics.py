@@ -17,7 +17,7 @@ import pyarrow as pa
 
 from accoil_sync.config.models import ProfileConfig
 from accoil_sync.config.scoring import ScoringConfig, SegmentRule
-from accoil_sync.scoring.rollup import do
+from accoil_sync.scoring.db import do
 from accoil_sync.scoring.segments import (
     LOOKUP_RULES,
     rules_for,
