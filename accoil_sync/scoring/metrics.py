@@ -297,10 +297,8 @@ def compute_profile(
           base.first_seen >= {_d(now.first)} AS new_in_window
         """
 
-    user_rules, user_mask, user_join = _segment_column(con, rules_for(scoring, "users"), f"seg_users{x}")
-    account_rules, account_mask, account_join = _segment_column(
-        con, rules_for(scoring, "accounts"), f"seg_accounts{x}"
-    )
+    user_rules, user_mask, user_join = _segment_column(rules_for(scoring, "users"))
+    account_rules, account_mask, account_join = _segment_column(rules_for(scoring, "accounts"))
     select_users = f"""
         WITH {per("uid", "")},
         facts AS (
@@ -353,15 +351,14 @@ def compute_profile(
     do(con, f"CREATE OR REPLACE TEMP VIEW score_accounts{x} AS {select_accounts}")
 
 
-def _segment_column(
-    con: duckdb.DuckDBPyConnection, rules: list[SegmentRule], table: str
-) -> tuple[str, str, str]:
+def _segment_column(rules: list[SegmentRule]) -> tuple[str, str, str]:
     """(the segments column, the mask column it needs in ``facts``, the join it needs): looked up by the
-    mask of the rules that hold when they are few enough (``segment_lookup_sql``), else built per row."""
+    mask of the rules that hold when they are few enough (``segment_lookup_sql``, computed as the view is
+    read: a table of its own cost a statement, 7-14 ms, per profile and kind), else built per row."""
     if not 0 < len(rules) <= LOOKUP_RULES:
         return segments_sql(rules), "NULL", ""
-    do(con, f"CREATE OR REPLACE TEMP TABLE {table} AS {segment_lookup_sql(rules)}")
-    return f"{table}.segments", segment_mask_sql(rules), f"LEFT JOIN {table} ON {table}.mask = facts.seg_mask"
+    join = f"LEFT JOIN ({segment_lookup_sql(rules)}) seg ON seg.mask = facts.seg_mask"
+    return "seg.segments", segment_mask_sql(rules), join
 
 
 def score_views(con: duckdb.DuckDBPyConnection, profiles: int) -> None:
