@@ -340,7 +340,7 @@ def _lifetime_by_name(settings: object) -> list[tuple[object, ...]]:
 
 def test_late_events_for_known_keys_and_back_fills_equal_a_fresh_build() -> None:
     """Late events for (user, account, event) keys the rollup already holds, inside and outside the
-    window, and one for a new key: the lifetime totals updated in place equal those of a fresh build, and
+    window, and one for a new key: the lifetime totals the incremental runs keep equal a fresh build's, and
     so do the metrics of the newest day and of a back-filled earlier day."""
     days = [SPEC.start + timedelta(days=i) for i in range(SPEC.days)]
     write_stream(SPEC, Path("events"), "csv", days=days[:-2])
