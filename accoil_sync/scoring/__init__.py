@@ -16,14 +16,16 @@ import pyarrow as pa
 from accoil_sync.config.models import ProfileConfig, SourceConfig
 from accoil_sync.errors import ConfigError, SourceError
 from accoil_sync.scoring.accounts import load_account_details
+from accoil_sync.scoring.db import do
 from accoil_sync.scoring.explain import TABLES, Explanation, explain, explanation_tables
 from accoil_sync.scoring.metrics import (
     compute_profile,
+    lifetime_pairs,
     lifetime_table,
     recent_table,
     score_views,
 )
-from accoil_sync.scoring.rollup import IngestReport, Rollup, do
+from accoil_sync.scoring.rollup import IngestReport, Rollup
 from accoil_sync.sources.base import RawChunk, RowError, with_position
 from accoil_sync.sources.validate import canonical_columns
 from accoil_sync.traits.names import ObjectKind
@@ -99,10 +101,10 @@ class Scorer:
         end_of_day = datetime.combine(as_of + timedelta(days=1), time(), UTC) - timedelta(seconds=1)
         computed_at = min(now, end_of_day).strftime("%Y-%m-%dT%H:%M:%SZ")
         self.details = load_account_details(self.con, self.cfg)
-        life = lifetime_table(self.con, as_of)
+        lifetime_pairs(self.con, self.profiles, lifetime_table(self.con, as_of))
         recent_table(self.con, as_of, max(p.window_days for p in self.profiles))
         for i, profile in enumerate(self.profiles):
-            compute_profile(self.con, profile, as_of, computed_at, index=i, life=life)
+            compute_profile(self.con, profile, as_of, computed_at, index=i)
         score_views(self.con, len(self.profiles))
         self.as_of = as_of
         self._explained = False

@@ -16,8 +16,8 @@ import pyarrow as pa
 
 from accoil_sync.config.models import SourceConfig
 from accoil_sync.errors import SourceError
+from accoil_sync.scoring.db import do
 from accoil_sync.scoring.events import FileInfo, files_sql, sqlalchemy_chunks
-from accoil_sync.scoring.rollup import do
 from accoil_sync.sources.files import expand
 
 TABLE = "account_details"

@@ -14,8 +14,8 @@ import duckdb
 import orjson
 
 from accoil_sync.config.models import ProfileConfig
+from accoil_sync.scoring.db import do
 from accoil_sync.scoring.metrics import Window, register_weights
-from accoil_sync.scoring.rollup import do
 from accoil_sync.scoring.segments import rules_for, score_bands
 from accoil_sync.traits.explanation import Contribution, Explanation
 from accoil_sync.traits.names import ObjectKind

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
 
-from accoil_sync.scoring.rollup import connect, do
+from accoil_sync.scoring.db import connect, do
 
 # name, relative popularity; "Page Viewed" and "Login" are deliberately not in the example weights.
 CATALOGUE: tuple[tuple[str, float], ...] = (

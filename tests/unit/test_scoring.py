@@ -20,7 +20,7 @@ from accoil_sync.config.scoring import SegmentRule
 from accoil_sync.config.settings import Settings, load_settings
 from accoil_sync.errors import ConfigError, SourceError
 from accoil_sync.scoring import Scorer
-from accoil_sync.scoring.segments import segments_sql
+from accoil_sync.scoring.segments import segment_lookup_sql, segment_mask_sql, segments_sql
 from accoil_sync.traits import ObjectKind
 from tests.conftest import write
 
@@ -422,6 +422,32 @@ def test_segment_lists_are_sorted_by_name_whatever_the_rule_order(odd_name: str)
         (95, ["Alpha", "Alpha", "Beta", "Mu", odd_name]),
         (None, []),
     ]
+
+
+@pytest.mark.parametrize("odd_name", ["Zeta", "Ze\x1fta"])
+def test_segment_lists_looked_up_by_mask_equal_the_lists_built_per_row(odd_name: str) -> None:
+    rules = [
+        SegmentRule.model_validate({"name": name, "kinds": ["users"], "score_at_least": at})
+        for name, at in ((odd_name, 10), ("Alpha", 20), ("Mu", 90), ("Beta", 0), ("Alpha", 0))
+    ]
+    rows = "(VALUES (5), (50), (95), (NULL)) t(score)"
+    built = duckdb.sql(f"SELECT score, {segments_sql(rules)} FROM {rows} ORDER BY score").fetchall()
+    looked_up = duckdb.sql(
+        f"SELECT score, l.segments FROM (SELECT score, {segment_mask_sql(rules)} AS mask FROM {rows}) t "
+        f"JOIN ({segment_lookup_sql(rules)}) l USING (mask) ORDER BY score"
+    ).fetchall()
+    assert looked_up == built
+
+
+def test_segments_looked_up_or_built_per_row_give_the_same_rows(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past LOOKUP_RULES rules the lists are built per row: the same rows either way."""
+    events_csv(FIXTURE)
+    custom = SCORING + '[[profiles.scoring.segments]]\nname = "Band 10"\nscore_at_least = 10\n'
+    looked_up = score(settings_for(scoring=custom))
+    monkeypatch.setattr("accoil_sync.scoring.metrics.LOOKUP_RULES", 0)
+    built = score(settings_for(scoring=custom))
+    assert built == looked_up
+    assert "Band 10" in looked_up[0]["u1"]["segments"]
 
 
 def test_account_details_from_a_file_or_a_duckdb_query() -> None:

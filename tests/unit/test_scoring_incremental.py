@@ -324,3 +324,41 @@ def test_bad_rows_in_later_batches_are_counted_once_and_left_out(monkeypatch: py
         }
     rollup_path(settings.state.directory).unlink()
     assert metric_rows(settings)[1:] == single[1:]
+
+
+def _lifetime_by_name(settings: object) -> list[tuple[object, ...]]:
+    path = rollup_path(settings.state.directory)  # type: ignore[attr-defined]
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        return con.sql(
+            "SELECT u.user_id, a.account_id, e.event, l.first_day, l.last_ts, l.n FROM lifetime l "
+            "JOIN users u USING (uid) LEFT JOIN accounts a USING (aid) JOIN events e USING (eid) ORDER BY ALL"
+        ).fetchall()
+    finally:
+        con.close()
+
+
+def test_late_events_for_known_keys_and_back_fills_equal_a_fresh_build() -> None:
+    """Late events for (user, account, event) keys the rollup already holds, inside and outside the
+    window, and one for a new key: the lifetime totals the incremental runs keep equal a fresh build's, and
+    so do the metrics of the newest day and of a back-filled earlier day."""
+    days = [SPEC.start + timedelta(days=i) for i in range(SPEC.days)]
+    write_stream(SPEC, Path("events"), "csv", days=days[:-2])
+    settings = settings_for("events/*.csv")
+    assert metric_rows(settings, days[-3])[0] == "full"
+    write_stream(SPEC, Path("events"), "csv", days=days[-2:-1])
+    known = duckdb.sql(
+        "SELECT user_id, account_id, event FROM read_csv('events/*.csv', all_varchar = true) "
+        "WHERE account_id IS NOT NULL ORDER BY ALL LIMIT 3"
+    ).fetchall()
+    assert len(known) == 3
+    late = [(u, a, e, ago(d)) for (u, a, e), d in zip(known, (3, 20, 5), strict=True)]
+    events_csv([*late, (known[0][0], known[0][1], "Search Performed", ago(4))], "events/late.csv")
+    incremental = metric_rows(settings, days[-2])
+    assert incremental[0] == "incremental"
+    back_filled = metric_rows(settings, days[-6])
+    lifetime = _lifetime_by_name(settings)
+    rollup_path(settings.state.directory).unlink()
+    assert metric_rows(settings, days[-2])[1:] == incremental[1:]
+    assert _lifetime_by_name(settings) == lifetime
+    assert metric_rows(settings, days[-6])[1:] == back_filled[1:]
