@@ -32,7 +32,7 @@ def _message_id(change: Change, key: bytes, traits: bytes) -> bytes:
     # The bytes of orjson.dumps([kind, key, version, fields], OPT_SORT_KEYS), assembled from the key and
     # traits already encoded for the message so the hot path serialises them once.
     body = b"[%b,%b,%d,%b]" % (_KIND_JSON[change.kind], key, change.version, traits)
-    return _digest(body + change.salt.encode() if change.salt else body)
+    return _digest(body + change.salt.encode())
 
 
 def _digest(body: bytes) -> bytes:

@@ -30,13 +30,11 @@ from accoil_sync.traits.encoders import Encoder, FieldValue
 Note = dict[str, list[FieldValue]]
 
 
-def first(fields: Mapping[str, FieldValue]) -> Note:
-    """The note of a key that had none: ``merge(None, fields)``, without its per-value work."""
-    return {name: [value] for name, value in fields.items()}
-
-
 def merge(note: Note | None, fields: Mapping[str, FieldValue]) -> Note:
     """``note`` with the values of one more write."""
+    if not note:
+        # A key's first note, the common case and on the hot path: one value per field, nothing to combine.
+        return {name: [value] for name, value in fields.items()}
     out: Note = {name: list(values) for name, values in (note or {}).items()}
     for name, value in fields.items():
         values = out.get(name, [])
@@ -83,7 +81,7 @@ def replan(
         want = fields[name]
         if isinstance(want, list) or any(isinstance(v, list) for v in values):
             wanted = set(want) if isinstance(want, list) else set()
-            maybe = _elements([*values, delivered.get(name, previous.get(name))])
+            maybe = _elements([*values, delivered.get(name)])
             previous[name] = sorted(maybe - wanted)
             other = other or bool(_elements(values) - wanted)
         else:

@@ -19,7 +19,9 @@ from accoil_sync.traits.names import ObjectKind
 
 log = logging.getLogger("accoil_sync.resolve")
 VERDICTS = ("update", "create", "not_found", "ambiguous", "conflict")
-REJECTED = ("not_found", "ambiguous", "conflict")  # what a sync would be refused, worst first when listed
+# What a sync would be refused, in the order reports list them: what a person can act on (merge the
+# duplicates, set the key) first.
+REJECTED = ("conflict", "ambiguous", "not_found")
 NOTABLE = 20  # reported resolutions kept per verdict
 
 
@@ -36,7 +38,7 @@ class ResolveReport:
 
     def to_json(self) -> dict[str, Any]:
         # Conflicts and ambiguities first: they are what a person can act on (merge, set the key).
-        order = {v: i for i, v in enumerate(("conflict", "ambiguous", "not_found"))}
+        order = {v: i for i, v in enumerate(REJECTED)}
         reported = sorted(self.notable, key=lambda item: order.get(item[1].verdict, len(order)))
         return {
             "counts": {kind: {v: c[v] for v in VERDICTS} for kind, c in self.counts.items()},

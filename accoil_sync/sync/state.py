@@ -346,10 +346,7 @@ class StateStore(Ledger):
                 db,
                 destination,
                 kind,
-                [
-                    (key, pending.merge(old[key], fields) if key in old else pending.first(fields))
-                    for key, fields in writes
-                ],
+                [(key, pending.merge(old.get(key), fields)) for key, fields in writes],
             )
         # A key noted here with no note before holds just its change's fields: an acknowledgement that
         # settles them all deletes the note without reading it back (the common case, and the hot path: the
