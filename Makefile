@@ -60,6 +60,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/plan_bench.py --users 100000
 	$(BIN)/python bench/score_bench.py --users 6000 --days 90
+	$(BIN)/python bench/score_floor.py --users 6000 --days 90
 
 build: $(STAMP)
 	$(BIN)/python -m build --outdir dist .
