@@ -159,19 +159,19 @@ class HubSpotConnector:
         outcomes: dict[str, Outcome] = {}
         updates: list[_Write] = []
         unknown: list[Change] = []
+        unplaced: list[Change] = []
+        for change in batch:
+            if not change.dest_id:
+                (unplaced if change.record is None else unknown).append(change)
+        if unplaced:
+            await self._place_lost(kind, unplaced, outcomes)
         refused = self._claim_all(kind, [(c.key, c.dest_id) for c in batch if c.dest_id])
         for change in batch:
-            if change.dest_id:
+            if change.dest_id and change.key not in outcomes:
                 if owner := refused.get(change.key):
                     outcomes[change.key] = Outcome.conflict(change.key, owner, change.dest_id, "HubSpot")
                 else:
                     updates.append(_Write(change, {"id": change.dest_id}, dict(change.fields)))
-            elif change.record is None:
-                outcomes[change.key] = Outcome.reject(
-                    change.key, "cannot clear: the HubSpot record id is not known (it was never delivered)"
-                )
-            else:
-                unknown.append(change)
         creates: list[_Write] = []
         if unknown:
             await self._place(kind, unknown, updates, creates, outcomes)
@@ -189,6 +189,30 @@ class HubSpotConnector:
         for outcome in results:
             outcomes[outcome.key] = outcome
         return [outcomes[c.key] for c in batch]
+
+    async def _place_lost(self, kind: ObjectKind, batch: list[Change], outcomes: dict[str, Outcome]) -> None:
+        """Clears for keys that left the source after a write of theirs was lost unacknowledged (no record
+        id stored, sync/pending.py): the record that write reached carries our key in our unique property,
+        and a read by it is exact (not a lagging search). Found: its id goes on the change, to be cleared
+        like any other. Not found: the write never landed and there is nothing to clear. Contacts matched
+        by email carry no key of ours, and the source no longer gives the email: reported, not guessed."""
+        prop = self.identity.id_property(kind)
+        if prop is None:
+            for change in batch:
+                outcomes[change.key] = Outcome.reject(
+                    change.key,
+                    "cannot clear: a write for this key was never acknowledged and the key has left the "
+                    "source; HubSpot contacts are found by email, which the source no longer gives "
+                    f'(contact_match = "property" finds them by {self.cfg.contact_id_property})',
+                    "not_found",
+                )
+            return
+        found = await self.identity.read_keys(kind, [c.key for c in batch])
+        for change in batch:
+            if change.key in found:
+                change.dest_id = found[change.key]
+            else:
+                outcomes[change.key] = Outcome.ok(change.key)
 
     def _claim_all(self, kind: ObjectKind, pairs: list[tuple[str, str]]) -> dict[str, str]:
         """Claim each (key, record id); returns key -> the other owner, for the claims refused. One state
@@ -409,11 +433,23 @@ class HubSpotConnector:
                     notes += email_moved(change.record.email, props)
                 detail = "; ".join(notes) or None
                 out[change.key] = self._plan_claim(kind, change.key, new, claims, detail)
-        for change in batch:
-            if not change.dest_id and change.record is None:
-                out[change.key] = Resolution(
-                    change.key, "not_found", None, "never delivered: nothing to clear"
-                )
+        lost = [c for c in batch if not c.dest_id and c.record is None]
+        if lost:
+            placed: dict[str, Outcome] = {}
+            await self._place_lost(kind, lost, placed)
+            for change in lost:
+                if change.key not in placed:
+                    out[change.key] = Resolution(
+                        change.key, "update", change.dest_id, "a lost write reached it: to be cleared"
+                    )
+                else:
+                    outcome = placed[change.key]
+                    out[change.key] = Resolution(
+                        change.key,
+                        "not_found",
+                        None,
+                        outcome.reason or "nothing of this key's: nothing to clear",
+                    )
         if lookup:
             matches = await self.identity.lookup(kind, [(c.key, c.record) for c in lookup if c.record])
             for change in lookup:

@@ -129,6 +129,14 @@ class HubSpotIdentity:
             )
         return out
 
+    async def read_keys(self, kind: ObjectKind, keys: list[str]) -> dict[str, str]:
+        """key -> the id of the record holding it in our unique property (``id_property``, which must be
+        set); keys no record holds are left out."""
+        prop = self.id_property(kind)
+        assert prop is not None
+        found = await self._read(OBJECT_TYPES[kind], prop, keys, [prop])
+        return {key: hits[0]["id"] for key, hits in found.items()}
+
     def _details(self, kind: ObjectKind, record: ObjectRecord, hit: dict[str, Any]) -> dict[str, str]:
         """With ``fill_company_details``: the source's name and domain for a matched company that has none
         (never overwritten, never cleared)."""

@@ -277,9 +277,7 @@ class IntercomConnector:
             match = (await self.finder.find([change], exact_when_missing=True))[change.key]
             attributes = _attributes(change.fields)
         if change.record is None:
-            return Outcome.reject(
-                change.key, "cannot clear: the Intercom contact id is not known", "not_found"
-            )
+            return await self._place_lost(change, attributes)
         if match is None:
             match = (await self.finder.find([change], exact_when_missing=True))[change.key]
         match = self.finder.claim(change.key, match)
@@ -311,6 +309,22 @@ class IntercomConnector:
                 match.contact_id, attributes, adopt=change.key if match.verdict == "adopt" else None
             )
         return match.contact_id
+
+    async def _place_lost(self, change: Change, attributes: dict[str, FieldValue]) -> str | Outcome:
+        """A clear for a key that left the source after a write of its was lost unacknowledged (no contact id
+        stored, sync/pending.py): every contact we write carries our key as external_id, so the one that
+        write reached is found by it -- ``find_by_external_id``, which sees a contact created a moment ago.
+        None found: the write never landed, nothing to clear."""
+        found = await self.finder.exact(change.key)
+        if found is None:
+            return Outcome.ok(change.key)
+        match = self.finder.claim(change.key, Match("update", found))
+        if match.verdict == "conflict":
+            assert match.owner is not None
+            return Outcome.conflict(change.key, match.owner, found, "Intercom")
+        if attributes:
+            await self._update(found, attributes)
+        return found
 
     async def _update(
         self, contact_id: str, attributes: dict[str, FieldValue], adopt: str | None = None
@@ -443,6 +457,10 @@ class IntercomConnector:
     async def _upsert_company(self, change: Change) -> str | Outcome:
         """Attributes by company_id; name and website only where Intercom has none (or ``always``)."""
         record = change.record
+        if record is None and await self._company_id(change.key) is None:
+            # A clear never creates (the upsert would, nameless): deleted in Intercom, or a lost first write
+            # that never landed (sync/pending.py) -- nothing to clear.
+            return Outcome.ok(change.key)
         always = self.cfg.company_details == "always"
         details = self._details(change) if always else {}
         request = CreateOrUpdateCompanyRequest(
@@ -487,6 +505,14 @@ class IntercomConnector:
             if change.dest_id:
                 out.append(Resolution(change.key, "update", change.dest_id, "stored id"))
                 continue
+            if change.record is None:  # a lost write's key, gone from the source: found by key or nothing
+                found = await self.finder.exact(change.key)
+                out.append(
+                    Resolution(change.key, "update", found, "a lost write reached it: to be cleared")
+                    if found
+                    else Resolution(change.key, "not_found", None, "nothing of this key's: nothing to clear")
+                )
+                continue
             match = matches.get(change.key, Match("missing"))
             owner = owners.get(match.contact_id or "")
             if match.verdict in ("update", "adopt") and owner not in (None, change.key):
@@ -511,6 +537,8 @@ class IntercomConnector:
     async def _resolve_company(self, change: Change) -> Resolution:
         company_id = await self._company_id(change.key)
         if company_id is None:
+            if change.record is None:
+                return Resolution(change.key, "not_found", None, "no such company: nothing to clear")
             return Resolution(change.key, "create")
         owner = self.ownership.owners(ObjectKind.ACCOUNT, [company_id]).get(company_id)
         if owner not in (None, change.key):

@@ -183,6 +183,10 @@ class Planner:
         if noted:
             con.register("st_noted", pa.table({"key": pa.array(noted, pa.string())}))
             con.execute(f"UPDATE {table} SET noted = true WHERE key IN (SELECT key FROM st_noted)").fetchall()
+            # A key whose first write was lost has a note and no record: it is known only by its note.
+            con.execute(
+                f"INSERT INTO {table} (key, noted) SELECT key, true FROM st_noted ANTI JOIN {table} USING (key)"
+            ).fetchall()
             con.unregister("st_noted")
         return table
 
@@ -208,8 +212,13 @@ class Planner:
         if self.full_refresh:
             changed = "d.key IS NOT NULL"
             rejected = "false"
-        # A key with a leftover note is planned whatever its values: the destination may hold others.
+        # A key with a leftover note is planned whatever its values: the destination may hold others. Gone
+        # from the source, it is cleared even if nothing of it was ever acknowledged (what the lost write
+        # left is all there is), unless clearing it was refused already: that waits for a re-check.
         changed = f"({changed}) OR (d.key IS NOT NULL AND s.noted AND NOT coalesce({rejected}, false))"
+        if gone != "false":
+            refused = f"s.status = '{STATUS_REJECTED}' AND s.failed = '{CLEARED}'"
+            gone = f"({gone}) OR (d.key IS NULL AND h.key IS NULL AND s.noted AND NOT coalesce({refused}, false))"
         still, rechecking = con.execute(
             f"SELECT count(*) FILTER (WHERE {rejected}), "
             f"count(*) FILTER (WHERE s.status = '{STATUS_REJECTED}' AND s.failed IS NULL) "
@@ -261,11 +270,11 @@ class Planner:
                 dest_id, version = (before.dest_id, before.version) if before else (None, 0)
                 planned += 1
                 if is_gone:
-                    assert before is not None
-                    fields = {name: encoder.cleared(name) for name in sorted(before.fields)}
-                    previous = dict(before.fields)
+                    delivered = {} if before is None else before.fields
+                    fields = {name: encoder.cleared(name) for name in sorted(delivered)}
+                    previous = dict(delivered)
                     other = note is not None and pending.replan(
-                        note, fields, previous, {}, before.fields, encoder
+                        note, fields, previous, {}, delivered, encoder
                     )
                     counts.clear += 1
                     yield Change(
