@@ -2,43 +2,23 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import csv
-import dataclasses
 import json
-import signal
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
-from textwrap import shorten
 from typing import Annotated, Any, get_args
 
 import typer
-from rich.console import Console
 from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    ProgressColumn,
-    SpinnerColumn,
-    Task,
-    TaskID,
-    TextColumn,
-    TimeElapsedColumn,
-)
-from rich.table import Table
-from rich.text import Text
 
-from accoil_sync import __version__, logs
+from accoil_sync import __version__, cli_run, logs
+from accoil_sync.cli_output import err, out, print_failures, print_result, print_status
 from accoil_sync.config.settings import Settings, load_settings, masked_dump, secret_values
-from accoil_sync.connectors.base import HEALABLE, ReasonClass
+from accoil_sync.connectors.base import ReasonClass
 from accoil_sync.errors import ConfigError, StateStoreError, SyncBusy, UserError
 from accoil_sync.sync.lease import Lease
-from accoil_sync.sync.runner import EXIT_INTERRUPTED, EXIT_USAGE, RunResult, execute
+from accoil_sync.sync.runner import EXIT_USAGE, RunResult
 from accoil_sync.sync.state import StateStore
 from accoil_sync.traits.names import ObjectKind
 
@@ -54,9 +34,6 @@ app = typer.Typer(
 config_app = typer.Typer(help="Inspect the configuration.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 
-# Off a terminal rich would wrap at 80 columns; logs and CI output read better unwrapped.
-out = Console(width=None if sys.stdout.isatty() else 160)
-err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 ConfigOption = Annotated[
     Path | None,
@@ -141,97 +118,6 @@ def _with_as_of(settings: Settings, as_of: str | None) -> Settings:
     return settings.model_copy(update={"source": settings.source.model_copy(update={"as_of": day})})
 
 
-class _Bar:
-    def __init__(self, progress: Progress, task: TaskID) -> None:
-        self._progress, self._task = progress, task
-
-    def advance(self, n: int) -> None:
-        self._progress.advance(self._task, n)
-
-    def add_total(self, n: int) -> None:
-        task = self._progress.tasks[self._progress.task_ids.index(self._task)]
-        self._progress.update(self._task, total=(task.total or 0) + n)
-
-
-class _Rate(ProgressColumn):
-    """Items a second (rich's own speed column counts bytes)."""
-
-    def render(self, task: Task) -> Text:
-        speed = task.finished_speed or task.speed
-        return Text(f"{speed:,.0f}/s" if speed else "", style="progress.data.speed")
-
-
-class _Bars:
-    """``sync.progress.Progress`` drawn by rich: count, total, rate and elapsed time per phase."""
-
-    def __init__(self) -> None:
-        self.progress = Progress(
-            SpinnerColumn(),
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            _Rate(),
-            TimeElapsedColumn(),
-            console=err,
-            transient=False,
-        )
-
-    def task(self, description: str, total: int | None) -> _Bar:
-        return _Bar(self.progress, self.progress.add_task(description, total=total))
-
-
-def _progress_bars(log_format: str, settings: Settings) -> _Bars | None:
-    """Bars on a terminal only, and never beside JSON logs (a collector would get the escape codes)."""
-    fmt = log_format if log_format != "auto" else settings.log.format
-    if not sys.stderr.isatty() or fmt == "json":
-        return None
-    return _Bars()
-
-
-def _run(settings: Settings, log_format: str = "auto", **kwargs: Any) -> RunResult:
-    bars = _progress_bars(log_format, settings)
-    try:
-        if bars is None:
-            return asyncio.run(_interruptible(settings, **kwargs))
-        with bars.progress:
-            return asyncio.run(_interruptible(settings, progress=bars, **kwargs))
-    except (asyncio.CancelledError, KeyboardInterrupt):
-        err.print("stopped at once: acknowledged writes are kept, the next run sends the rest")
-        raise typer.Exit(EXIT_INTERRUPTED) from None
-
-
-async def _interruptible(settings: Settings, **kwargs: Any) -> RunResult:
-    """The run, with Ctrl-C and SIGTERM asking it to stop between batches: acknowledged writes are
-    committed, the run is recorded as interrupted (exit 130) and the result still printed. A second
-    signal stops at once."""
-    halt = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    task = asyncio.current_task()
-
-    def stop(signum: int) -> None:
-        if halt.is_set():
-            if task is not None:
-                task.cancel()
-            return
-        err.print(f"{signal.Signals(signum).name}: stopping after the batches in flight (again to stop now)")
-        halt.set()
-
-    installed = []
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        try:
-            loop.add_signal_handler(signum, stop, signum)
-            installed.append(signum)
-        except (NotImplementedError, RuntimeError, ValueError):  # not the main thread, or no such signal
-            pass
-    try:
-        result = await execute(settings, halt=halt, **kwargs)
-        result.halted = result.halted or halt.is_set()
-        return result
-    finally:
-        for signum in installed:
-            loop.remove_signal_handler(signum)
-
-
 @app.command()
 def plan(
     config: ConfigOption = None,
@@ -256,7 +142,7 @@ def plan(
     safety verdict (exit codes as for sync)."""
     with _user_errors():
         settings = _load(config, log_format, log_level or ("WARNING" if as_json else None), as_of)
-        result = _run(
+        result = cli_run.run(
             settings,
             log_format,
             deliver=False,
@@ -273,7 +159,7 @@ def plan(
             data["explanations"] = [e.to_json() for e in explanations]
         print(json.dumps(data, indent=2, ensure_ascii=False, default=str))
     else:
-        _print_result(result, delivered=False)
+        print_result(result, delivered=False)
         for e in explanations:
             out.print(
                 "  why: " + "; ".join(line.strip() for line in e.lines()), markup=False, highlight=False
@@ -330,7 +216,7 @@ def sync(
     interrupted."""
     with _user_errors():
         settings = _load(config, log_format, log_level, as_of)
-        result = _run(
+        result = cli_run.run(
             settings,
             log_format,
             deliver=True,
@@ -344,7 +230,7 @@ def sync(
     if as_json:
         print(json.dumps(result.to_json(), indent=2, ensure_ascii=False, default=str))
     else:
-        _print_result(result, delivered=True)
+        print_result(result, delivered=True)
     raise typer.Exit(result.exit_code)
 
 
@@ -374,74 +260,7 @@ def status(
             running = lease.describe_holder() if lease.holder_now() is not None else None
         finally:
             store.close()
-    if as_json:
-        print(
-            json.dumps(
-                {
-                    "running": running,
-                    "runs": [{**dataclasses.asdict(run), "reasons": per_run[run.run_id]} for run in recent],
-                    "failing": [{"destination": d, "status": s, "count": n} for d, s, n in failing],
-                    "classes": [
-                        {"destination": d, "status": s, "class": c, "count": n} for d, s, c, n in classes
-                    ],
-                },
-                indent=2,
-                default=str,
-            )
-        )
-        return
-    table = Table(title="Recent runs")
-    for col in ("run", "started", "ended", "status", "exit", "invalid rows", "per destination"):
-        table.add_column(col)
-    for r in recent:
-        per = "; ".join(
-            f"{d}: "
-            + ", ".join(f"{k} {v}" for k, v in c.items())
-            + "".join(f", {cls} {n}" for cls, n in per_run[r.run_id].get(d, {}).items())
-            for d, c in r.counts.items()
-        )
-        table.add_row(
-            r.run_id,
-            r.started_at[:19],
-            (r.ended_at or "")[:19],
-            r.status,
-            "" if r.exit_code is None else str(r.exit_code),
-            str(r.invalid_rows),
-            per or (r.message or ""),
-        )
-    out.print(table)
-    if running is not None:
-        out.print(f"A sync holds the state store's lease now: {running}", highlight=False, markup=False)
-    if classes:
-        out.print("Records failing now: " + ", ".join(f"{d} {s} {n}" for d, s, n in failing))
-        t = Table(title="Failing now, by reason class")
-        for col in ("destination", "status", "class", "count"):
-            t.add_column(col)
-        for dest, state, cls, n in classes:
-            t.add_row(dest, state, cls, str(n))
-        out.print(t)
-        out.print(
-            "`accoil-sync failures` lists the keys with their reasons (--format csv|json to export); "
-            f"rejections classed {', '.join(sorted(HEALABLE))} are re-checked on later runs, "
-            "`sync --retry-rejected` re-checks every rejection now.",
-            highlight=False,
-            markup=False,
-        )
-    else:
-        out.print("No record is failing.")
-
-
-FAILURE_COLUMNS = (
-    "destination",
-    "kind",
-    "key",
-    "status",
-    "class",
-    "reason",
-    "attempts",
-    "last_tried",
-    "dest_id",
-)
+    print_status(recent, per_run, failing, classes, running, as_json)
 
 
 @app.command()
@@ -485,46 +304,7 @@ def failures(
             )
         finally:
             store.close()
-    rows = [
-        (
-            f.destination,
-            f.kind,
-            f.key,
-            f.status,
-            f.reason_class,
-            f.reason,
-            f.attempts,
-            f.updated_at,
-            f.dest_id,
-        )
-        for f in found
-    ]
-    if fmt == "table" and output is None:
-        table = Table(title=f"{len(rows)} failing record(s)")
-        for col in FAILURE_COLUMNS:
-            table.add_column(col)
-        for row in rows:
-            # Rich wraps long reasons; only a very long one is shortened, at a word (csv and json keep all).
-            table.add_row(*(Text(shorten("" if v is None else str(v), 400, placeholder=" ...")) for v in row))
-        out.print(table)
-        return
-    with (
-        output.open("w", encoding="utf-8", newline="") if output else contextlib.nullcontext(sys.stdout)
-    ) as fh:
-        if fmt == "json":
-            json.dump(
-                [dict(zip(FAILURE_COLUMNS, row, strict=True)) for row in rows],
-                fh,
-                indent=2,
-                ensure_ascii=False,
-            )
-            fh.write("\n")
-        else:
-            writer = csv.writer(fh)
-            writer.writerow(FAILURE_COLUMNS)
-            writer.writerows(rows)
-    if output is not None:
-        err.print(f"{len(rows)} failing record(s) written to {output}", highlight=False, markup=False)
+    print_failures(found, fmt, output)
 
 
 @app.command()
@@ -601,147 +381,6 @@ def config_check(config: ConfigOption = None) -> None:
     err.print(
         f"configuration OK; enabled destinations: {', '.join(settings.destinations.enabled()) or 'none'}"
     )
-
-
-def _print_resolutions(data: dict[str, Any]) -> None:
-    """``plan --resolve``: verdicts per destination and kind, then the reported records with their reasons."""
-    resolved = {name: dest["resolve"] for name, dest in data["destinations"].items() if "resolve" in dest}
-    if not resolved:
-        return
-    table = Table(title="Resolve (read-only lookups)")
-    for col in ("destination", "kind", "update", "create", "not found", "ambiguous", "conflict"):
-        table.add_column(col)
-    for name, r in resolved.items():
-        for kind, c in r["counts"].items():
-            table.add_row(
-                name, kind, *(str(c[v]) for v in ("update", "create", "not_found", "ambiguous", "conflict"))
-            )
-    out.print(table)
-    for name, r in resolved.items():
-        if r["stopped"]:
-            out.print(f"[yellow]{name}: resolving stopped: {r['stopped']}[/yellow]", highlight=False)
-        for item in r["reported"]:
-            out.print(
-                f"  {name} {item['kind']} {item['key']!r}: {item['verdict']}: {item['detail']}",
-                highlight=False,
-                markup=False,
-            )
-
-
-def _print_result(result: RunResult, delivered: bool) -> None:
-    data = result.to_json()
-    src = Table(title=f"Source (run {result.run_id})")
-    for col in ("kind", "rows read", "valid", "invalid", "file errors", "duplicate keys", "objects"):
-        src.add_column(col)
-    for kind, s in data["source"].items():
-        src.add_row(
-            kind + "s",
-            str(s["rows_read"]),
-            str(s["valid"]),
-            str(s["invalid_rows"]),
-            str(s["file_errors"]),
-            str(s["duplicates"]),
-            str(s["objects"]),
-        )
-    out.print(src)
-    if result.errors:
-        shown = result.errors[:20]
-        files = sum(s.file_errors for s in result.source.by_kind.values())
-        whole = f" ({files} with a whole file or its rest)" if files else ""
-        out.print(
-            f"[yellow]{result.source.invalid} invalid row problem(s){whole}, kept out of delivery:[/yellow]"
-        )
-        for e in shown:
-            out.print(f"  {e}", highlight=False, markup=False)
-        if result.source.invalid > len(shown):
-            out.print(f"  ... and {result.source.invalid - len(shown)} more (plan --json lists them)")
-    for warning in result.warnings:
-        out.print(f"[yellow]warning:[/yellow] {escape(warning)}")
-    for kind, reason in result.withheld.items():
-        out.print(f"[yellow]no {kind} is removed this run:[/yellow] {escape(reason)}")
-    for reason in result.shrunk.values():
-        out.print(
-            f"[yellow]warning:[/yellow] {escape(reason)}; every object it lacks keeps its values "
-            '(removal = "keep")'
-        )
-    for kind, key, profile, n, rows in result.duplicates[:10]:
-        out.print(
-            f"  duplicate {kind} {key!r} (profile {profile}) x{n} at {', '.join(rows)}: the last row wins",
-            highlight=False,
-            markup=False,
-        )
-    table = Table(title="Sync" if delivered else "Plan")
-    for col in (
-        "destination",
-        "kind",
-        "new",
-        "changed",
-        "unchanged",
-        "state only",
-        "clear",
-        "still rejected",
-        "sent ok",
-        "failed",
-    ):
-        table.add_column(col)
-    for name, dest in data["destinations"].items():
-        delivery = dest.get("delivery", {})
-        for kind, c in dest["plan"].items():
-            counts = delivery.get("by_kind", {}).get(kind, {})
-            table.add_row(
-                name,
-                kind,
-                str(c["new"]),
-                str(c["changed"]),
-                str(c["unchanged"]),
-                # changed in the source in a way this destination does not encode: stored, not sent
-                str(c["refresh"]),
-                str(c["clear"]),
-                str(c["still_rejected"]),
-                str(counts.get("ok", 0)) if delivered else "-",
-                str(counts.get("retryable", 0) + counts.get("rejected", 0)) if delivered else "-",
-            )
-    out.print(table)
-    _print_resolutions(data)
-    for name, dest in data["destinations"].items():
-        for s in dest["sample"]:
-            changes = ", ".join(
-                f"{f}: {v['from']!r} -> {v['to']!r}" for f, v in list(s["changes"].items())[:4]
-            )
-            more = len(s["changes"]) - 4
-            out.print(
-                f"  {name} {s['kind']} {s['key']} {s['op']}: {changes}{f' (+{more} more)' if more > 0 else ''}",
-                highlight=False,
-                markup=False,
-            )
-        for hold in dest["held"]:
-            verb = "held" if delivered else "would be held"
-            out.print(f"[red]{verb}:[/red] {escape(hold['message'])}")
-        if dest["removals_withheld"]:
-            out.print(
-                f"  {name}: {dest['removals_withheld']} object(s) absent from the source kept (removals withheld)"
-            )
-        delivery = dest.get("delivery", {})
-        if delivery.get("stopped"):
-            out.print(f"[red]{name} stopped:[/red] {delivery['stopped']}")
-        for reason_class, n in delivery.get("reasons", {}).items():
-            keys = delivery.get("example_keys", {}).get(reason_class, [])[:3]
-            out.print(
-                f"  {name} failure x{n}: {reason_class}"
-                + (f" (e.g. {', '.join(keys)})" if keys else "")
-                + f"; reasons: accoil-sync failures -d {name} --class {reason_class}",
-                highlight=False,
-                markup=False,
-            )
-        if delivery.get("limited"):
-            out.print(f"  {name}: {delivery['limited']} change(s) left for the next run by --limit")
-        if still := sum(c["still_rejected"] for c in dest["plan"].values()):
-            out.print(
-                f"  {name}: {still} record(s) still rejected from an earlier run, not sent again until their "
-                f"values change or --retry-rejected; reasons: accoil-sync failures -d {name} --status rejected",
-                highlight=False,
-                markup=False,
-            )
 
 
 @app.command()

@@ -348,7 +348,7 @@ def test_sigterm_during_a_cli_sync_stops_between_batches_and_is_recorded_as_inte
     import signal
     from collections.abc import Sequence
 
-    from accoil_sync import cli
+    from accoil_sync import cli_run
     from accoil_sync.connectors import Change, Outcome
     from accoil_sync.sync.state import StateStore
 
@@ -361,7 +361,7 @@ def test_sigterm_during_a_cli_sync_stops_between_batches_and_is_recorded_as_inte
 
     fake = Terminated(max_batch=2)
     settings = make_settings()
-    result = cli._run(settings, deliver=True, connector_factory=lambda *_: fake)
+    result = cli_run.run(settings, deliver=True, connector_factory=lambda *_: fake)
     assert result.halted and result.exit_code == EXIT_INTERRUPTED
     assert 0 < len(fake.sent) < 6  # the batch in flight finished, the rest was left
     assert result.to_json()["status"] == "interrupted"
@@ -406,7 +406,7 @@ def test_a_second_signal_stops_at_once_and_is_still_recorded_as_interrupted(
 
     import typer
 
-    from accoil_sync import cli
+    from accoil_sync import cli_run
     from accoil_sync.connectors import Change, Outcome
     from accoil_sync.sync.state import StateStore
 
@@ -420,7 +420,7 @@ def test_a_second_signal_stops_at_once_and_is_still_recorded_as_interrupted(
 
     settings = make_settings()
     with pytest.raises(typer.Exit) as stopped:
-        cli._run(settings, deliver=True, connector_factory=lambda *_: Stuck())
+        cli_run.run(settings, deliver=True, connector_factory=lambda *_: Stuck())
     assert stopped.value.exit_code == EXIT_INTERRUPTED
     store = StateStore(settings.state.path)
     (last,) = store.runs(1)

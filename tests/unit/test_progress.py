@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from accoil_sync import cli
+from accoil_sync import cli_run
 from accoil_sync.config.settings import Settings
 from accoil_sync.sync.runner import execute
 from tests.conftest import WriteConfig, write
@@ -68,7 +68,7 @@ def test_bars_only_on_a_terminal_and_never_with_json_logs(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
-    assert cli._progress_bars("human", settings) is not None
-    assert cli._progress_bars("json", settings) is None
+    assert cli_run.progress_bars("human", settings) is not None
+    assert cli_run.progress_bars("json", settings) is None
     monkeypatch.setattr(sys.stderr, "isatty", lambda: False)
-    assert cli._progress_bars("human", settings) is None
+    assert cli_run.progress_bars("human", settings) is None
