@@ -32,29 +32,29 @@ import asyncio
 import hashlib
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import httpx
 from intercom import AsyncIntercom
-from intercom.types import CreateContactRequestWithExternalId, CreateOrUpdateCompanyRequest
+from intercom.types import CreateContactRequestWithExternalId
 
 from accoil_sync.config.models import IntercomDestination, ProfileConfig
 from accoil_sync.connectors.base import Capabilities, Change, Outcome, Resolution
 from accoil_sync.connectors.http import RateLimiter, RetryPolicy, Transport
+from accoil_sync.connectors.intercom_companies import Companies
+from accoil_sync.connectors.intercom_fields import custom_attributes, outcome_of, tag_changes
 from accoil_sync.connectors.intercom_identity import ContactFinder, Match
 from accoil_sync.connectors.intercom_schema import IntercomSchema
-from accoil_sync.connectors.intercom_tags import Retag, Tagger
-from accoil_sync.errors import DestinationError, DestinationUnavailable, PermanentError, RetryableError
+from accoil_sync.connectors.intercom_tags import Tagger
+from accoil_sync.errors import DestinationError, DestinationUnavailable, PermanentError
 from accoil_sync.sync.identity import Ownership
 from accoil_sync.traits.encoders import Encoder, FieldValue, IntercomEncoder
 from accoil_sync.traits.names import ObjectKind
 
 BATCH = 50
 PER_BATCH_CONCURRENCY = 8
-TAGS, COMPANY = IntercomEncoder.TAGS_FIELD, IntercomEncoder.COMPANY_FIELD
 
 
 def _observer(limiter: RateLimiter) -> Any:
@@ -68,24 +68,6 @@ def _observer(limiter: RateLimiter) -> Any:
         return reset_in if response.status_code == 429 else None
 
     return observe
-
-
-def _failed(key: str, exc: DestinationError) -> Outcome:
-    if isinstance(exc, RetryableError):
-        return Outcome.retry(key, str(exc))
-    return Outcome.reject(key, (exc.vendor_reason or str(exc))[:600])
-
-
-def _attributes(fields: dict[str, FieldValue]) -> dict[str, FieldValue]:
-    return {k: v for k, v in fields.items() if k not in (TAGS, COMPANY)}
-
-
-def _retag(change: Change, object_id: str) -> Retag | None:
-    if TAGS not in change.fields:
-        return None
-    new = set(change.fields[TAGS] or [])
-    old = set(change.previous.get(TAGS) or [])  # only tags we applied are ever removed
-    return Retag(object_id, new - old, old - new) if new != old else None
 
 
 class IntercomConnector:
@@ -138,8 +120,9 @@ class IntercomConnector:
         )
         self.finder = ContactFinder(self.transport, self.sdk, self.ownership)
         self.tagger = Tagger(self.transport, self.sdk)
-        self._companies: dict[str, str] = {}  # our account id -> Intercom company id, this run
-        self._in_flight: dict[str, asyncio.Future[str | None]] = {}  # account deliveries of this run
+        self.companies = Companies(
+            cfg, self.transport, self.sdk, self.ownership, self.tagger, healing=self._healing, each=self._each
+        )
         self._schema_lock = asyncio.Lock()
         self._schema_rechecked = False
 
@@ -148,7 +131,7 @@ class IntercomConnector:
 
     async def deliver(self, kind: ObjectKind, batch: Sequence[Change]) -> list[Outcome]:
         if kind is ObjectKind.ACCOUNT:
-            return await self._deliver_companies(batch)
+            return await self.companies.deliver(batch)
         return await self._deliver_contacts(batch)
 
     async def _each(self, items: Sequence[Any], work: Any) -> list[Any]:
@@ -199,7 +182,7 @@ class IntercomConnector:
         retags = {
             c.key: r
             for c in batch
-            if isinstance(cid := written[c.key], str) and (r := _retag(c, cid)) is not None
+            if isinstance(cid := written[c.key], str) and (r := tag_changes(c, cid)) is not None
         }
         tag_errors = await self.tagger.contacts(retags) if retags else {}
         outcomes = await self._each(batch, lambda c: self._finish_contact(c, written[c.key], tag_errors))
@@ -214,23 +197,23 @@ class IntercomConnector:
             exc = tag_errors[change.key]
             stale = isinstance(exc, PermanentError) and exc.status in (404, 410)
             if not (stale and change.dest_id and change.record is not None):
-                return _failed(change.key, exc)
+                return outcome_of(change.key, exc)
             # Only tags changed, so the stale id showed up here: resolve, write everything, tag it alone.
             self._forget(change)
             again = await self._write_contact(change, None)
             if isinstance(again, Outcome):
                 return again
             written = again
-            retag = _retag(change, written)
+            retag = tag_changes(change, written)
             errors = await self.tagger.contacts({change.key: retag}) if retag else {}
             if errors:
-                return _failed(change.key, errors[change.key])
+                return outcome_of(change.key, errors[change.key])
         try:
-            problem = await self._attach(change, written)
+            problem = await self.companies.attach(change, written)
         except DestinationUnavailable:
             raise
         except DestinationError as exc:
-            return _failed(change.key, exc)
+            return outcome_of(change.key, exc)
         return problem or Outcome.ok(change.key, written)
 
     def _forget(self, change: Change) -> None:
@@ -260,10 +243,10 @@ class IntercomConnector:
         except DestinationUnavailable:
             raise
         except DestinationError as exc:
-            return _failed(key, exc)
+            return outcome_of(key, exc)
 
     async def _write_attributes(self, change: Change, match: Match | None) -> str | Outcome:
-        attributes = _attributes(change.fields)
+        attributes = custom_attributes(change.fields)
         if change.dest_id:
             if not attributes:
                 return change.dest_id
@@ -275,7 +258,7 @@ class IntercomConnector:
                     raise
             self._forget(change)
             match = (await self.finder.find([change], exact_when_missing=True))[change.key]
-            attributes = _attributes(change.fields)
+            attributes = custom_attributes(change.fields)
         if change.record is None:
             return await self._place_lost(change, attributes)
         if match is None:
@@ -359,141 +342,12 @@ class IntercomConnector:
 
     # ----------------------------------------------------------------------------------- company attach
 
-    async def _attach(self, change: Change, contact_id: str) -> Outcome | None:
-        """Attach to the account's company, detach from the one left. None when done."""
-        if COMPANY not in change.fields:
-            return None
-        new, old = change.fields.get(COMPANY), change.previous.get(COMPANY)
-        if new:
-            pending = str(new) in self._in_flight
-            company_id = await self._company_id(str(new))
-            if company_id is None:
-                reason = (
-                    f"company {new} is not in Intercom yet: attributes and tags were written, the attach "
-                    "waits for the company"
-                )
-                return (
-                    Outcome.retry(change.key, reason)
-                    if pending
-                    else Outcome.reject(change.key, reason, "not_found")
-                )
-            sdk = self.sdk.companies
-            await self.transport.call(lambda: sdk.attach_contact(contact_id, company_id=company_id))
-        if old and old != new:
-            await self._detach_others(contact_id, company_id if new else None, str(old))
-        return None
-
-    async def _detach_others(self, contact_id: str, keep: str | None, old: str) -> None:
-        """A move: detach the contact from every company of ours but ``keep``. The last acknowledged
-        company is not enough: a run killed between its attach and its commit left an attach that state
-        never heard of. Companies no key of ours owns (made by hand) are left alone."""
-        response = await self.transport.request(
-            "GET", f"/contacts/{quote(contact_id, safe='')}/companies", params={"per_page": 50}
-        )
-        attached = {str(c["id"]) for c in response.json().get("data") or []} - {keep}
-        ours = set(self.ownership.owners(ObjectKind.ACCOUNT, sorted(attached)))
-        # The company left per state is detached whatever the ownership table says, as before.
-        if (old_id := await self._company_id(old)) is not None and old_id != keep:
-            ours.add(old_id)
-        companies = self.sdk.companies
-        for company_id in sorted(ours):
-            try:
-                await self.transport.call(partial(companies.detach_contact, contact_id, company_id))
-            except PermanentError as exc:
-                if exc.status != 404:  # no longer attached (or gone): what a move wants
-                    raise
-
-    async def _company_id(self, account_id: str) -> str | None:
-        """Intercom's id for our account id (the attach takes Intercom's): this run's delivery, else a read."""
-        if account_id in self._companies:
-            return self._companies[account_id]
-        if account_id in self._in_flight:
-            found = await self._in_flight[account_id]
-            if found is not None:
-                return found
-        try:
-            company = await self.transport.call(lambda: self.sdk.companies.retrieve(company_id=account_id))
-        except PermanentError as exc:
-            if exc.status != 404:
-                raise
-            return None
-        self._companies[account_id] = str(company.id)
-        return self._companies[account_id]
-
-    # ------------------------------------------------------------------------------------------ companies
-
-    async def _deliver_companies(self, batch: Sequence[Change]) -> list[Outcome]:
-        # Registered before the first await: a user batch the engine starts after this one finds them.
-        loop = asyncio.get_running_loop()
-        for change in batch:
-            if change.record is not None:
-                self._in_flight[change.key] = loop.create_future()
-        try:
-            written = await self._each(batch, self._write_company)
-            retags = {
-                c.key: r
-                for c, cid in zip(batch, written, strict=True)
-                if isinstance(cid, str) and (r := _retag(c, cid)) is not None
-            }
-            tag_errors = await self.tagger.companies(retags) if retags else {}
-        finally:
-            for change in batch:
-                future = self._in_flight.get(change.key)
-                if future is not None and not future.done():
-                    future.set_result(self._companies.get(change.key))
-        outcomes = []
-        for change, cid in zip(batch, written, strict=True):
-            if isinstance(cid, Outcome):
-                outcomes.append(cid)
-            elif change.key in tag_errors:
-                outcomes.append(_failed(change.key, tag_errors[change.key]))
-            else:
-                outcomes.append(Outcome.ok(change.key, cid))
-        return outcomes
-
-    async def _write_company(self, change: Change) -> str | Outcome:
-        return await self._healing(change.key, lambda: self._upsert_company(change))
-
-    async def _upsert_company(self, change: Change) -> str | Outcome:
-        """Attributes by company_id; name and website only where Intercom has none (or ``always``)."""
-        record = change.record
-        if record is None and await self._company_id(change.key) is None:
-            # A clear never creates (the upsert would, nameless): deleted in Intercom, or a lost first write
-            # that never landed (sync/pending.py) -- nothing to clear.
-            return Outcome.ok(change.key)
-        always = self.cfg.company_details == "always"
-        details = self._details(change) if always else {}
-        request = CreateOrUpdateCompanyRequest(
-            company_id=change.key, custom_attributes=_attributes(change.fields), **details
-        )
-        company = await self.transport.call(lambda: self.sdk.companies.create_or_update(request=request))
-        company_id = str(company.id)
-        owner = self.ownership.claim(ObjectKind.ACCOUNT, change.key, company_id)
-        if owner is not None:
-            return Outcome.conflict(change.key, owner, company_id, "Intercom")
-        self._companies[change.key] = company_id
-        if record is not None and not always:
-            # Fill what the company lacks (a company we just created has neither); never overwrite.
-            missing = {k: v for k, v in self._details(change).items() if not getattr(company, k, None)}
-            if missing:
-                fill = CreateOrUpdateCompanyRequest(company_id=change.key, **missing)
-                await self.transport.call(lambda: self.sdk.companies.create_or_update(request=fill))
-        return company_id
-
-    @staticmethod
-    def _details(change: Change) -> dict[str, str]:
-        record = change.record
-        if record is None:
-            return {}
-        details = {"name": record.name, "website": record.domain}
-        return {k: v[:255] for k, v in details.items() if v}  # never null: Intercom reads it as "clear"
-
     # ------------------------------------------------------------------------------------------- resolve
 
     async def resolve(self, kind: ObjectKind, batch: Sequence[Change]) -> list[Resolution]:
         """What delivery would do for each key, by read-only lookups (``plan --resolve``)."""
         if kind is ObjectKind.ACCOUNT:
-            return await self._each(batch, self._resolve_company)
+            return await self._each(batch, self.companies.resolve)
         matches = await self.finder.find(
             [c for c in batch if not c.dest_id and c.record], exact_when_missing=True
         )
@@ -533,17 +387,6 @@ class IntercomConnector:
             else:
                 out.append(Resolution(change.key, "not_found", None, "create_missing_contacts is off"))
         return out
-
-    async def _resolve_company(self, change: Change) -> Resolution:
-        company_id = await self._company_id(change.key)
-        if company_id is None:
-            if change.record is None:
-                return Resolution(change.key, "not_found", None, "no such company: nothing to clear")
-            return Resolution(change.key, "create")
-        owner = self.ownership.owners(ObjectKind.ACCOUNT, [company_id]).get(company_id)
-        if owner not in (None, change.key):
-            return Resolution(change.key, "conflict", company_id, f"owned by key {owner!r}")
-        return Resolution(change.key, "update", company_id)
 
     async def aclose(self) -> None:
         self.ownership.close()
