@@ -5,10 +5,8 @@ scopes and rate-limit headers.
 
 from __future__ import annotations
 
-import re
 import time
 import uuid
-from datetime import date
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -17,6 +15,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from accoil_sync.emulator.common import Faults, RollingWindow, Vendor, Window, iso_now, json_body
+from accoil_sync.emulator.hubspot_properties import EMAIL, PropertiesAPI, builtin, error_body
+from accoil_sync.emulator.hubspot_records import Records
 
 TIER_LIMITS = {  # requests per 10 s per app, requests per day per account
     "free": (100, 250_000),
@@ -28,16 +28,6 @@ TIER_LIMITS = {  # requests per 10 s per app, requests per day per account
 OBJECT_TYPE_IDS = {"contacts": "0-1", "companies": "0-2"}
 MAX_BATCH = 100
 SEARCH_PER_SECOND = 5
-_EMAIL = re.compile(r"^[^@\s;,]+@(?:[A-Za-z0-9-]+\.)+[A-Za-z]{2,}$")
-_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
-FIELD_TYPES = {
-    "string": {"text", "textarea", "file", "html", "phonenumber", "calculation_equation"},
-    "number": {"number", "calculation_equation"},
-    "date": {"date"},
-    "datetime": {"date"},
-    "enumeration": {"booleancheckbox", "checkbox", "radio", "select", "calculation_equation"},
-    "bool": {"booleancheckbox", "calculation_equation"},
-}
 ALL_SCOPES = frozenset(
     f"crm.{area}.{obj}.{mode}"
     for area in ("objects", "schemas")
@@ -46,53 +36,7 @@ ALL_SCOPES = frozenset(
 )
 
 
-def _builtin(
-    name: str, label: str, type_: str = "string", field: str = "text", unique: bool = False
-) -> dict[str, Any]:
-    return {
-        "name": name,
-        "label": label,
-        "type": type_,
-        "fieldType": field,
-        "groupName": "contactinformation",
-        "options": [],
-        "hasUniqueValue": unique,
-        "hidden": False,
-        "formField": False,
-        "calculated": False,
-        "externalOptions": False,
-        "displayOrder": -1,
-        "description": "",
-        "createdAt": "2020-01-01T00:00:00Z",
-        "updatedAt": "2020-01-01T00:00:00Z",
-        "modificationMetadata": {"archivable": False, "readOnlyDefinition": True, "readOnlyValue": False},
-    }
-
-
-def error_body(
-    status: int,
-    category: str,
-    message: str,
-    *,
-    errors: list[dict[str, Any]] | None = None,
-    context: dict[str, Any] | None = None,
-    **extra: Any,
-) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "status": "error",
-        "message": message,
-        "correlationId": str(uuid.uuid4()),
-        "category": category,
-    }
-    if errors is not None:
-        body["errors"] = errors
-    if context is not None:
-        body["context"] = context
-    body.update(extra)
-    return body
-
-
-class HubSpot(Vendor):
+class HubSpot(Records, PropertiesAPI, Vendor):
     name = "hubspot"
     PERSISTENT = ("objects", "properties", "groups", "next_id", "daily_used", "index", "merged", "additional")
 
@@ -138,21 +82,21 @@ class HubSpot(Vendor):
             "contacts": {
                 p["name"]: p
                 for p in (
-                    _builtin("email", "Email", unique=True),
-                    _builtin("firstname", "First name"),
-                    _builtin("lastname", "Last name"),
-                    _builtin("hs_object_id", "Record ID", "number", "number", True),
-                    _builtin("hs_additional_emails", "Additional email addresses", "string", "textarea"),
-                    _builtin("hs_merged_object_ids", "Merged record IDs", "string", "text"),
+                    builtin("email", "Email", unique=True),
+                    builtin("firstname", "First name"),
+                    builtin("lastname", "Last name"),
+                    builtin("hs_object_id", "Record ID", "number", "number", True),
+                    builtin("hs_additional_emails", "Additional email addresses", "string", "textarea"),
+                    builtin("hs_merged_object_ids", "Merged record IDs", "string", "text"),
                 )
             },
             "companies": {
                 p["name"]: p
                 for p in (
-                    _builtin("name", "Name"),
-                    _builtin("domain", "Company domain name"),
-                    _builtin("hs_object_id", "Record ID", "number", "number", True),
-                    _builtin("hs_merged_object_ids", "Merged record IDs", "string", "text"),
+                    builtin("name", "Name"),
+                    builtin("domain", "Company domain name"),
+                    builtin("hs_object_id", "Record ID", "number", "number", True),
+                    builtin("hs_merged_object_ids", "Merged record IDs", "string", "text"),
                 )
             },
         }
@@ -351,221 +295,6 @@ class HubSpot(Vendor):
             }
         )
 
-    # ------------------------------------------------------------------------------------------ values
-
-    def _invalid(self, kind: str, properties: dict[str, Any]) -> list[dict[str, Any]]:
-        """Per-property validation errors, in HubSpot's ``errors[]`` shape."""
-        errors = []
-        defs = self.properties[kind]
-        for name, value in properties.items():
-            prop = defs.get(name)
-            if prop is None:
-                errors.append(
-                    {
-                        "message": f'Property "{name}" does not exist',
-                        "code": "PROPERTY_DOESNT_EXIST",
-                        "context": {"propertyName": [name]},
-                    }
-                )
-                continue
-            if value is None or value == "":
-                continue
-            value = str(value)
-            problem = self._check_value(prop, value)
-            if problem:
-                code, message = problem
-                errors.append({"message": message, "code": code, "context": {"propertyName": [name]}})
-        return errors
-
-    def _check_value(self, prop: dict[str, Any], value: str) -> tuple[str, str] | None:
-        kind = prop["type"]
-        if prop["name"] == "email" and not _EMAIL.match(value):
-            return "INVALID_EMAIL", f"Email address {value} is invalid"
-        if kind == "number":
-            try:
-                float(value)
-            except ValueError:
-                return "INVALID_INTEGER", f"{value} was not a valid number."
-        elif kind == "date":
-            if re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
-                try:
-                    date.fromisoformat(value)
-                except ValueError:
-                    return "INVALID_DATE", f"{value} is not a valid date"
-            elif value.lstrip("-").isdigit():
-                ms = int(value)
-                if ms % 86_400_000:
-                    at = time.strftime("%H:%M:%S", time.gmtime(ms / 1000))
-                    return "INVALID_DATE", f"{value} is at {at}.{ms % 1000:03d} UTC, not midnight!"
-            else:
-                return "INVALID_DATE", f"{value} is not a valid date"
-        elif kind == "datetime":
-            if not (
-                value.isdigit() or re.fullmatch(r"\d{4}-\d{2}-\d{2}T[\d:.]+(Z|[+-]\d{2}:?\d{2})?", value)
-            ):
-                return "INVALID_DATETIME", f"{value} is not a valid datetime"
-        elif kind == "enumeration":
-            allowed = {o["value"] for o in prop["options"]}
-            for part in value.split(";"):
-                if part and part not in allowed:
-                    return "INVALID_OPTION", (
-                        f"{part} was not one of the allowed options: [{', '.join(sorted(allowed))}]"
-                    )
-        elif kind == "bool" and value.lower() not in ("true", "false"):
-            return "INVALID_BOOLEAN", f"{value} is not a valid boolean"
-        return None
-
-    @staticmethod
-    def _norm(prop: str, value: Any) -> str:
-        return str(value).lower() if prop == "email" else str(value)
-
-    def _find(
-        self, kind: str, id_property: str | None, key: str, follow_merged: bool = True
-    ) -> dict[str, Any] | None:
-        if not id_property or id_property == "hs_object_id":
-            oid = str(key)
-            # A read of a merged-away id answers with the record that survived the merge (its own id);
-            # a write by that id does not follow (``follow_merged=False``): OBJECT_NOT_FOUND.
-            while follow_merged and oid not in self.objects[kind] and oid in self.merged[kind]:
-                oid = self.merged[kind][oid]
-            return self.objects[kind].get(oid)
-        prop = self.properties[kind].get(id_property)
-        if prop is not None and prop.get("hasUniqueValue"):
-            found = self.index[kind].get(id_property, {}).get(self._norm(id_property, key))
-            if found is None and kind == "contacts" and id_property == "email":
-                found = self.additional.get(str(key).lower())  # an additional email finds its primary record
-            return self.objects[kind].get(found) if found else None
-        wanted = self._norm(id_property, key)
-        for obj in self.objects[kind].values():
-            value = obj["properties"].get(id_property)
-            if value is not None and self._norm(id_property, value) == wanted:
-                return obj
-        return None
-
-    def _unique_conflict(self, kind: str, properties: dict[str, Any], own_id: str | None) -> str | None:
-        for name, value in properties.items():
-            prop = self.properties[kind].get(name)
-            if prop and prop.get("hasUniqueValue") and value not in (None, ""):
-                other = self._find(kind, name, value)
-                if other is not None and other["id"] != own_id:
-                    return str(other["id"])
-        return None
-
-    def _write(
-        self, kind: str, obj: dict[str, Any] | None, properties: dict[str, Any]
-    ) -> tuple[dict[str, Any], bool]:
-        stamp = iso_now()
-        created = obj is None
-        if obj is None:
-            oid = str(self.next_id)
-            self.next_id += 1
-            obj = {
-                "id": oid,
-                "properties": {"hs_object_id": oid, "createdate": stamp},
-                "createdAt": stamp,
-                "updatedAt": stamp,
-                "archived": False,
-            }
-            self.objects[kind][oid] = obj
-        for name, value in properties.items():
-            if name == "hs_additional_emails" and kind == "contacts":
-                self._index_additional(obj, str(value or ""))
-            prop = self.properties[kind].get(name)
-            index = self.index[kind].setdefault(name, {}) if prop and prop.get("hasUniqueValue") else None
-            old = obj["properties"].get(name)
-            if index is not None and old is not None:
-                index.pop(self._norm(name, old), None)
-            if value is None or value == "":
-                obj["properties"].pop(name, None)
-            else:
-                obj["properties"][name] = value.lower() if name == "email" else str(value)
-                if index is not None:
-                    index[self._norm(name, value)] = obj["id"]
-        obj["properties"]["hs_lastmodifieddate"] = stamp
-        obj["updatedAt"] = stamp
-        return obj, created
-
-    def _index_additional(self, obj: dict[str, Any], value: str) -> None:
-        for old in str(obj["properties"].get("hs_additional_emails") or "").split(";"):
-            if old and self.additional.get(old) == obj["id"]:
-                del self.additional[old]
-        for email in value.lower().split(";"):
-            if email:
-                self.additional[email] = obj["id"]
-
-    def _unindex(self, kind: str, obj: dict[str, Any]) -> None:
-        """Forget a record that leaves the portal (archived, or merged into another)."""
-        for name, value in obj["properties"].items():
-            index = self.index[kind].get(name)
-            if index is not None and index.get(self._norm(name, value)) == obj["id"]:
-                del index[self._norm(name, value)]
-        if kind == "contacts":
-            self._index_additional(obj, "")
-
-    def archive(self, kind: str, oid: str) -> bool:
-        """Delete (archive) a record: it is no longer found by id, email, unique property or search."""
-        obj = self.objects[kind].pop(str(oid), None)
-        if obj is None:
-            return False
-        self._unindex(kind, obj)
-        return True
-
-    def merge(self, kind: str, primary_id: str, other_id: str) -> dict[str, Any]:
-        """Merge ``other_id`` into ``primary_id`` as HubSpot's merge endpoint does: the primary record
-        survives, keeps its values and fills its empty ones from the other; the other's email becomes an
-        additional email; ``hs_merged_object_ids`` lists the merged-away ids, and reading one of them
-        answers with the survivor."""
-        primary = self.objects[kind][str(primary_id)]
-        other = self.objects[kind].pop(str(other_id))
-        self._unindex(kind, other)
-        props = primary["properties"]
-        fill = {
-            name: value
-            for name, value in other["properties"].items()
-            if name not in props
-            and not name.startswith("hs_")
-            and not (self.properties[kind].get(name) or {}).get("hasUniqueValue")
-        }
-        merged_ids = [i for i in str(props.get("hs_merged_object_ids") or "").split(";") if i]
-        merged_ids += [
-            other["id"],
-            *[i for i in str(other["properties"].get("hs_merged_object_ids") or "").split(";") if i],
-        ]
-        fill["hs_merged_object_ids"] = ";".join(merged_ids)
-        if kind == "contacts":
-            extra = [e for e in str(props.get("hs_additional_emails") or "").split(";") if e]
-            extra += [
-                e
-                for e in (other["properties"].get("email"), other["properties"].get("hs_additional_emails"))
-                if e
-            ]
-            fill["hs_additional_emails"] = ";".join(dict.fromkeys(";".join(extra).split(";")))
-        for mid in merged_ids:
-            self.merged[kind][mid] = primary["id"]
-        obj, _ = self._write(kind, primary, fill)
-        return obj
-
-    def _public(
-        self,
-        obj: dict[str, Any],
-        new: bool | None = None,
-        trace: str | None = None,
-        wanted: list[str] | None = None,
-    ) -> dict[str, Any]:
-        props = obj["properties"] if wanted is None else {k: obj["properties"].get(k) for k in wanted}
-        out = {
-            "id": obj["id"],
-            "properties": props,
-            "createdAt": obj["createdAt"],
-            "updatedAt": obj["updatedAt"],
-            "archived": False,
-        }
-        if new is not None:
-            out["new"] = new
-        if trace is not None:
-            out["objectWriteTraceId"] = trace
-        return out
-
     # ------------------------------------------------------------------------------------------ batches
 
     async def _batch_inputs(
@@ -640,7 +369,7 @@ class HubSpot(Vendor):
                     )
                     return self._reply(request, body, 400)
             errors = self._invalid(kind, properties)
-            if id_property == "email" and not _EMAIL.match(str(item.get("id", ""))):
+            if id_property == "email" and not EMAIL.match(str(item.get("id", ""))):
                 errors.append(
                     {
                         "message": f"Email address {item.get('id')} is invalid",
@@ -860,167 +589,6 @@ class HubSpot(Vendor):
         if start + limit < len(found):
             out["paging"] = {"next": {"after": str(start + limit)}}
         return JSONResponse(out)  # search answers carry no rate-limit headers
-
-    # --------------------------------------------------------------------------------------- properties
-
-    async def list_properties(self, request: Request, kind: str) -> Response:
-        return self._reply(request, {"results": list(self.properties[kind].values())})
-
-    async def get_property(self, request: Request, kind: str) -> Response:
-        prop = self.properties[kind].get(request.path_params["name"])
-        if prop is None:
-            return self._reply(request, error_body(404, "OBJECT_NOT_FOUND", "property not found"), 404)
-        return self._reply(request, prop)
-
-    def _new_property(self, kind: str, spec: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-        name = str(spec.get("name", ""))
-        if not _NAME.match(name) or len(name) >= 100:
-            return 400, error_body(
-                400,
-                "VALIDATION_ERROR",
-                "Names for properties should be lowercase and have less "
-                f"than 100 characters. Invalid names: [{name}]",
-            )
-        for required in ("label", "type", "fieldType", "groupName"):
-            if not spec.get(required):
-                return 400, error_body(400, "VALIDATION_ERROR", f"{required} is required")
-        if name in self.properties[kind]:
-            return 409, error_body(409, "OBJECT_ALREADY_EXISTS", f"Property named '{name}' already exists.")
-        if spec["type"] not in FIELD_TYPES or spec["fieldType"] not in FIELD_TYPES[spec["type"]]:
-            return 400, error_body(
-                400, "VALIDATION_ERROR", f"fieldType {spec['fieldType']} is not valid for type {spec['type']}"
-            )
-        if spec["groupName"] not in self.groups[kind]:
-            return 400, error_body(
-                400, "VALIDATION_ERROR", f"property group {spec['groupName']} does not exist"
-            )
-        options = [
-            {
-                "label": o["label"],
-                "value": o["value"],
-                "hidden": bool(o.get("hidden", False)),
-                "displayOrder": o.get("displayOrder", n),
-                "description": o.get("description", ""),
-            }
-            for n, o in enumerate(spec.get("options") or [])
-        ]
-        if (
-            spec["type"] == "enumeration"
-            and spec["fieldType"] == "checkbox"
-            and not isinstance(spec.get("options"), list)
-        ):
-            return 400, error_body(400, "VALIDATION_ERROR", "options are required for enumeration properties")
-        stamp = iso_now()
-        prop = {
-            **_builtin(
-                name, spec["label"], spec["type"], spec["fieldType"], bool(spec.get("hasUniqueValue"))
-            ),
-            "groupName": spec["groupName"],
-            "options": options,
-            "description": spec.get("description", ""),
-            "createdAt": stamp,
-            "updatedAt": stamp,
-            "modificationMetadata": {"archivable": True, "readOnlyDefinition": False, "readOnlyValue": False},
-        }
-        self.properties[kind][name] = prop
-        return 201, prop
-
-    async def create_property(self, request: Request, kind: str) -> Response:
-        status, body = self._new_property(kind, await json_body(request) or {})
-        return self._reply(request, body, status)
-
-    async def batch_create_properties(self, request: Request, kind: str) -> Response:
-        results: list[dict[str, Any]] = []
-        errors: list[dict[str, Any]] = []
-        for spec in (await json_body(request) or {}).get("inputs") or []:
-            status, body = self._new_property(kind, spec)
-            (results if status == 201 else errors).append(body)
-        out: dict[str, Any] = {
-            "status": "COMPLETE",
-            "results": results,
-            "startedAt": iso_now(),
-            "completedAt": iso_now(),
-        }
-        if errors:
-            out["numErrors"] = len(errors)
-            out["errors"] = errors
-            return self._reply(request, out, 207)
-        return self._reply(request, out, 201)
-
-    async def patch_property(self, request: Request, kind: str) -> Response:
-        prop = self.properties[kind].get(request.path_params["name"])
-        if prop is None:
-            return self._reply(request, error_body(404, "OBJECT_NOT_FOUND", "property not found"), 404)
-        body = await json_body(request) or {}
-        if "type" in body and body["type"] != prop["type"]:
-            return self._reply(
-                request, error_body(400, "VALIDATION_ERROR", "the type of a property cannot change"), 400
-            )
-        for key in ("label", "description", "groupName", "hidden", "displayOrder", "fieldType"):
-            if key in body:
-                prop[key] = body[key]
-        if "options" in body:
-            prop["options"] = [
-                {
-                    "label": o["label"],
-                    "value": o["value"],
-                    "hidden": bool(o.get("hidden", False)),
-                    "displayOrder": o.get("displayOrder", n),
-                    "description": o.get("description", ""),
-                }
-                for n, o in enumerate(body["options"])
-            ]
-        prop["updatedAt"] = iso_now()
-        return self._reply(request, prop)
-
-    async def archive_property(self, request: Request, kind: str) -> Response:
-        """Archive a property (204): writes naming it fail with PROPERTY_DOESNT_EXIST from now on."""
-        prop = self.properties[kind].get(request.path_params["name"])
-        if prop is None:
-            return self._reply(request, error_body(404, "OBJECT_NOT_FOUND", "property not found"), 404)
-        if not prop["modificationMetadata"].get("archivable"):  # [U] the exact answer for a default property
-            body = error_body(
-                400,
-                "VALIDATION_ERROR",
-                f"{prop['name']} is a HubSpot default property and cannot be archived",
-            )
-            return self._reply(request, body, 400)
-        del self.properties[kind][prop["name"]]
-        for obj in self.objects[kind].values():
-            obj["properties"].pop(prop["name"], None)
-        self.index[kind].pop(prop["name"], None)
-        return Response(status_code=204, headers=getattr(request.state, "rate_headers", {}))
-
-    async def list_groups(self, request: Request, kind: str) -> Response:
-        return self._reply(request, {"results": list(self.groups[kind].values())})
-
-    async def get_group(self, request: Request, kind: str) -> Response:
-        group = self.groups[kind].get(request.path_params["name"])
-        if group is None:
-            return self._reply(request, error_body(404, "OBJECT_NOT_FOUND", "group not found"), 404)
-        return self._reply(request, group)
-
-    async def create_group(self, request: Request, kind: str) -> Response:
-        body = await json_body(request) or {}
-        name = str(body.get("name", ""))
-        if not _NAME.match(name) or not body.get("label"):
-            return self._reply(
-                request, error_body(400, "VALIDATION_ERROR", "name (lower case) and label are required"), 400
-            )
-        if name in self.groups[kind]:
-            return self._reply(
-                request,
-                error_body(409, "OBJECT_ALREADY_EXISTS", f"A property group named '{name}' already exists."),
-                409,
-            )
-        group = {
-            "name": name,
-            "label": body["label"],
-            "displayOrder": body.get("displayOrder", -1),
-            "archived": False,
-        }
-        self.groups[kind][name] = group
-        return self._reply(request, group, 201)
 
     def seed_messy(self, users: list[dict[str, Any]], accounts: list[dict[str, Any]]) -> dict[str, Any]:
         """A portal that existed before accoil-sync (see ``hubspot_messy``)."""
