@@ -57,7 +57,10 @@ class PermanentError(DestinationError):
 
 
 class DestinationUnavailable(DestinationError):
-    """Stop this destination for the run: bad credentials, missing scopes, or retries exhausted."""
+    """Stop this destination for the run: bad credentials, missing scopes, or retries exhausted.
+    ``before_sending``: raised before any request of the batch went out (its write-ahead notes can go)."""
+
+    before_sending: bool = False
 
 
 # Exit codes beyond 0-3 (runner.py), from sysexits.h so that they cannot be mistaken for a record outcome.

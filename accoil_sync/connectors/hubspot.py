@@ -232,10 +232,12 @@ class HubSpotConnector:
     def _check_daily(self) -> None:
         left = self.daily.get("remaining")
         if left is not None and left <= DAILY_RESERVE:
-            raise DestinationUnavailable(
+            exc = DestinationUnavailable(
                 f"HubSpot's daily API limit is nearly used ({left} of {self.daily.get('limit')} requests left); "
                 "the run stops cleanly here and resumes after midnight in the HubSpot account's time zone"
             )
+            exc.before_sending = True
+            raise exc
 
     async def _place(
         self,
@@ -439,8 +441,9 @@ class HubSpotConnector:
             await self._place_lost(kind, lost, placed)
             for change in lost:
                 if change.key not in placed:
-                    out[change.key] = Resolution(
-                        change.key, "update", change.dest_id, "a lost write reached it: to be cleared"
+                    assert change.dest_id is not None
+                    out[change.key] = self._plan_claim(
+                        kind, change.key, change.dest_id, claims, "a lost write reached it: to be cleared"
                     )
                 else:
                     outcome = placed[change.key]

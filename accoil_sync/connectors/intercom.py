@@ -298,7 +298,7 @@ class IntercomConnector:
         stored, sync/pending.py): every contact we write carries our key as external_id, so the one that
         write reached is found by it -- ``find_by_external_id``, which sees a contact created a moment ago.
         None found: the write never landed, nothing to clear."""
-        found = await self.finder.exact(change.key)
+        found = await self._lost_contact(change.key)
         if found is None:
             return Outcome.ok(change.key)
         match = self.finder.claim(change.key, Match("update", found))
@@ -307,6 +307,16 @@ class IntercomConnector:
             return Outcome.conflict(change.key, match.owner, found, "Intercom")
         if attributes:
             await self._update(found, attributes)
+        return found
+
+    async def _lost_contact(self, key: str) -> str | None:
+        """The contact carrying ``key`` as external_id: ``find_by_external_id`` first (it sees a contact
+        created a moment ago), else a search (a contact merged since answers 410 there, and its survivor
+        is found by search)."""
+        found = await self.finder.exact(key)
+        if found is None:
+            by_key = await self.finder.by_external_id([key])
+            found = (by_key or {}).get(key)
         return found
 
     async def _update(
@@ -360,12 +370,18 @@ class IntercomConnector:
                 out.append(Resolution(change.key, "update", change.dest_id, "stored id"))
                 continue
             if change.record is None:  # a lost write's key, gone from the source: found by key or nothing
-                found = await self.finder.exact(change.key)
-                out.append(
-                    Resolution(change.key, "update", found, "a lost write reached it: to be cleared")
-                    if found
-                    else Resolution(change.key, "not_found", None, "nothing of this key's: nothing to clear")
-                )
+                found = await self._lost_contact(change.key)
+                owner = self.ownership.owners(ObjectKind.USER, [found]).get(found) if found else None
+                if found is None:
+                    out.append(
+                        Resolution(change.key, "not_found", None, "nothing of this key's: nothing to clear")
+                    )
+                elif owner not in (None, change.key):
+                    out.append(Resolution(change.key, "conflict", found, f"owned by key {owner!r}"))
+                else:
+                    out.append(
+                        Resolution(change.key, "update", found, "a lost write reached it: to be cleared")
+                    )
                 continue
             match = matches.get(change.key, Match("missing"))
             owner = owners.get(match.contact_id or "")

@@ -148,9 +148,9 @@ class Companies:
     async def _upsert(self, change: Change) -> str | Outcome:
         """Attributes by company_id; name and website only where Intercom has none (or ``always``)."""
         record = change.record
-        if record is None and await self.company_id(change.key) is None:
-            # A clear never creates (the upsert would, nameless): deleted in Intercom, or a lost first write
-            # that never landed (sync/pending.py) -- nothing to clear.
+        if record is None and not change.dest_id and await self.company_id(change.key) is None:
+            # A clear for a lost first write (sync/pending.py) that never landed: nothing to clear, and the
+            # upsert must not create the company (nameless) just to empty it.
             return Outcome.ok(change.key)
         always = self.cfg.company_details == "always"
         details = self._details(change) if always else {}

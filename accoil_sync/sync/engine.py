@@ -95,6 +95,17 @@ class Committer:
             self._state = StateStore(self._path)
         self._state.note(destination, kind, writes)
 
+    async def unsent(self, destination: str, kind: str, batch: Sequence[Change]) -> None:
+        """``batch`` was noted and then not sent (the run halted, or the destination stopped, before its
+        turn): the notes it made go, so the next run plans its keys by their values alone."""
+        keys = [c.key for c in batch]
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._pool, self._unnote, destination, kind, keys)
+
+    def _unnote(self, destination: str, kind: str, keys: list[str]) -> None:
+        if self._state is not None:
+            self._state.unnote(destination, kind, keys)
+
     def _write(
         self,
         destination: str,
@@ -237,6 +248,7 @@ class Engine:
             # while this one's commit waits for the commit thread.
             try:
                 if self._skipped():
+                    await self._unsent(kind, batch)
                     return
                 try:
                     outcomes = await self.connector.deliver(kind, batch)
@@ -245,6 +257,8 @@ class Engine:
                         self.report.stopped = str(exc)
                         log.error("%s stopped: %s", self.connector.name, exc)
                     self._stop.set()
+                    if exc.before_sending:
+                        await self._unsent(kind, batch)
                     return
                 except RetryableError as exc:
                     outcomes = [Outcome.retry(c.key, str(exc)) for c in batch]
@@ -258,6 +272,12 @@ class Engine:
                 await self._uncommitted(kind, batch, exc)
         finally:
             unsettled.release()
+
+    async def _unsent(self, kind: ObjectKind, batch: Sequence[Change]) -> None:
+        try:
+            await self.committer.unsent(self.connector.name, kind.value, batch)
+        except StateStoreError as exc:  # the notes stay: one more write each next run, nothing lost
+            log.warning("%s: notes of a batch not sent stay: %s", self.connector.name, exc)
 
     def _skipped(self) -> bool:
         """Whether a batch not yet sent is left for the next run (where it stays planned): the destination

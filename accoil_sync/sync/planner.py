@@ -96,8 +96,13 @@ class Planner:
         changed = (
             f"d.key IS NOT NULL AND s.fingerprint IS DISTINCT FROM {want} AND NOT coalesce({rejected}, false)"
         )
+        # Gone from the source: cleared if delivered -- or if only noted (its one write was lost before state
+        # recorded it: what that write left is all there is), unless clearing it was refused already (that
+        # waits for a re-check).
+        refused = f"s.status = '{STATUS_REJECTED}' AND s.failed = '{CLEARED}'"
         gone = (
-            f"d.key IS NULL AND h.key IS NULL AND s.fingerprint IS NOT NULL AND s.fingerprint <> '{CLEARED}'"
+            f"d.key IS NULL AND h.key IS NULL AND ((s.fingerprint IS NOT NULL AND s.fingerprint <> '{CLEARED}') "
+            f"OR (s.noted AND NOT coalesce({refused}, false)))"
             if removal == "clear" and self.removable.get(kind, False)
             else "false"
         )
@@ -212,13 +217,8 @@ class Planner:
         if self.full_refresh:
             changed = "d.key IS NOT NULL"
             rejected = "false"
-        # A key with a leftover note is planned whatever its values: the destination may hold others. Gone
-        # from the source, it is cleared even if nothing of it was ever acknowledged (what the lost write
-        # left is all there is), unless clearing it was refused already: that waits for a re-check.
+        # A key with a leftover note is planned whatever its values: the destination may hold others.
         changed = f"({changed}) OR (d.key IS NOT NULL AND s.noted AND NOT coalesce({rejected}, false))"
-        if gone != "false":
-            refused = f"s.status = '{STATUS_REJECTED}' AND s.failed = '{CLEARED}'"
-            gone = f"({gone}) OR (d.key IS NULL AND h.key IS NULL AND s.noted AND NOT coalesce({refused}, false))"
         still, rechecking = con.execute(
             f"SELECT count(*) FILTER (WHERE {rejected}), "
             f"count(*) FILTER (WHERE s.status = '{STATUS_REJECTED}' AND s.failed IS NULL) "
@@ -231,6 +231,7 @@ class Planner:
                 int(
                     con.execute(
                         f"SELECT count(*) FROM desired_{kind.value} d FULL OUTER JOIN {st} s ON d.key = s.key "
+                        f"LEFT JOIN held_{kind.value} h ON h.key = coalesce(d.key, s.key) "
                         f"WHERE ({changed}) OR ({gone})"
                     ).fetchall()[0][0]
                 )

@@ -356,6 +356,20 @@ class StateStore(Ledger):
         for key in old:
             fresh.pop(key, None)
 
+    @guarded("record a write")
+    def unnote(self, destination: str, kind: str, keys: Sequence[str]) -> None:
+        """A batch noted and then not sent: the notes it created are deleted. A key that had a note before
+        keeps the merged one, a superset of what the destination may hold (one more write, nothing lost)."""
+        fresh = self._fresh.get((destination, kind), {})
+        created = [key for key in keys if fresh.pop(key, None) is not None]
+        if created:
+            with self.transaction() as db:
+                db.execute(
+                    "DELETE FROM pending WHERE destination = ? AND kind = ? "
+                    "AND key IN (SELECT value FROM json_each(?))",
+                    (destination, kind, orjson.dumps(created)),
+                )
+
     @guarded("read it")
     def noted_keys(self, destination: str, kind: str) -> list[str]:
         rows = self.db.execute(

@@ -6,15 +6,18 @@ A noted key whose write never landed clears nothing and creates nothing."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from accoil_sync.config.settings import Settings
 from accoil_sync.emulator import Emulator
 from accoil_sync.errors import StateStoreError
-from accoil_sync.sync.state import StateStore
+from accoil_sync.sync.runner import execute
+from accoil_sync.sync.state import StateStore, explain
 from tests.conftest import WriteConfig, failure_reasons, write
 from tests.integration.conftest import destination_section
 from tests.integration.test_unacknowledged_writes import lose_user_commits, notes, sync
@@ -38,6 +41,11 @@ def lose_first_write(
             sync(settings, destination)
     assert notes(settings) == 1
     write(tmp_path / "users.csv", USERS)
+
+
+def resolve(settings: Settings, destination: str) -> dict[str, Any]:
+    result = asyncio.run(execute(settings, deliver=False, destinations=[destination], resolve=True))
+    return result.to_json()["destinations"][destination]["resolve"]  # type: ignore[no-any-return]
 
 
 def record(settings: Settings, destination: str, key: str) -> tuple[str | None, str | None, str]:
@@ -75,6 +83,8 @@ def test_intercom_clears_what_a_lost_first_write_left_once_the_key_is_gone(
     # A tag someone added by hand to the same contact is not ours to remove.
     intercom.contact_tags[contact["id"]].add(intercom._tag_by_name("VIP")["id"])
 
+    resolved = resolve(settings, "intercom")
+    assert resolved["counts"]["user"]["update"] == 1 and resolved["reported"] == []
     result = sync(settings, "intercom")
     assert result.deliveries["intercom"].counts == {"ok": 1}, result.to_json()
     # Intercom reads null as "unknown": our attribute is emptied, our tag removed, the company left.
@@ -108,6 +118,14 @@ def test_hubspot_clears_a_lost_first_write_found_by_our_key_and_reports_one_it_c
     contacts = emulator.hubspot.state()["contacts"]
     landed = next(i for i, p in contacts.items() if p.get("email") == "nine@example.com")
     assert contacts[landed]["accoil_default_score"] == "77"
+    # plan --resolve says beforehand what the clear will do, read-only.
+    resolved = resolve(settings, "hubspot")
+    if contact_match == "property":
+        assert resolved["counts"]["user"]["update"] == 1
+    else:
+        (reported,) = resolved["reported"]
+        assert (reported["key"], reported["verdict"]) == ("u9", "not_found")
+        assert "found by email" in reported["detail"]
 
     result = sync(settings, "hubspot")
     after = emulator.hubspot.state()["contacts"][landed]
@@ -175,4 +193,52 @@ def test_a_noted_key_whose_write_never_landed_clears_and_creates_nothing(
     assert after == before
     assert notes(settings) == 0
     assert record(settings, vendor, "u9")[0] is None and record(settings, vendor, "a9")[0] is None
+    assert sync(settings, vendor).deliveries[vendor].counts == {}
+
+
+@pytest.mark.parametrize("vendor", ["intercom", "hubspot"])
+def test_a_company_a_lost_first_write_reached_is_cleared_once_its_account_is_gone(
+    served: str,
+    make_settings: WriteConfig,
+    emulator: Emulator,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    vendor: str,
+) -> None:
+    token = {"intercom": "tok-test", "hubspot": "pat-test"}[vendor]
+    monkeypatch.setenv(f"ACCOIL_SYNC_DESTINATIONS__{vendor.upper()}__ACCESS_TOKEN", token)
+    options = {"intercom": {"create_missing_contacts": True}, "hubspot": {"create_missing": True}}[vendor]
+    settings = make_settings(
+        "users.csv", "accounts.csv", destination_section(served, vendor, removal="clear", **options)
+    )
+    write(tmp_path / "users.csv", USERS)
+    write(tmp_path / "accounts.csv", ACCOUNTS)
+    sync(settings, vendor)
+    write(tmp_path / "accounts.csv", ACCOUNTS + "a9,Globex,globex.io,60,Engaged\n")
+    real = StateStore.commit_batch
+
+    def lose_account_commits(self: StateStore, destination: str, kind: str, *args: Any) -> None:
+        if kind == "account":
+            raise explain(self.path, "record a write", sqlite3.OperationalError("disk I/O error"))
+        real(self, destination, kind, *args)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(StateStore, "commit_batch", lose_account_commits)
+        with pytest.raises(StateStoreError):
+            sync(settings, vendor)
+    score = "Accoil_Default_Account_Score" if vendor == "intercom" else "accoil_default_account_score"
+
+    def globex() -> dict[str, Any]:
+        if vendor == "intercom":
+            company = next(c for c in emulator.intercom.companies.values() if c["company_id"] == "a9")
+            return dict(company["custom_attributes"])
+        companies = emulator.hubspot.state()["companies"]
+        return dict(next(p for p in companies.values() if p.get("accoil_account_id") == "a9"))
+
+    assert str(globex()[score]) == "60"  # the lost write landed
+    write(tmp_path / "accounts.csv", ACCOUNTS)
+    result = sync(settings, vendor)
+    assert result.deliveries[vendor].counts == {"ok": 1}, result.to_json()
+    assert not globex().get(score)  # emptied, not deleted: the company is not ours to delete
+    assert notes(settings) == 0
     assert sync(settings, vendor).deliveries[vendor].counts == {}

@@ -13,6 +13,7 @@ import pytest
 from accoil_sync.connectors import Change, Outcome
 from accoil_sync.connectors.jsonl import delivery_id
 from accoil_sync.connectors.segment_messages import message_id
+from accoil_sync.errors import DestinationUnavailable
 from accoil_sync.sync import pending
 from accoil_sync.sync.engine import Engine
 from accoil_sync.sync.state import Acknowledged, StateStore
@@ -108,6 +109,69 @@ def test_the_engine_notes_a_batch_before_sending_it_and_an_acknowledgement_delet
     # Acknowledged keys lost theirs; a rejection and a retryable failure keep theirs.
     assert sorted(state.noted_keys("jsonl", "user")) == ["u1", "u2"]
     state.close()
+
+
+def test_a_batch_noted_but_not_sent_leaves_no_note(tmp_path: Path) -> None:
+    """A halt between a batch's note and its turn to send: nothing of it reached the destination, so its
+    notes go and the next run plans those keys by their values (no extra write). A key that had a note
+    from an earlier lost write keeps it."""
+    halt = asyncio.Event()
+
+    class Halting(FakeConnector):
+        saw_next_note = False
+
+        async def deliver(self, kind: ObjectKind, batch: Sequence[Change]) -> list[Outcome]:
+            # Ctrl-C while the first batch is out, once the next one is noted and waiting for the slot.
+            for _ in range(200):
+                with sqlite3.connect(tmp_path / "state.db") as db:
+                    if db.execute("SELECT 1 FROM pending WHERE key = 'u2'").fetchone():
+                        self.saw_next_note = True
+                        break
+                await asyncio.sleep(0.01)
+            halt.set()
+            return await super().deliver(kind, batch)
+
+    connector = Halting(max_batch=2)
+    state = StateStore(tmp_path / "state.db")
+    state.note("jsonl", "user", [("u3", {SCORE: 99})])  # an earlier run's lost write
+    changes = [
+        Change("jsonl", ObjectKind.USER, f"u{i}", "upsert", {SCORE: i}, {}, None, f"fp{i}") for i in range(6)
+    ]
+    engine = Engine(connector, state, SyncLog(tmp_path / "log", "r1"), "r1", halt=halt)
+    report = asyncio.run(engine.run(changes))
+    assert report.halted
+    assert connector.saw_next_note  # the second batch was noted, then halted before its send
+    sent = {c.key for c in connector.sent}
+    assert sent == {"u0", "u1"}
+    assert state.noted_keys("jsonl", "user") == ["u3"]  # the unsent batch's own notes are gone
+    assert state.notes("jsonl", "user", ["u3"])["u3"] == {SCORE: [99, 3]}
+    state.close()
+
+
+def test_a_destination_stopped_before_sending_a_batch_leaves_no_note_of_it(tmp_path: Path) -> None:
+    """HubSpot's daily limit nearly used: the connector stops before any request of the batch, saying so
+    (``before_sending``); the batch's notes go. A stop that may follow a request (a 401 on it) keeps them."""
+
+    class Stopping(FakeConnector):
+        async def deliver(self, kind: ObjectKind, batch: Sequence[Change]) -> list[Outcome]:
+            if self.batches:
+                exc = DestinationUnavailable("daily limit nearly used")
+                exc.before_sending = batch[0].key == "u2"
+                raise exc
+            return await super().deliver(kind, batch)
+
+    for stop_at, left in (("u2", []), ("u3", ["u3"])):
+        connector = Stopping(max_batch=2)
+        state = StateStore(tmp_path / f"{stop_at}.db")
+        first = "u0" if stop_at == "u2" else "u1"
+        changes = [
+            Change("jsonl", ObjectKind.USER, f"u{i}", "upsert", {SCORE: i}, {}, None, f"fp{i}")
+            for i in range(int(first[1:]), 4)
+        ]
+        report = asyncio.run(Engine(connector, state, SyncLog(tmp_path / "log", "r1"), "r1").run(changes))
+        assert report.stopped
+        assert sorted(state.noted_keys("jsonl", "user")) == left
+        state.close()
 
 
 def test_a_batch_lost_before_its_commit_is_undone_when_the_source_returns(

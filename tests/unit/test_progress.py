@@ -11,6 +11,7 @@ import pytest
 from accoil_sync import cli_run
 from accoil_sync.config.settings import Settings
 from accoil_sync.sync.runner import execute
+from accoil_sync.traits.names import ObjectKind
 from tests.conftest import WriteConfig, write
 
 
@@ -72,3 +73,16 @@ def test_bars_only_on_a_terminal_and_never_with_json_logs(
     assert cli_run.progress_bars("json", settings) is None
     monkeypatch.setattr(sys.stderr, "isatty", lambda: False)
     assert cli_run.progress_bars("human", settings) is None
+
+
+def test_removals_are_counted_in_the_planning_total(make_settings: WriteConfig, tmp_path: Path) -> None:
+    """With ``removal = "clear"`` the planning total counts the objects to clear too (its query joins the
+    held objects the removal condition refers to)."""
+    write(tmp_path / "users.csv", "user_id,score\n" + "".join(f"u{i},{i}\n" for i in range(20)))
+    settings = make_settings(extra='removal = "clear"\n')  # appended to the [destinations.jsonl] section
+    asyncio.run(execute(settings, deliver=True))
+    write(tmp_path / "users.csv", "user_id,score\n" + "".join(f"u{i},{i}\n" for i in range(18)))
+    bars = Recorder()
+    result = asyncio.run(execute(settings, deliver=True, progress=bars))
+    assert result.plans["jsonl"].counts[ObjectKind.USER].clear == 2
+    assert bars.seen()["jsonl: planning"] == (2, 2)
