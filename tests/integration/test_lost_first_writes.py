@@ -43,6 +43,21 @@ def lose_first_write(
     write(tmp_path / "users.csv", USERS)
 
 
+def vendor_settings(
+    served: str, make_settings: WriteConfig, monkeypatch: pytest.MonkeyPatch, vendor: str, **hubspot: str
+) -> Settings:
+    """``vendor`` at the emulator, creating what is missing and clearing what leaves the source."""
+    token = {"intercom": "tok-test", "hubspot": "pat-test"}[vendor]
+    monkeypatch.setenv(f"ACCOIL_SYNC_DESTINATIONS__{vendor.upper()}__ACCESS_TOKEN", token)
+    options: dict[str, dict[str, object]] = {
+        "intercom": {"create_missing_contacts": True},
+        "hubspot": {"create_missing": True, **hubspot},
+    }
+    return make_settings(
+        "users.csv", "accounts.csv", destination_section(served, vendor, removal="clear", **options[vendor])
+    )
+
+
 def resolve(settings: Settings, destination: str) -> dict[str, Any]:
     result = asyncio.run(execute(settings, deliver=False, destinations=[destination], resolve=True))
     return result.to_json()["destinations"][destination]["resolve"]  # type: ignore[no-any-return]
@@ -157,16 +172,7 @@ def test_a_noted_key_whose_write_never_landed_clears_and_creates_nothing(
 ) -> None:
     """A note is written before the batch is sent: killed before the send, the vendor has nothing of the
     key. A company clear must not upsert a nameless company into existence; a contact clear finds none."""
-    token = {"intercom": "tok-test", "hubspot": "pat-test"}[vendor]
-    monkeypatch.setenv(f"ACCOIL_SYNC_DESTINATIONS__{vendor.upper()}__ACCESS_TOKEN", token)
-    options = {"intercom": {"create_missing_contacts": True}, "hubspot": {"create_missing": True}}[vendor]
-    settings = make_settings(
-        "users.csv",
-        "accounts.csv",
-        destination_section(served, vendor, removal="clear", contact_match="property", **options)
-        if vendor == "hubspot"
-        else destination_section(served, vendor, removal="clear", **options),
-    )
+    settings = vendor_settings(served, make_settings, monkeypatch, vendor, contact_match="property")
     write(tmp_path / "users.csv", USERS)
     write(tmp_path / "accounts.csv", ACCOUNTS)
     sync(settings, vendor)
@@ -206,12 +212,7 @@ def test_a_company_a_lost_first_write_reached_is_cleared_once_its_account_is_gon
     monkeypatch: pytest.MonkeyPatch,
     vendor: str,
 ) -> None:
-    token = {"intercom": "tok-test", "hubspot": "pat-test"}[vendor]
-    monkeypatch.setenv(f"ACCOIL_SYNC_DESTINATIONS__{vendor.upper()}__ACCESS_TOKEN", token)
-    options = {"intercom": {"create_missing_contacts": True}, "hubspot": {"create_missing": True}}[vendor]
-    settings = make_settings(
-        "users.csv", "accounts.csv", destination_section(served, vendor, removal="clear", **options)
-    )
+    settings = vendor_settings(served, make_settings, monkeypatch, vendor)
     write(tmp_path / "users.csv", USERS)
     write(tmp_path / "accounts.csv", ACCOUNTS)
     sync(settings, vendor)
