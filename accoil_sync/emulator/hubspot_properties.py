@@ -14,6 +14,7 @@ from starlette.responses import Response
 
 from accoil_sync.emulator.common import iso_now, json_body
 
+OBJECT_TYPE_IDS = {"contacts": "0-1", "companies": "0-2"}
 EMAIL = re.compile(r"^[^@\s;,]+@(?:[A-Za-z0-9-]+\.)+[A-Za-z]{2,}$")
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 FIELD_TYPES = {
