@@ -167,6 +167,14 @@ def print_result(result: RunResult, delivered: bool) -> None:
                 highlight=False,
                 markup=False,
             )
+        if cleared := delivery.get("cleared_sample"):
+            out.print(
+                f"  {name}: cleared, gone from the source: "
+                + ", ".join(f"{c['kind']} {c['key']}" for c in cleared[:5])
+                + (" ..." if len(cleared) > 5 else ""),
+                highlight=False,
+                markup=False,
+            )
         if delivery.get("limited"):
             out.print(f"  {name}: {delivery['limited']} change(s) left for the next run by --limit")
         if still := sum(c["still_rejected"] for c in dest["plan"].values()):

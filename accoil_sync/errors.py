@@ -24,7 +24,13 @@ class ConfigError(UserError):
     def __init__(self, problems: list[tuple[str, str]]) -> None:
         self.problems = problems
         lines = "\n".join(f"  {path}: {message}" for path, message in problems)
-        super().__init__(f"invalid configuration ({len(problems)} problem(s)):\n{lines}")
+        # A command-line option (``--format``) is not the configuration file's fault.
+        what = (
+            "invalid option"
+            if all(path.startswith("--") for path, _ in problems)
+            else "invalid configuration"
+        )
+        super().__init__(f"{what} ({len(problems)} problem(s)):\n{lines}")
 
 
 class SourceError(UserError):

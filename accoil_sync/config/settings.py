@@ -156,7 +156,20 @@ def load_settings(
     try:
         return Settings(_secrets_dir=secrets_dir)
     except ValidationError as exc:
-        raise ConfigError(_problems(exc)) from None
+        problems = _problems(exc)
+        if path is None and any(field == "source" for field, _ in problems):
+            # Nothing was read from a file: the likelier mistake is the missing file, not the section.
+            problems = [
+                (
+                    field,
+                    f"{message}; no config file was read (no ./{DEFAULT_CONFIG} here): pass "
+                    f"-c FILE or set ACCOIL_SYNC_CONFIG"
+                    if field == "source"
+                    else message,
+                )
+                for field, message in problems
+            ]
+        raise ConfigError(problems) from None
     except SettingsError as exc:
         # pydantic-settings could not even parse a value, e.g. a list or table given in an environment
         # variable that is not JSON (ACCOIL_SYNC_PROFILES=Default).

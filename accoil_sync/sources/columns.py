@@ -62,9 +62,11 @@ def missing_column_error(
     candidates = present
     if column in canonical:
         candidates = [c for c in present if c not in canonical and c not in required] or present
-    close = difflib.get_close_matches(column, candidates, n=1, cutoff=0.5)
-    if not close:
-        close = [c for c in candidates if column in c or c in column][:1]
+    # A name inside the other (``score`` / ``engagement_score``) beats a similar spelling (``segments``).
+    contained = [c for c in candidates if column in c or c in column]
+    close = difflib.get_close_matches(column, contained, n=1, cutoff=0) or difflib.get_close_matches(
+        column, candidates, n=1, cutoff=0.5
+    )
     hint = f"; closest match: {close[0]!r}" if close else ""
     others = f" (also missing: {', '.join(repr(c) for c in missing[1:4])})" if len(missing) > 1 else ""
     fix = "map it with [source.columns]"

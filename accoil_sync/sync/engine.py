@@ -46,6 +46,8 @@ class DeliveryReport:
     # The first failures of each class, (key, the vendor's reason): for callers and `--json`'s keys; the
     # reasons can hold emails, so nothing logs or alerts them (`accoil-sync failures` reads the store).
     examples: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+    # The first objects cleared for leaving the source, (kind, key): what a person checks after a removal.
+    cleared: list[tuple[str, str]] = field(default_factory=list)
     stopped: str | None = None
     limited: int = 0  # changes left for a later run by --limit
     halted: bool = False  # a shutdown asked the run to stop; what was in flight finished and was committed
@@ -313,6 +315,8 @@ class Engine:
             if status == "ok":
                 ok += 1
                 clear = change.op == "clear"
+                if clear and len(self.report.cleared) < EXAMPLES:
+                    self.report.cleared.append((kind_value, change.key))
                 fields = {} if clear else (outcome.fields if outcome.fields is not None else change.fields)
                 # A first delivery has nothing to merge with: replacing spares the state a read.
                 acked.append(

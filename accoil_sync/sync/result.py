@@ -162,6 +162,7 @@ class RunResult:
                                 "by_kind": {k: dict(v) for k, v in d.by_kind.items()},
                                 "reasons": dict(d.reasons),
                                 "example_keys": {c: [k for k, _ in ex] for c, ex in d.examples.items()},
+                                "cleared_sample": [{"kind": k, "key": key} for k, key in d.cleared],
                                 "stopped": d.stopped,
                                 "limited": d.limited,
                             }

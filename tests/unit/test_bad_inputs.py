@@ -128,6 +128,18 @@ def test_a_typo_in_the_column_mapping_is_a_file_error(tmp_path: Path) -> None:
     stage.close()
 
 
+def test_a_mapping_to_a_column_that_is_not_there_points_at_the_one_inside_its_name(tmp_path: Path) -> None:
+    """``score = "engagement_score"`` over a file that still has ``score``: the hint is ``score``, not
+    ``segments`` (closer by spelling alone)."""
+    path = tmp_path / "users.csv"
+    path.write_text("user_id,score,segments\nu1,40,A\n")
+    cfg = SourceConfig(users=str(path), columns=ColumnMap(score="engagement_score"))
+    stage = _stage(tmp_path, cfg)
+    (error,) = stage.errors()
+    assert error.column == "engagement_score" and "closest match: 'score'" in error.reason
+    stage.close()
+
+
 def test_a_json_lines_file_without_a_required_column_drops_the_rows_already_read(tmp_path: Path) -> None:
     path = tmp_path / "users.jsonl"
     path.write_text('{"user_id": "u1", "engagement_score": 140}\n{"user_id": "u2", "engagement_score": 5}\n')

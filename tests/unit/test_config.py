@@ -230,3 +230,19 @@ def test_a_command_that_reads_only_the_source_needs_no_vendor_credentials(tmp_pa
     assert settings.destinations.hubspot.enabled and settings.destinations.hubspot.access_token is None
     with pytest.raises(ConfigError):  # the relaxation does not outlive the call
         load_settings(config)
+
+
+def test_no_config_file_at_all_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run where there is no ./accoil-sync.toml and no -c: the missing [source] comes from the missing
+    file, and the message says how to point at one."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("ACCOIL_SYNC_CONFIG", raising=False)
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    (field, message) = info.value.problems[0]
+    assert field == "source" and "no config file was read (no ./accoil-sync.toml here)" in message
+    assert "-c FILE" in message
+    (tmp_path / "accoil-sync.toml").write_text("[state]\n")
+    with pytest.raises(ConfigError) as found:
+        load_settings()
+    assert "no config file was read" not in str(found.value)  # a file was read: its section is missing

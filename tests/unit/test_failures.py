@@ -112,6 +112,7 @@ def test_status_groups_by_class_and_failures_lists_and_exports_the_keys(settings
 
     wrong = cli("failures", "-c", "accoil-sync.toml", "--class", "nope")
     assert wrong.returncode == 2 and "--class" in wrong.stderr and "not_found" in wrong.stderr
+    assert "invalid option" in wrong.stderr  # the command line's mistake, not the configuration's
 
 
 def test_rows_from_before_classes_are_grouped_by_a_fallback_class(tmp_path: Path) -> None:

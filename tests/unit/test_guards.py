@@ -6,6 +6,7 @@ sent (nothing cleared), what is said, and the exit code."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -488,3 +489,24 @@ def test_metrics_computed_from_events_are_not_held_for_moving_daily_unless_asked
     assert [
         h.setting for h in thresholds("jsonl", JsonlDestination(), emptied, computed_from_events=True)
     ] == ["max_removed_share"]
+
+
+@pytest.mark.usefixtures("restored_logging")
+def test_sync_names_the_objects_it_cleared(users: Path, make_settings: WriteConfig) -> None:
+    """After a removal a person checks which records were emptied: sync names them, on screen and in
+    --json (plan's samples show them before)."""
+    from typer.testing import CliRunner
+
+    from accoil_sync.cli import app
+
+    make_settings(extra=CLEAR)
+    write(users, many(20))
+    cli = CliRunner()
+    assert cli.invoke(app, ["sync", "-c", "accoil-sync.toml"]).exit_code == EXIT_OK
+    write(users, many(18))
+    shown = cli.invoke(app, ["sync", "-c", "accoil-sync.toml"])
+    assert shown.exit_code == EXIT_OK, shown.stdout
+    assert "jsonl: cleared, gone from the source: user u18, user u19" in " ".join(shown.stdout.split())
+    write(users, many(17))
+    data = json.loads(cli.invoke(app, ["sync", "-c", "accoil-sync.toml", "--json"]).stdout)
+    assert data["destinations"]["jsonl"]["delivery"]["cleared_sample"] == [{"kind": "user", "key": "u17"}]
