@@ -10,6 +10,7 @@ import sys
 from collections.abc import Iterable
 from contextvars import ContextVar
 from datetime import UTC, datetime
+from typing import Any
 from urllib.parse import parse_qsl, quote, quote_plus, urlsplit
 
 run_id_var: ContextVar[str | None] = ContextVar("run_id", default=None)
@@ -113,6 +114,19 @@ class HumanFormatter(logging.Formatter):
         return line
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is when a line is logged: the progress bars (rich) replace it while
+    they are drawn and print each line above them; a stream fixed at start-up wrote into the bars."""
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
+
+
 # What the last ``setup`` was given (the format resolved), so a child process can log the same way.
 current: tuple[str, str, tuple[str, ...]] = ("INFO", "json", ())
 
@@ -125,7 +139,7 @@ def setup(level: str = "INFO", fmt: str = "auto", secrets: Iterable[str] = (), s
     secrets = tuple(secrets)
     current = (str(level), fmt, secrets)
     _redactor = Redactor(secrets)
-    handler = logging.StreamHandler(out)  # type: ignore[arg-type]
+    handler = logging.StreamHandler(out) if stream is not None else _StderrHandler()  # type: ignore[arg-type]
     handler.setFormatter(JsonFormatter() if fmt == "json" else HumanFormatter())
     handler.addFilter(_Redactor(secrets))
     root = logging.getLogger("accoil_sync")

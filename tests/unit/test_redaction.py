@@ -65,3 +65,16 @@ def test_short_values_and_plain_words_are_left_alone(captured: io.StringIO) -> N
 
 def test_redact_masks_text_that_leaves_another_way(captured: io.StringIO) -> None:
     assert logs.redact(f"alert: webhook {WEBHOOK.lower()} said no") == f"alert: webhook {logs.MASK} said no"
+
+
+def test_log_lines_follow_stderr_when_it_is_replaced(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The progress bars (rich) replace sys.stderr while they are drawn and print what is written to it
+    above them; a handler holding the stream it started with wrote into the bars instead. Still redacted."""
+    before = io.StringIO()
+    monkeypatch.setattr("sys.stderr", before)
+    logs.setup("INFO", "human", [TOKEN])
+    during = io.StringIO()
+    monkeypatch.setattr("sys.stderr", during)
+    logging.getLogger("accoil_sync.test").info("sent with %s", TOKEN)
+    assert "sent with" in during.getvalue() and TOKEN not in during.getvalue()
+    assert before.getvalue() == ""
