@@ -215,10 +215,15 @@ def print_status(
     for col in ("run", "started", "ended", "status", "exit", "invalid rows", "per destination"):
         table.add_column(col)
     for r in recent:
+        # The failures' reason classes break the failed counts down, in parentheses: not more records.
         per = "; ".join(
             f"{d}: "
             + ", ".join(f"{k} {v}" for k, v in c.items())
-            + "".join(f", {cls} {n}" for cls, n in per_run[r.run_id].get(d, {}).items())
+            + (
+                " (" + ", ".join(f"{cls} {n}" for cls, n in by_class.items()) + ")"
+                if (by_class := per_run[r.run_id].get(d, {}))
+                else ""
+            )
             for d, c in r.counts.items()
         )
         table.add_row(

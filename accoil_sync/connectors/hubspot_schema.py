@@ -236,7 +236,7 @@ class HubSpotSchema:
                         f"{body['errors'][0].get('message')}"
                     )
                 self._check_compatible(object_type, spec, existing[spec["name"]])
-        log.info("hubspot: created %d %s properties", len(body.get("results", [])), object_type)
+        log.info("hubspot: created %d properties on %s", len(body.get("results", [])), object_type)
 
     async def ensure_options(self, object_type: str, wanted: dict[str, dict[str, str]]) -> None:
         """``wanted``: property -> {option value: label}. Adds the options a new segment needs, once."""
