@@ -374,9 +374,14 @@ def score(
 
 @config_app.command("check")
 def config_check(config: ConfigOption = None) -> None:
-    """Validate the configuration and print it with secrets masked (exit 2 when invalid)."""
+    """Validate the configuration and print it with secrets masked (exit 2 when invalid, or when a source
+    file setting matches no file)."""
+    from accoil_sync.sources.files import unmatched
+
     with _user_errors():
         settings = load_settings(config)
+        if problems := unmatched(settings.source):
+            raise ConfigError(problems)
     print(json.dumps(masked_dump(settings), indent=2))
     err.print(
         f"configuration OK; enabled destinations: {', '.join(settings.destinations.enabled()) or 'none'}"

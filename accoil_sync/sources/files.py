@@ -43,6 +43,25 @@ def expand(pattern: str) -> list[Path]:
     return [Path(m) for m in matches]
 
 
+def unmatched(cfg: SourceConfig) -> list[tuple[str, str]]:
+    """(setting, problem) for each file setting of the source that matches no file (``config check``:
+    a run would stop on it). Queries and databases are not opened here."""
+    names = []
+    if cfg.kind == "files":
+        names = ["users", "accounts"]
+    elif cfg.kind == "events" and cfg.events_from == "files":
+        names = ["events", "accounts"]
+    out = []
+    for name in names:
+        pattern = getattr(cfg, name)
+        if pattern and not glob.glob(pattern, recursive=True):
+            out.append((f"source.{name}", f"no file matches {pattern!r} (working directory {Path.cwd()})"))
+    duckdb = cfg.kind == "duckdb" or (cfg.kind == "events" and cfg.events_from == "duckdb")
+    if duckdb and cfg.database and not Path(cfg.database).exists():
+        out.append(("source.database", f"no such file {cfg.database!r}"))
+    return out
+
+
 def file_format(path: Path, configured: str) -> str:
     if configured != "auto":
         return configured

@@ -188,6 +188,7 @@ def test_cli_config_check_prints_masked_effective_config(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     cfg = write(tmp_path / "c.toml", '[source]\nusers = "u.csv"\n[destinations.segment]\nenabled = true\n')
+    write(tmp_path / "u.csv", "user_id,score\n")
     monkeypatch.setenv("ACCOIL_SYNC_DESTINATIONS__SEGMENT__WRITE_KEY", SENTINEL)
     result = runner.invoke(app, ["config", "check", "--config", str(cfg)])
     assert result.exit_code == 0, result.output
@@ -246,3 +247,13 @@ def test_no_config_file_at_all_says_so(tmp_path: Path, monkeypatch: pytest.Monke
     with pytest.raises(ConfigError) as found:
         load_settings()
     assert "no config file was read" not in str(found.value)  # a file was read: its section is missing
+
+
+def test_config_check_names_a_source_file_setting_that_matches_no_file(tmp_path: Path) -> None:
+    """A run would stop on it (no file matches): ``config check`` says so first, with the setting."""
+    cfg = write(tmp_path / "c.toml", '[source]\nusers = "userz.csv"\naccounts = "accounts/*.csv"\n')
+    write(tmp_path / "accounts" / "a.csv", "account_id,score\n")
+    result = runner.invoke(app, ["config", "check", "--config", str(cfg)])
+    assert result.exit_code == 2
+    assert "source.users: no file matches" in result.output and "userz.csv" in result.output
+    assert "source.accounts" not in result.output  # its glob matches a file
