@@ -88,12 +88,17 @@ def main_callback(
 
 
 @contextmanager
-def _user_errors() -> Iterator[None]:
+def _user_errors(as_json: bool = False) -> Iterator[None]:
+    """A user's mistake ends the command with its message and exit code, never a traceback; under
+    ``--json`` stdout carries it too, so a machine reading stdout is not left with nothing."""
     try:
         yield
     except (UserError, StateStoreError, SyncBusy) as exc:  # 2, or 74 / 75: the message says what to do
+        code = getattr(exc, "exit_code", EXIT_USAGE)
         err.print(f"[red]error:[/red] {escape(str(exc))}", markup=True, highlight=False)
-        raise typer.Exit(getattr(exc, "exit_code", EXIT_USAGE)) from None
+        if as_json:
+            print(json.dumps({"error": str(exc), "exit_code": code}, indent=2))
+        raise typer.Exit(code) from None
 
 
 def _load(config: Path | None, log_format: str, log_level: str | None, as_of: str | None = None) -> Settings:
@@ -140,7 +145,7 @@ def plan(
 ) -> None:
     """Dry run: what a sync would send, per destination, with a sample of field-level changes and the
     safety verdict (exit codes as for sync)."""
-    with _user_errors():
+    with _user_errors(as_json):
         settings = _load(config, log_format, log_level or ("WARNING" if as_json else None), as_of)
         result = cli_run.run(
             settings,
@@ -214,7 +219,7 @@ def sync(
     source had invalid rows, 5 a destination held by a safety threshold, 74 the state store cannot be used
     (or is new while earlier deliveries exist), 75 another run holds the state store's lease, 130
     interrupted."""
-    with _user_errors():
+    with _user_errors(as_json):
         settings = _load(config, log_format, log_level, as_of)
         result = cli_run.run(
             settings,
@@ -249,7 +254,7 @@ def status(
     as_json: JsonOption = False,
 ) -> None:
     """Recent runs, and the records failing now grouped by reason class (`failures` lists them)."""
-    with _user_errors():
+    with _user_errors(as_json):
         store = _read_state(load_settings(config))
         try:
             recent = store.runs(runs)
@@ -326,7 +331,7 @@ def score(
     """Compute the metrics from the events source and write them (default ./scores/), or --explain a key."""
     from accoil_sync.scoring import Scorer
 
-    with _user_errors():
+    with _user_errors(as_json):
         settings = _load(config, log_format, log_level or ("WARNING" if as_json else None), as_of)
         if settings.source.kind != "events":
             raise ConfigError(

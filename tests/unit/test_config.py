@@ -257,3 +257,16 @@ def test_config_check_names_a_source_file_setting_that_matches_no_file(tmp_path:
     assert result.exit_code == 2
     assert "source.users: no file matches" in result.output and "userz.csv" in result.output
     assert "source.accounts" not in result.output  # its glob matches a file
+
+
+def test_a_json_command_that_fails_on_a_user_mistake_says_so_on_stdout(tmp_path: Path) -> None:
+    """A script reading `plan --json` gets the error as JSON on stdout, not an empty stream (the message
+    stays on stderr for a person)."""
+    cfg = write(
+        tmp_path / "c.toml",
+        '[source]\nusers = "userz.csv"\n[state]\npath = "state/state.db"\n[destinations.jsonl]\nenabled = true\n',
+    )
+    result = runner.invoke(app, ["plan", "--config", str(cfg), "--json"])
+    assert result.exit_code == 2
+    data = json.loads(result.stdout)
+    assert data["exit_code"] == 2 and "no file matches" in data["error"]
