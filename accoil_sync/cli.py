@@ -95,9 +95,11 @@ def _user_errors(as_json: bool = False) -> Iterator[None]:
         yield
     except (UserError, StateStoreError, SyncBusy) as exc:  # 2, or 74 / 75: the message says what to do
         code = getattr(exc, "exit_code", EXIT_USAGE)
-        err.print(f"[red]error:[/red] {escape(str(exc))}", markup=True, highlight=False)
+        # A driver's words (a SQL error) could quote a secret: masked here as in every log line.
+        words = logs.redact(str(exc))
+        err.print(f"[red]error:[/red] {escape(words)}", markup=True, highlight=False)
         if as_json:
-            print(json.dumps({"error": str(exc), "exit_code": code}, indent=2))
+            print(json.dumps({"error": words, "exit_code": code}, indent=2))
         raise typer.Exit(code) from None
 
 

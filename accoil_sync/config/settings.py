@@ -157,14 +157,14 @@ def load_settings(
         return Settings(_secrets_dir=secrets_dir)
     except ValidationError as exc:
         problems = _problems(exc)
-        if path is None and any(field == "source" for field, _ in problems):
+        if path is None and any(e["type"] == "missing" and e["loc"] == ("source",) for e in exc.errors()):
             # Nothing was read from a file: the likelier mistake is the missing file, not the section.
             problems = [
                 (
                     field,
                     f"{message}; no config file was read (no ./{DEFAULT_CONFIG} here): pass "
                     f"-c FILE or set ACCOIL_SYNC_CONFIG"
-                    if field == "source"
+                    if message.startswith("missing [source] section")
                     else message,
                 )
                 for field, message in problems

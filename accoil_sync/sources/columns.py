@@ -63,7 +63,8 @@ def missing_column_error(
     if column in canonical:
         candidates = [c for c in present if c not in canonical and c not in required] or present
     # A name inside the other (``score`` / ``engagement_score``) beats a similar spelling (``segments``).
-    contained = [c for c in candidates if column in c or c in column]
+    # (Names of two characters or fewer -- the '' of a trailing comma, an ``id`` -- are inside too much.)
+    contained = [c for c in candidates if len(c) > 2 and (column in c or c in column)]
     close = difflib.get_close_matches(column, contained, n=1, cutoff=0) or difflib.get_close_matches(
         column, candidates, n=1, cutoff=0.5
     )

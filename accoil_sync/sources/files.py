@@ -57,7 +57,8 @@ def unmatched(cfg: SourceConfig) -> list[tuple[str, str]]:
         if pattern and not glob.glob(pattern, recursive=True):
             out.append((f"source.{name}", f"no file matches {pattern!r} (working directory {Path.cwd()})"))
     duckdb = cfg.kind == "duckdb" or (cfg.kind == "events" and cfg.events_from == "duckdb")
-    if duckdb and cfg.database and not Path(cfg.database).exists():
+    # ``md:`` (MotherDuck) and other ``scheme:`` values are not files; DuckDB opens them itself.
+    if duckdb and cfg.database and ":" not in cfg.database and not Path(cfg.database).exists():
         out.append(("source.database", f"no such file {cfg.database!r}"))
     return out
 

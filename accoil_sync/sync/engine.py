@@ -248,26 +248,29 @@ class Engine:
             await slots.acquire()
             # The request slot is given back once the destination answered, so the next batch is sent
             # while this one's commit waits for the commit thread.
+            sent = True
             try:
                 if self._skipped():
-                    await self._unsent(kind, batch)
-                    return
-                try:
+                    sent = False
+                else:
                     outcomes = await self.connector.deliver(kind, batch)
-                except DestinationUnavailable as exc:
-                    if not self._stop.is_set():
-                        self.report.stopped = str(exc)
-                        log.error("%s stopped: %s", self.connector.name, exc)
-                    self._stop.set()
-                    if exc.before_sending:
-                        await self._unsent(kind, batch)
+            except DestinationUnavailable as exc:
+                if not self._stop.is_set():
+                    self.report.stopped = str(exc)
+                    log.error("%s stopped: %s", self.connector.name, exc)
+                self._stop.set()
+                if not exc.before_sending:
                     return
-                except RetryableError as exc:
-                    outcomes = [Outcome.retry(c.key, str(exc)) for c in batch]
-                except PermanentError as exc:
-                    outcomes = [Outcome.reject(c.key, str(exc)) for c in batch]
+                sent = False
+            except RetryableError as exc:
+                outcomes = [Outcome.retry(c.key, str(exc)) for c in batch]
+            except PermanentError as exc:
+                outcomes = [Outcome.reject(c.key, str(exc)) for c in batch]
             finally:
                 slots.release()
+            if not sent:  # the slot is free again before the commit thread drops the notes
+                await self._unsent(kind, batch)
+                return
             try:
                 await self._commit(kind, batch, outcomes)
             except StateStoreError as exc:

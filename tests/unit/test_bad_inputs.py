@@ -140,6 +140,16 @@ def test_a_mapping_to_a_column_that_is_not_there_points_at_the_one_inside_its_na
     stage.close()
 
 
+def test_an_unnamed_column_is_never_the_hint(tmp_path: Path) -> None:
+    """An export with a trailing comma has a column named '': it is inside every name, and no hint."""
+    path = tmp_path / "users.csv"
+    path.write_text("userid,score,\nu1,40,\n")
+    stage = _stage(tmp_path, SourceConfig(users=str(path)))
+    (error,) = stage.errors()
+    assert error.column == "user_id" and "closest match: 'userid'" in error.reason
+    stage.close()
+
+
 def test_a_json_lines_file_without_a_required_column_drops_the_rows_already_read(tmp_path: Path) -> None:
     path = tmp_path / "users.jsonl"
     path.write_text('{"user_id": "u1", "engagement_score": 140}\n{"user_id": "u2", "engagement_score": 5}\n')

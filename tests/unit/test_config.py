@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
@@ -270,3 +271,33 @@ def test_a_json_command_that_fails_on_a_user_mistake_says_so_on_stdout(tmp_path:
     assert result.exit_code == 2
     data = json.loads(result.stdout)
     assert data["exit_code"] == 2 and "no file matches" in data["error"]
+
+
+def test_the_missing_file_hint_is_only_for_a_missing_source_section(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A [source] given by the environment alone, wrong in itself: its own problem, no file hint."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("ACCOIL_SYNC_CONFIG", raising=False)
+    monkeypatch.setenv("ACCOIL_SYNC_SOURCE__KIND", "sqlalchemy")
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    assert "set source.users" in str(info.value) and "no config file was read" not in str(info.value)
+
+
+def test_a_user_error_is_masked_like_a_log_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An error's words can quote a driver's message, which can quote a secret: masked on stderr and in
+    the --json error on stdout, as in every log line."""
+    from accoil_sync import cli, logs
+    from accoil_sync.errors import SourceError
+
+    logs.setup("INFO", "json", [SENTINEL], stream=io.StringIO())
+
+    def leaky(*_: object, **__: object) -> None:
+        raise SourceError(f"could not connect: password {SENTINEL} rejected")
+
+    monkeypatch.setattr(cli, "_load", leaky)
+    result = runner.invoke(app, ["plan", "--json"])
+    assert result.exit_code == 2
+    assert SENTINEL not in result.output
+    assert "could not connect" in json.loads(result.stdout)["error"]
