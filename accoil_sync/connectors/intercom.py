@@ -296,28 +296,19 @@ class IntercomConnector:
     async def _place_lost(self, change: Change, attributes: dict[str, FieldValue]) -> str | Outcome:
         """A clear for a key that left the source after a write of its was lost unacknowledged (no contact id
         stored, sync/pending.py): every contact we write carries our key as external_id, so the one that
-        write reached is found by it -- ``find_by_external_id``, which sees a contact created a moment ago.
-        None found: the write never landed, nothing to clear."""
-        found = await self._lost_contact(change.key)
-        if found is None:
+        write reached is found by it -- the finder's search (a merged contact's survivor), then
+        ``find_by_external_id`` (a contact created a moment ago). None found: the write never landed,
+        nothing to clear."""
+        found = (await self.finder.find([change], exact_when_missing=True))[change.key]
+        if found.verdict != "update" or found.contact_id is None:
             return Outcome.ok(change.key)
-        match = self.finder.claim(change.key, Match("update", found))
+        match = self.finder.claim(change.key, found)
         if match.verdict == "conflict":
             assert match.owner is not None
-            return Outcome.conflict(change.key, match.owner, found, "Intercom")
+            return Outcome.conflict(change.key, match.owner, found.contact_id, "Intercom")
         if attributes:
-            await self._update(found, attributes)
-        return found
-
-    async def _lost_contact(self, key: str) -> str | None:
-        """The contact carrying ``key`` as external_id: ``find_by_external_id`` first (it sees a contact
-        created a moment ago), else a search (a contact merged since answers 410 there, and its survivor
-        is found by search)."""
-        found = await self.finder.exact(key)
-        if found is None:
-            by_key = await self.finder.by_external_id([key])
-            found = (by_key or {}).get(key)
-        return found
+            await self._update(found.contact_id, attributes)
+        return found.contact_id
 
     async def _update(
         self, contact_id: str, attributes: dict[str, FieldValue], adopt: str | None = None
@@ -358,9 +349,7 @@ class IntercomConnector:
         """What delivery would do for each key, by read-only lookups (``plan --resolve``)."""
         if kind is ObjectKind.ACCOUNT:
             return await self._each(batch, self.companies.resolve)
-        matches = await self.finder.find(
-            [c for c in batch if not c.dest_id and c.record], exact_when_missing=True
-        )
+        matches = await self.finder.find([c for c in batch if not c.dest_id], exact_when_missing=True)
         out = []
         owners = self.ownership.owners(
             ObjectKind.USER, [m.contact_id for m in matches.values() if m.contact_id]
@@ -369,27 +358,21 @@ class IntercomConnector:
             if change.dest_id:
                 out.append(Resolution(change.key, "update", change.dest_id, "stored id"))
                 continue
-            if change.record is None:  # a lost write's key, gone from the source: found by key or nothing
-                found = await self._lost_contact(change.key)
-                owner = self.ownership.owners(ObjectKind.USER, [found]).get(found) if found else None
-                if found is None:
-                    out.append(
-                        Resolution(change.key, "not_found", None, "nothing of this key's: nothing to clear")
-                    )
-                elif owner not in (None, change.key):
-                    out.append(Resolution(change.key, "conflict", found, f"owned by key {owner!r}"))
-                else:
-                    out.append(
-                        Resolution(change.key, "update", found, "a lost write reached it: to be cleared")
-                    )
-                continue
+            # A key without a record is a lost write's, gone from the source: found by its key, or nothing.
+            lost = change.record is None
             match = matches.get(change.key, Match("missing"))
             owner = owners.get(match.contact_id or "")
             if match.verdict in ("update", "adopt") and owner not in (None, change.key):
                 out.append(Resolution(change.key, "conflict", match.contact_id, f"owned by key {owner!r}"))
             elif match.verdict in ("update", "adopt"):
                 detail = "found by email; external_id will be set" if match.verdict == "adopt" else None
+                if lost:
+                    detail = "a lost write reached it: to be cleared"
                 out.append(Resolution(change.key, "update", match.contact_id, detail))
+            elif lost:
+                out.append(
+                    Resolution(change.key, "not_found", None, "nothing of this key's: nothing to clear")
+                )
             elif match.verdict == "conflict":
                 out.append(
                     Resolution(change.key, "conflict", match.contact_id, f"owned by key {match.owner!r}")
