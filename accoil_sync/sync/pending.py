@@ -35,7 +35,7 @@ def merge(note: Note | None, fields: Mapping[str, FieldValue]) -> Note:
     if not note:
         # A key's first note, the common case and on the hot path: one value per field, nothing to combine.
         return {name: [value] for name, value in fields.items()}
-    out: Note = {name: list(values) for name, values in (note or {}).items()}
+    out: Note = {name: list(values) for name, values in note.items()}
     for name, value in fields.items():
         values = out.get(name, [])
         if isinstance(value, list) or any(isinstance(v, list) for v in values):

@@ -17,10 +17,10 @@ from accoil_sync.config.settings import Settings
 from accoil_sync.emulator import Emulator
 from accoil_sync.errors import StateStoreError
 from accoil_sync.sync.runner import execute
-from accoil_sync.sync.state import StateStore, explain
+from accoil_sync.sync.state import StateStore
 from tests.conftest import WriteConfig, failure_reasons, write
 from tests.integration.conftest import destination_section
-from tests.integration.test_unacknowledged_writes import lose_user_commits, notes, sync
+from tests.integration.test_unacknowledged_writes import lose_commits, notes, sync
 
 USERS = "user_id,email,account_id,score,segments\nu0,zero@example.com,a0,10,Engaged\n"
 NEWCOMER = "u9,nine@example.com,a0,77,Champions\n"
@@ -36,7 +36,7 @@ def lose_first_write(
     sync(settings, destination)
     write(tmp_path / "users.csv", USERS + NEWCOMER)
     with monkeypatch.context() as patched:
-        lose_user_commits(patched)
+        lose_commits(patched)
         with pytest.raises(StateStoreError):
             sync(settings, destination)
     assert notes(settings) == 1
@@ -79,12 +79,7 @@ def test_intercom_clears_what_a_lost_first_write_left_once_the_key_is_gone(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("ACCOIL_SYNC_DESTINATIONS__INTERCOM__ACCESS_TOKEN", "tok-test")
-    settings = make_settings(
-        "users.csv",
-        "accounts.csv",
-        destination_section(served, "intercom", create_missing_contacts=True, removal="clear"),
-    )
+    settings = vendor_settings(served, make_settings, monkeypatch, "intercom")
     lose_first_write(settings, "intercom", tmp_path, monkeypatch)
     intercom = emulator.intercom
     contact = next(c for c in intercom.contacts.values() if c["external_id"] == "u9")
@@ -122,14 +117,7 @@ def test_hubspot_clears_a_lost_first_write_found_by_our_key_and_reports_one_it_c
     monkeypatch: pytest.MonkeyPatch,
     contact_match: str,
 ) -> None:
-    monkeypatch.setenv("ACCOIL_SYNC_DESTINATIONS__HUBSPOT__ACCESS_TOKEN", "pat-test")
-    settings = make_settings(
-        "users.csv",
-        "accounts.csv",
-        destination_section(
-            served, "hubspot", create_missing=True, removal="clear", contact_match=contact_match
-        ),
-    )
+    settings = vendor_settings(served, make_settings, monkeypatch, "hubspot", contact_match=contact_match)
     lose_first_write(settings, "hubspot", tmp_path, monkeypatch)
     contacts = emulator.hubspot.state()["contacts"]
     landed = next(i for i, p in contacts.items() if p.get("email") == "nine@example.com")
@@ -217,15 +205,8 @@ def test_a_company_a_lost_first_write_reached_is_cleared_once_its_account_is_gon
     write(tmp_path / "accounts.csv", ACCOUNTS)
     sync(settings, vendor)
     write(tmp_path / "accounts.csv", ACCOUNTS + "a9,Globex,globex.io,60,Engaged\n")
-    real = StateStore.commit_batch
-
-    def lose_account_commits(self: StateStore, destination: str, kind: str, *args: Any) -> None:
-        if kind == "account":
-            raise explain(self.path, "record a write", sqlite3.OperationalError("disk I/O error"))
-        real(self, destination, kind, *args)
-
     with monkeypatch.context() as patched:
-        patched.setattr(StateStore, "commit_batch", lose_account_commits)
+        lose_commits(patched, "account")
         with pytest.raises(StateStoreError):
             sync(settings, vendor)
     # Intercom refuses one attribute name on contacts and companies; HubSpot's objects each have their own.

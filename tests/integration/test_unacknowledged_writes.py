@@ -28,12 +28,13 @@ def sync(settings: Settings, destination: str) -> RunResult:
     return asyncio.run(execute(settings, deliver=True, destinations=[destination], allow_mass_change=True))
 
 
-def lose_user_commits(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every commit of a user batch fails after the destination answered, as a kill -9 there would."""
+def lose_commits(monkeypatch: pytest.MonkeyPatch, lost: str = "user") -> None:
+    """Every commit of a ``lost`` batch (user or account) fails after the destination answered, as a
+    kill -9 there would."""
     real = StateStore.commit_batch
 
     def failing(self: StateStore, destination: str, kind: str, *args: Any) -> None:
-        if kind == "user":
+        if kind == lost:
             raise explain(self.path, "record a write", sqlite3.OperationalError("disk I/O error"))
         real(self, destination, kind, *args)
 
@@ -78,7 +79,7 @@ def test_intercom_tags_attributes_and_companies_of_an_unrecorded_batch_are_undon
     # Bump 2: every user changes segment (a tag added, one removed), score and company.
     intercom.write_source(tmp_path, 2)
     with monkeypatch.context() as patched:
-        lose_user_commits(patched)
+        lose_commits(patched)
         with pytest.raises(StateStoreError):
             sync(settings, "intercom")
     assert notes(settings) > 0
@@ -119,7 +120,7 @@ def test_hubspot_values_of_an_unrecorded_batch_are_written_over(
     hubspot.check_ownership(emulator, settings, users, accounts)
     source(5)
     with monkeypatch.context() as patched:
-        lose_user_commits(patched)
+        lose_commits(patched)
         with pytest.raises(StateStoreError):
             sync(settings, "hubspot")
     contacts = emulator.hubspot.state()["contacts"].values()
